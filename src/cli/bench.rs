@@ -1,0 +1,116 @@
+//! `enas bench ops`: our custom ops against candle's own composition of the
+//! same computation, forward + backward, median milliseconds.
+use crate::ops;
+use anyhow::Result;
+use candle_core::{Device, Tensor, Var};
+use clap::Subcommand;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Time each custom op forward+backward against candle's composition.
+    Ops {
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+        /// Input shape N C H W.
+        #[arg(long, num_args = 4, default_values_t = [64, 32, 16, 16])]
+        shape: Vec<usize>,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Ops { json, reps, shape } => bench_ops(json, reps, &shape),
+    }
+}
+
+/// Median over `reps` runs of `f` (after one warm-up), in milliseconds.
+fn median_ms(reps: usize, mut f: impl FnMut() -> candle_core::Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    Ok(times[times.len() / 2])
+}
+
+/// Forward, sum, backward: what one training step asks of an op.
+fn fwd_bwd(out: candle_core::Result<Tensor>) -> candle_core::Result<()> {
+    let g = out?.sum_all()?.backward()?;
+    std::hint::black_box(g);
+    Ok(())
+}
+
+fn bench_ops(json: bool, reps: usize, shape: &[usize]) -> Result<()> {
+    let dev = Device::Cpu;
+    let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev)?)?;
+    let mut rows = Vec::new();
+    for k in [3usize, 5] {
+        let wt = Var::from_tensor(&Tensor::randn(0f32, 0.3, (c, 1, k, k), &dev)?)?;
+        let name = format!("depthwise{k}x{k}");
+        rows.push((name.clone(), "enas", median_ms(reps, || fwd_bwd(ops::depthwise_conv2d(&x, &wt, 1, 1)))?));
+        rows.push((name, "candle", median_ms(reps, || fwd_bwd(x.conv2d(&wt, k / 2, 1, 1, c)))?));
+    }
+    rows.push(("maxpool3x3".into(), "enas", median_ms(reps, || fwd_bwd(ops::max_pool2d(&x, 3, 1)))?));
+    rows.push(("maxpool3x3".into(), "candle", median_ms(reps, || fwd_bwd(reference::max_pool3x3(&x)))?));
+    rows.push(("avgpool3x3".into(), "enas", median_ms(reps, || fwd_bwd(ops::avg_pool2d(&x, 3, 1)))?));
+    rows.push(("avgpool3x3".into(), "candle", median_ms(reps, || fwd_bwd(reference::avg_pool3x3(&x)))?));
+    if json {
+        for (op, imp, ms) in &rows {
+            println!("{}", serde_json::json!({"op": op, "impl": imp, "ms": ms}));
+        }
+    } else {
+        println!("forward+backward at ({n}, {c}, {h}, {w}), median of {reps}");
+        println!("{:<14} {:>10} {:>10} {:>8}", "op", "enas ms", "candle ms", "speedup");
+        for pair in rows.chunks(2) {
+            println!("{:<14} {:>10.3} {:>10.3} {:>7.1}x", pair[0].0, pair[0].2, pair[1].2, pair[1].2 / pair[0].2);
+        }
+    }
+    Ok(())
+}
+
+/// The same computations composed from candle's own ops, as references.
+pub mod reference {
+    use candle_core::{Result, Tensor};
+
+    /// The nine shifted copies of `x` padded by one pixel with `fill`.
+    fn shifted(x: &Tensor, fill: f32) -> Result<Vec<Tensor>> {
+        let (n, c, h, w) = x.dims4()?;
+        let row = Tensor::full(fill, (n, c, 1, w), x.device())?;
+        let xp = Tensor::cat(&[&row, x, &row], 2)?;
+        let col = Tensor::full(fill, (n, c, h + 2, 1), x.device())?;
+        let xp = Tensor::cat(&[&col, &xp, &col], 3)?;
+        let mut out = Vec::with_capacity(9);
+        for dy in 0..3 {
+            for dx in 0..3 {
+                out.push(xp.narrow(2, dy, h)?.narrow(3, dx, w)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// 3x3 stride-1 max pool with -inf padding.
+    pub fn max_pool3x3(x: &Tensor) -> Result<Tensor> {
+        let s = shifted(x, f32::NEG_INFINITY)?;
+        s[1..].iter().try_fold(s[0].clone(), |m, t| m.maximum(t))
+    }
+
+    /// 3x3 stride-1 average pool that divides by the in-image pixel count.
+    pub fn avg_pool3x3(x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let s = shifted(x, 0.0)?;
+        let sum = s[1..].iter().try_fold(s[0].clone(), |a, t| a + t)?;
+        let ones = Tensor::ones((1, 1, h, w), x.dtype(), x.device())?;
+        let counts = shifted(&ones, 0.0)?;
+        let count = counts[1..].iter().try_fold(counts[0].clone(), |a, t| a + t)?;
+        let _ = (n, c);
+        sum.broadcast_div(&count)
+    }
+}

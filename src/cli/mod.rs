@@ -1,0 +1,244 @@
+//! The `enas` command line.
+pub mod bench;
+pub use bench::reference;
+
+use crate::data::cifar::Variant;
+use crate::data::{fetch, Augment, DatasetKind};
+use crate::model::NetConfig;
+use crate::space::{Arch, SpaceKind};
+use crate::train::retrain::{self, RetrainConfig};
+use crate::train::SgdConfig;
+use anyhow::Result;
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "enas", version, about = "Neural architecture search by reinforcement learning, on candle")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Datasets: download and check them.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train a given architecture from scratch and test it.
+    Retrain(RetrainArgs),
+    /// Test accuracy of a trained model directory.
+    Eval(EvalArgs),
+    /// Speed measurements.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Download the official tarball, check its MD5 and extract it into the cache.
+    Fetch {
+        #[arg(value_parser = ["cifar10", "cifar100"])]
+        dataset: String,
+        /// Where to put it (default: $ENAS_DATA, else the XDG cache directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A mirror of the official tarball (its MD5 must still match, unless --md5 is given).
+        #[arg(long, hide = true)]
+        url: Option<String>,
+        #[arg(long, hide = true)]
+        md5: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct DataArgs {
+    #[arg(long, value_enum, default_value = "fashion-mnist")]
+    dataset: DatasetKind,
+    /// Directory with the dataset files (default: where `scripts/setup.sh` or `enas data fetch` puts them).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RetrainArgs {
+    #[arg(long, value_enum, default_value = "micro")]
+    space: SpaceKind,
+    /// Architecture: the authors' string, or a file holding one, or an arch.json.
+    #[arg(long)]
+    arch: String,
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Micro: normal cells per stage (the authors' num_layers); macro: ignored (the arc fixes it).
+    #[arg(long, default_value_t = 3)]
+    layers: usize,
+    #[arg(long, default_value_t = 16)]
+    channels: usize,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    lr_min: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// L2 weight decay (added to the gradient), as the authors' l2_reg.
+    #[arg(long, default_value_t = 3e-4)]
+    weight_decay: f64,
+    /// Apply weight decay decoupled from the gradient (SGDW) instead of as L2.
+    #[arg(long)]
+    decoupled_wd: bool,
+    #[arg(long, default_value_t = 5.0)]
+    grad_clip: f64,
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// Cutout side in pixels (0: off).
+    #[arg(long, default_value_t = 0)]
+    cutout: usize,
+    /// Random-crop padding in pixels (default: 4 for CIFAR, 2 for 28x28 images).
+    #[arg(long)]
+    crop_pad: Option<usize>,
+    /// Random horizontal flips (default: on, except for MNIST digits).
+    #[arg(long)]
+    flip: Option<bool>,
+    /// Weight of the auxiliary head's loss (0: no auxiliary head).
+    #[arg(long, default_value_t = 0.4)]
+    aux_weight: f64,
+    /// Final drop-path probability.
+    #[arg(long, default_value_t = 0.0)]
+    drop_path: f32,
+    /// Dropout before the classifier.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    #[arg(long, default_value_t = 5000)]
+    valid_size: usize,
+    /// Use only the first N training images.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    #[arg(long, default_value_t = 500)]
+    eval_batch: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Continue the run in --out from its last finished epoch.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A directory written by `enas retrain`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Evaluate on this dataset (default: the one it was trained on).
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetKind>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Runs the CLI and returns the process exit code; errors print as one line.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = Device::Cpu;
+    match cli.command {
+        Command::Data(DataCommand::Fetch { dataset, dir, url, md5 }) => {
+            let variant = if dataset == "cifar10" { Variant::Cifar10 } else { Variant::Cifar100 };
+            let mut source = fetch::official(variant);
+            if let Some(u) = url {
+                source.url = u;
+            }
+            if let Some(m) = md5 {
+                source.md5 = m;
+            }
+            let dir = dir.unwrap_or_else(fetch::cache_dir);
+            let at = fetch::fetch(variant, &source, &dir, true)?;
+            println!("{dataset} is in {}", at.display());
+            Ok(())
+        }
+        Command::Retrain(a) => {
+            let cfg = retrain_config(&a)?;
+            let s = retrain::run(&cfg, &a.out, a.resume, !a.quiet, &device)?;
+            println!(
+                "test accuracy {:.4} ({} parameters, {} epochs, {:.0}s); model in {}",
+                s.test_accuracy,
+                s.params,
+                s.epochs.len(),
+                s.seconds,
+                a.out.display()
+            );
+            Ok(())
+        }
+        Command::Eval(a) => {
+            let acc = retrain::eval_dir(&a.model, a.dataset, a.data_dir, &device)?;
+            println!("test accuracy {acc:.4}");
+            Ok(())
+        }
+        Command::Bench(b) => bench::run(b),
+    }
+}
+
+fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
+    let arch = Arch::load(a.space, &a.arch)?;
+    let kind = a.data.dataset;
+    if a.batch == 0 || a.epochs == 0 || a.channels == 0 {
+        anyhow::bail!("--batch, --epochs and --channels must be positive");
+    }
+    if a.channels % 2 != 0 {
+        anyhow::bail!("--channels {} must be even (factorized reductions split channels in two)", a.channels);
+    }
+    let augment = Augment {
+        crop_pad: a.crop_pad.unwrap_or(if kind.is_cifar() { 4 } else { 2 }),
+        flip: a.flip.unwrap_or(kind != DatasetKind::Mnist),
+        cutout: a.cutout,
+    };
+    Ok(RetrainConfig {
+        space: a.space,
+        arch: arch.to_arc_string(),
+        dataset: kind,
+        data_dir: a.data.data_dir.clone(),
+        net: NetConfig {
+            layers: a.layers,
+            channels: a.channels,
+            in_channels: kind.in_channels(),
+            image_size: kind.image_size(),
+            classes: kind.classes(),
+            aux_head: a.aux_weight > 0.0,
+            dropout: a.dropout,
+            drop_path: a.drop_path,
+        },
+        epochs: a.epochs,
+        batch: a.batch,
+        eval_batch: a.eval_batch,
+        sgd: SgdConfig {
+            lr: a.lr,
+            momentum: a.momentum,
+            nesterov: true,
+            weight_decay: a.weight_decay,
+            decoupled: a.decoupled_wd,
+        },
+        lr_min: a.lr_min,
+        grad_clip: a.grad_clip,
+        label_smoothing: a.label_smoothing,
+        aux_weight: a.aux_weight,
+        augment,
+        valid_size: a.valid_size,
+        train_limit: a.train_limit,
+        seed: a.seed,
+    })
+}

@@ -1,0 +1,221 @@
+//! Building blocks of the child networks, NCHW throughout.
+use super::Ctx;
+use crate::ops;
+use candle_core::{DType, Result, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder};
+use rand::Rng;
+
+/// Created constant; `seeded_init` fills it afterwards.
+pub fn param(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Tensor> {
+    vb.get_with_hints(shape, name, Init::Const(0.0))
+}
+
+/// 1x1 convolution as a batched matrix product: weight (C_out, C_in).
+pub struct Conv1x1 {
+    w: Tensor,
+}
+
+impl Conv1x1 {
+    pub fn new(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+        Ok(Conv1x1 { w: param(&vb, &[c_out, c_in], "w")? })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let y = self.w.broadcast_matmul(&x.reshape((n, c, h * w))?)?;
+        y.reshape((n, self.w.dim(0)?, h, w))
+    }
+}
+
+/// Full k x k convolution, 'same' padding, stride 1.
+pub struct Conv {
+    w: Tensor,
+    k: usize,
+}
+
+impl Conv {
+    pub fn new(vb: VarBuilder, c_in: usize, c_out: usize, k: usize) -> Result<Self> {
+        Ok(Conv { w: param(&vb, &[c_out, c_in, k, k], "w")?, k })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d(&self.w, self.k / 2, 1, 1, 1)
+    }
+}
+
+/// Batch normalisation over (N, H, W); running statistics live in the VarMap
+/// (no gradient) and are used in evaluation.
+pub struct BatchNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    running_mean: Var,
+    running_var: Var,
+}
+
+/// Momentum of the running statistics: the authors' decay of 0.9.
+const BN_MOMENTUM: f64 = 0.1;
+const BN_EPS: f64 = 1e-5;
+
+impl BatchNorm {
+    pub fn new(vb: VarBuilder, c: usize) -> Result<Self> {
+        let gamma = param(&vb, &[c], "gamma")?;
+        let beta = param(&vb, &[c], "beta")?;
+        let running_mean = running(&vb, c, "running_mean")?;
+        let running_var = running(&vb, c, "running_var")?;
+        Ok(BatchNorm { gamma, beta, running_mean, running_var })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if train {
+            let (y, stats) = ops::batch_norm_train(x, &self.gamma, &self.beta, BN_EPS)?;
+            self.update_running(&stats, (n * h * w) as f64)?;
+            return Ok(y);
+        }
+        let var = self.running_var.as_tensor().reshape((1, c, 1, 1))?;
+        let scale = (self.gamma.reshape((1, c, 1, 1))? / (var + BN_EPS)?.sqrt()?)?;
+        let mean = self.running_mean.as_tensor().reshape((1, c, 1, 1))?;
+        let shift = (self.beta.reshape((1, c, 1, 1))? - mean.broadcast_mul(&scale)?)?;
+        x.broadcast_mul(&scale)?.broadcast_add(&shift)
+    }
+
+    fn update_running(&self, stats: &ops::BatchStats, count: f64) -> Result<()> {
+        let c = stats.mean.len();
+        let dev = self.gamma.device();
+        let mean = Tensor::from_slice(&stats.mean, c, dev)?;
+        let unbiased = (Tensor::from_slice(&stats.var, c, dev)? * (count / (count - 1.0).max(1.0)))?;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)
+    }
+}
+
+/// A running statistic: the tensor a VarMap-backed VarBuilder hands out is the
+/// variable itself, so wrapping it shares storage and `set` updates the VarMap.
+fn running(vb: &VarBuilder, c: usize, name: &str) -> Result<Var> {
+    Var::from_tensor(&param(vb, &[c], name)?)
+}
+
+/// ReLU -> 1x1 conv -> BN, the authors' projection.
+pub struct ReluConvBn {
+    conv: Conv1x1,
+    bn: BatchNorm,
+}
+
+impl ReluConvBn {
+    pub fn new(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+        Ok(ReluConvBn { conv: Conv1x1::new(vb.pp("conv"), c_in, c_out)?, bn: BatchNorm::new(vb.pp("bn"), c_out)? })
+    }
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward(&self.conv.forward(&x.relu()?)?, train)
+    }
+}
+
+/// Separable convolution applied twice: (ReLU, depthwise k x k, pointwise 1x1, BN) x 2,
+/// the first depthwise carrying the stride (the authors' `_fixed_conv`).
+pub struct SepConv {
+    depthwise: [Tensor; 2],
+    pointwise: [Conv1x1; 2],
+    bn: [BatchNorm; 2],
+    stride: usize,
+}
+
+impl SepConv {
+    pub fn new(vb: VarBuilder, c_in: usize, c_out: usize, k: usize, stride: usize) -> Result<Self> {
+        let s0 = vb.pp("sep_0");
+        let s1 = vb.pp("sep_1");
+        Ok(SepConv {
+            depthwise: [param(&s0, &[c_in, 1, k, k], "w_depth")?, param(&s1, &[c_out, 1, k, k], "w_depth")?],
+            pointwise: [Conv1x1::new(s0.pp("point"), c_in, c_out)?, Conv1x1::new(s1.pp("point"), c_out, c_out)?],
+            bn: [BatchNorm::new(s0.pp("bn"), c_out)?, BatchNorm::new(s1.pp("bn"), c_out)?],
+            stride,
+        })
+    }
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for i in 0..2 {
+            let stride = if i == 0 { self.stride } else { 1 };
+            x = ops::depthwise_conv2d(&x.relu()?, &self.depthwise[i], stride, 1)?;
+            x = self.bn[i].forward(&self.pointwise[i].forward(&x)?, train)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Every second pixel starting at `offset` (0 or 1) on both axes; odd sizes are zero-padded first.
+pub fn subsample2(x: &Tensor, offset: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let x = if h % 2 == 1 { x.pad_with_zeros(2, 0, 1)? } else { x.clone() };
+    let x = if w % 2 == 1 { x.pad_with_zeros(3, 0, 1)? } else { x };
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h / 2, 2, w / 2, 2))?
+        .narrow(3, offset, 1)?
+        .narrow(5, offset, 1)?
+        .reshape((n, c, h / 2, w / 2))
+}
+
+/// Halves the resolution without losing pixels to the stride: two 1x1 convs on
+/// the even and the odd grid, concatenated, then BN (the authors' `_factorized_reduction`).
+pub struct FactorizedReduce {
+    path1: Conv1x1,
+    path2: Conv1x1,
+    bn: BatchNorm,
+}
+
+impl FactorizedReduce {
+    pub fn new(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+        if c_out % 2 != 0 {
+            candle_core::bail!("factorized reduction needs an even number of channels, got {c_out}")
+        }
+        Ok(FactorizedReduce {
+            path1: Conv1x1::new(vb.pp("path1"), c_in, c_out / 2)?,
+            path2: Conv1x1::new(vb.pp("path2"), c_in, c_out / 2)?,
+            bn: BatchNorm::new(vb.pp("bn"), c_out)?,
+        })
+    }
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let p1 = self.path1.forward(&subsample2(x, 0)?)?;
+        let p2 = self.path2.forward(&subsample2(x, 1)?)?;
+        self.bn.forward(&Tensor::cat(&[p1, p2], 1)?, train)
+    }
+}
+
+/// Fully connected layer without bias (the authors' classifier): weight (out, in).
+pub struct Linear {
+    w: Tensor,
+}
+
+impl Linear {
+    pub fn new(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+        Ok(Linear { w: param(&vb, &[c_out, c_in], "w")? })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.w.t()?)
+    }
+}
+
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h * w))?.mean(D::Minus1)
+}
+
+/// Zeroes whole samples with probability `1 - keep` and rescales the rest
+/// (drop-path, Larsson et al.; the authors' `drop_path`).
+pub fn drop_path(x: &Tensor, keep: f32, ctx: &mut Ctx) -> Result<Tensor> {
+    if !ctx.train || keep >= 1.0 {
+        return Ok(x.clone());
+    }
+    let n = x.dim(0)?;
+    let mask: Vec<f32> = (0..n).map(|_| if ctx.rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+    x.broadcast_mul(&Tensor::from_vec(mask, (n, 1, 1, 1), x.device())?)
+}
+
+/// Inverted dropout on features.
+pub fn dropout(x: &Tensor, drop: f32, ctx: &mut Ctx) -> Result<Tensor> {
+    if !ctx.train || drop <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - drop;
+    let mask: Vec<f32> =
+        (0..x.elem_count()).map(|_| if ctx.rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+    x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(DType::F32)?)
+}

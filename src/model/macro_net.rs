@@ -1,0 +1,131 @@
+//! The fixed-arc child of the macro space (Pham et al. 2018, Sec. 2.2; the
+//! authors' `GeneralChild`, whole channels): per layer one op, the chosen
+//! earlier outputs concatenated with it and projected back by ReLU-1x1-BN,
+//! every output factorized-reduced at the two pooling points.
+use super::layers::{dropout, global_avg_pool, BatchNorm, Conv, Conv1x1, FactorizedReduce, Linear, ReluConvBn};
+use super::{Ctx, NetConfig, Output};
+use crate::ops::{self, PoolKind};
+use crate::space::MacroArch;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// Layers after which every output is reduced (authors' `pool_layers`).
+pub fn pool_layers(num_layers: usize) -> [usize; 2] {
+    let d = (num_layers / 3).max(1);
+    [d - 1, 2 * d - 1]
+}
+
+/// The op of one layer, as the search trains it (`_conv_branch` / `_pool_branch`):
+/// 1x1 conv, BN, ReLU, then the k x k (separable) conv, BN, ReLU, or the pool.
+enum Op {
+    Conv(Conv),
+    Sep(Tensor, Conv1x1),
+    Pool(PoolKind),
+}
+
+struct Layer {
+    inp: Conv1x1,
+    inp_bn: BatchNorm,
+    op: Op,
+    op_bn: Option<BatchNorm>,
+    skips: Vec<bool>,
+    skip_proj: Option<ReluConvBn>,
+}
+
+impl Layer {
+    fn new(vb: VarBuilder, op: usize, skips: &[bool], c: usize) -> Result<Layer> {
+        let inp = Conv1x1::new(vb.pp("inp"), c, c)?;
+        let inp_bn = BatchNorm::new(vb.pp("inp_bn"), c)?;
+        let (op, op_bn) = match op {
+            0 | 2 => (Op::Conv(Conv::new(vb.pp("conv"), c, c, if op == 0 { 3 } else { 5 })?), true),
+            1 | 3 => {
+                let k = if op == 1 { 3 } else { 5 };
+                let dw = super::layers::param(&vb.pp("sep"), &[c, 1, k, k], "w_depth")?;
+                (Op::Sep(dw, Conv1x1::new(vb.pp("sep").pp("point"), c, c)?), true)
+            }
+            4 => (Op::Pool(PoolKind::Avg), false),
+            _ => (Op::Pool(PoolKind::Max), false),
+        };
+        let op_bn = if op_bn { Some(BatchNorm::new(vb.pp("op_bn"), c)?) } else { None };
+        let skip_proj = if skips.is_empty() {
+            None
+        } else {
+            let inputs = 1 + skips.iter().filter(|s| **s).count();
+            Some(ReluConvBn::new(vb.pp("skip"), inputs * c, c)?)
+        };
+        Ok(Layer { inp, inp_bn, op, op_bn, skips: skips.to_vec(), skip_proj })
+    }
+
+    fn forward(&self, states: &[Tensor], train: bool) -> Result<Tensor> {
+        let x = states.last().expect("the stem is always there");
+        let x = self.inp_bn.forward(&self.inp.forward(x)?, train)?.relu()?;
+        let y = match &self.op {
+            Op::Conv(conv) => conv.forward(&x)?,
+            Op::Sep(dw, point) => point.forward(&ops::depthwise_conv2d(&x, dw, 1, 1)?)?,
+            Op::Pool(PoolKind::Avg) => ops::avg_pool2d(&x, 3, 1)?,
+            Op::Pool(PoolKind::Max) => ops::max_pool2d(&x, 3, 1)?,
+        };
+        let y = match &self.op_bn {
+            Some(bn) => bn.forward(&y, train)?.relu()?,
+            None => y,
+        };
+        match &self.skip_proj {
+            None => Ok(y),
+            Some(proj) => {
+                let mut cat: Vec<Tensor> =
+                    self.skips.iter().zip(states).filter(|(s, _)| **s).map(|(_, t)| t.clone()).collect();
+                cat.push(y);
+                proj.forward(&Tensor::cat(&cat, 1)?, train)
+            }
+        }
+    }
+}
+
+pub struct MacroNet {
+    stem: Conv,
+    stem_bn: BatchNorm,
+    layers: Vec<Layer>,
+    /// After layer i (a pooling point), one reduction per output so far.
+    reductions: Vec<(usize, Vec<FactorizedReduce>)>,
+    fc: Linear,
+    dropout: f32,
+}
+
+impl MacroNet {
+    pub fn new(vb: VarBuilder, arch: &MacroArch, cfg: &NetConfig) -> Result<MacroNet> {
+        let mut c = cfg.channels;
+        let stem = Conv::new(vb.pp("stem"), cfg.in_channels, c, 3)?;
+        let stem_bn = BatchNorm::new(vb.pp("stem_bn"), c)?;
+        let pools = pool_layers(arch.layers.len());
+        let mut layers = Vec::new();
+        let mut reductions = Vec::new();
+        for (i, l) in arch.layers.iter().enumerate() {
+            layers.push(Layer::new(vb.pp(format!("layer_{i}")), l.op, &l.skips, c)?);
+            if pools.contains(&i) && i + 1 < arch.layers.len() {
+                let vb = vb.pp(format!("pool_at_{i}"));
+                let reds = (0..i + 2)
+                    .map(|j| FactorizedReduce::new(vb.pp(format!("from_{j}")), c, 2 * c))
+                    .collect::<Result<Vec<_>>>()?;
+                reductions.push((i, reds));
+                c *= 2;
+            }
+        }
+        let fc = Linear::new(vb.pp("fc"), c, cfg.classes)?;
+        Ok(MacroNet { stem, stem_bn, layers, reductions, fc, dropout: cfg.dropout })
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Output> {
+        let train = ctx.train;
+        let mut states = vec![self.stem_bn.forward(&self.stem.forward(x)?, train)?];
+        for (i, layer) in self.layers.iter().enumerate() {
+            let out = layer.forward(&states, train)?;
+            states.push(out);
+            if let Some((_, reds)) = self.reductions.iter().find(|(at, _)| *at == i) {
+                states = states.iter().zip(reds).map(|(s, r)| r.forward(s, train)).collect::<Result<Vec<_>>>()?;
+            }
+        }
+        let x = global_avg_pool(states.last().expect("at least the stem"))?;
+        let x = dropout(&x, self.dropout, ctx)?;
+        Ok(Output { logits: self.fc.forward(&x)?, aux_logits: None })
+    }
+}

@@ -1,0 +1,67 @@
+//! Standalone child networks built from an architecture (the authors'
+//! fixed-arc child), and the layers they are made of.
+pub mod init;
+pub mod layers;
+pub mod macro_net;
+pub mod micro_net;
+
+pub use init::{seeded_init, trainable_vars};
+pub use macro_net::MacroNet;
+pub use micro_net::MicroNet;
+
+use crate::space::Arch;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+use rand_chacha::ChaCha8Rng;
+
+/// Size and regularisation of a child network.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NetConfig {
+    /// Micro: normal cells per stage (the authors' `num_layers`); macro: layers.
+    pub layers: usize,
+    pub channels: usize,
+    pub in_channels: usize,
+    /// Side of the (square) input images.
+    pub image_size: usize,
+    pub classes: usize,
+    pub aux_head: bool,
+    /// Drop probability before the classifier.
+    pub dropout: f32,
+    /// Final drop-path probability (reached at the last layer and the last step).
+    pub drop_path: f32,
+}
+
+/// What one forward pass needs besides the input: training or evaluation,
+/// the random stream for dropout and drop-path, and the schedule position.
+pub struct Ctx<'a> {
+    pub train: bool,
+    pub rng: &'a mut ChaCha8Rng,
+    /// Fraction of training done, in [0, 1]; drop-path ramps up with it.
+    pub progress: f32,
+}
+
+pub struct Output {
+    pub logits: Tensor,
+    pub aux_logits: Option<Tensor>,
+}
+
+pub enum Network {
+    Micro(MicroNet),
+    Macro(MacroNet),
+}
+
+impl Network {
+    pub fn new(vb: VarBuilder, arch: &Arch, cfg: &NetConfig) -> Result<Network> {
+        Ok(match arch {
+            Arch::Micro(a) => Network::Micro(MicroNet::new(vb, a, cfg)?),
+            Arch::Macro(a) => Network::Macro(MacroNet::new(vb, a, cfg)?),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Output> {
+        match self {
+            Network::Micro(n) => n.forward(x, ctx),
+            Network::Macro(n) => n.forward(x, ctx),
+        }
+    }
+}

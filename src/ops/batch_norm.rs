@@ -1,0 +1,176 @@
+//! Training-mode batch normalisation as one op: statistics, normalisation and
+//! the backward pass in our own loops. Composed from candle ops, the backward
+//! of the per-channel broadcasts becomes strided single-threaded reductions
+//! that cost more than the whole forward.
+use super::f32_data;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// Batch statistics of one call: per-channel mean and biased variance.
+#[derive(Clone, Debug, Default)]
+pub struct BatchStats {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+}
+
+/// Normalises `x` (N, C, H, W) with its own batch statistics, then scales by
+/// `gamma` and shifts by `beta` (both (C,)). Returns the output and the statistics.
+pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
+    let stats = Arc::new(Mutex::new(BatchStats::default()));
+    let op = BatchNormTrain { eps: eps as f32, stats: stats.clone() };
+    let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    let s = stats.lock().expect("stats lock").clone();
+    Ok((y, s))
+}
+
+struct BatchNormTrain {
+    eps: f32,
+    stats: Arc<Mutex<BatchStats>>,
+}
+
+/// Per-channel mean and biased variance, two passes for accuracy.
+fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
+    let m = (n * hw) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
+            let mean = planes().map(|p| p.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / m;
+            let mf = mean as f32;
+            let var = planes().map(|p| p.iter().map(|&v| ((v - mf) * (v - mf)) as f64).sum::<f64>()).sum::<f64>() / m;
+            (mean as f32, var as f32)
+        })
+        .unzip()
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, l1, self.name())?;
+        let gamma = f32_data(s2, l2, self.name())?;
+        let beta = f32_data(s3, l3, self.name())?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let hw = h * w;
+        let (mean, var) = channel_stats(x, n, c, hw);
+        let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] / (var[ch] + self.eps).sqrt()).collect();
+        let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
+            let (a, b) = (scale[p % c], shift[p % c]);
+            for (o, &v) in yp.iter_mut().zip(xp) {
+                *o = v * a + b;
+            }
+        });
+        *self.stats.lock().expect("stats lock") = BatchStats { mean, var };
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let stats = self.stats.lock().expect("stats lock").clone();
+        let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let grad = grad.contiguous()?;
+        let sums = x.apply_op2_no_bwd(&grad, &GradSums { mean: stats.mean.clone(), invstd: invstd.clone() })?;
+        let sums_v = sums.to_vec2::<f32>()?;
+        let gx = x.apply_op2_no_bwd(
+            &grad,
+            &GradInput {
+                mean: stats.mean,
+                invstd,
+                gamma: gamma.to_vec1::<f32>()?,
+                dbeta: sums_v[0].clone(),
+                dgamma: sums_v[1].clone(),
+            },
+        )?;
+        Ok((Some(gx), Some(sums.get(1)?), Some(sums.get(0)?)))
+    }
+}
+
+/// (x, dy) -> (2, C): per channel sum(dy) and sum(dy * x_hat).
+struct GradSums {
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+}
+
+impl CustomOp2 for GradSums {
+    fn name(&self) -> &'static str {
+        "batch-norm-grad-sums"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, l1, self.name())?;
+        let g = f32_data(s2, l2, self.name())?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let hw = h * w;
+        let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (m, is) = (self.mean[ch], self.invstd[ch]);
+                let (mut sb, mut sg) = (0f64, 0f64);
+                for b in 0..n {
+                    let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
+                    let (xp, gp) = (&x[r.clone()], &g[r]);
+                    sb += gp.iter().sum::<f32>() as f64;
+                    sg += gp.iter().zip(xp).map(|(&d, &v)| d * (v - m)).sum::<f32>() as f64 * is as f64;
+                }
+                (sb as f32, sg as f32)
+            })
+            .unzip();
+        let mut out = dbeta;
+        out.extend(dgamma);
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+/// (x, dy) -> dx = gamma invstd (dy - dbeta / M - x_hat dgamma / M).
+struct GradInput {
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    gamma: Vec<f32>,
+    dbeta: Vec<f32>,
+    dgamma: Vec<f32>,
+}
+
+impl CustomOp2 for GradInput {
+    fn name(&self) -> &'static str {
+        "batch-norm-grad-input"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, l1, self.name())?;
+        let g = f32_data(s2, l2, self.name())?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let hw = h * w;
+        let m = (n * hw) as f32;
+        let mut gx = vec![0f32; x.len()];
+        gx.par_chunks_mut(hw).enumerate().for_each(|(p, out)| {
+            let ch = p % c;
+            let (mu, is) = (self.mean[ch], self.invstd[ch]);
+            let k = self.gamma[ch] * is;
+            let (db, dg) = (self.dbeta[ch] / m, self.dgamma[ch] / m);
+            let (xp, gp) = (&x[p * hw..(p + 1) * hw], &g[p * hw..(p + 1) * hw]);
+            for ((o, &d), &v) in out.iter_mut().zip(gp).zip(xp) {
+                *o = k * (d - db - (v - mu) * is * dg);
+            }
+        });
+        Ok((CpuStorage::F32(gx), l1.shape().clone()))
+    }
+}

@@ -1,0 +1,287 @@
+//! Depthwise 2-D convolution (one k x k filter per channel), 'same' padding,
+//! stride 1 or 2, dilation 1 or 2. Weight shape (C, 1, k, k), as candle's
+//! grouped conv2d takes it. Planes are processed in parallel and each inner
+//! loop runs over a contiguous row so the compiler can vectorise it.
+use super::{f32_data, Window};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `x` (N, C, H, W) convolved channel by channel with `w` (C, 1, k, k).
+pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, dilation: usize) -> Result<Tensor> {
+    let (_, c, h, wd) = x.dims4()?;
+    let (wc, one, k, k2) = w.dims4()?;
+    if wc != c || one != 1 || k != k2 {
+        candle_core::bail!("depthwise_conv2d: weight {:?} does not fit input {:?}", w.dims(), x.dims())
+    }
+    let win = Window::same(h, wd, k, stride, dilation);
+    x.contiguous()?.apply_op2(&w.contiguous()?, Depthwise { win })
+}
+
+struct Depthwise {
+    win: Window,
+}
+
+/// Adds `wv * src[...]` into one output row for tap (ky, kx); `src` is an input row.
+#[inline]
+fn accumulate_row(out: &mut [f32], src: &[f32], wv: f32, win: &Window, kx: usize) {
+    let (x0, x1) = win.cols(kx);
+    if x0 >= x1 {
+        return;
+    }
+    if win.stride == 1 {
+        let i0 = win.in_col(x0, kx);
+        for (o, s) in out[x0..x1].iter_mut().zip(&src[i0..i0 + (x1 - x0)]) {
+            *o += wv * s;
+        }
+    } else {
+        for ox in x0..x1 {
+            out[ox] += wv * src[win.in_col(ox, kx)];
+        }
+    }
+}
+
+/// Adds `wv * grad_row[...]` back into one input row (the transpose of `accumulate_row`).
+#[inline]
+fn scatter_row(gin: &mut [f32], grad: &[f32], wv: f32, win: &Window, kx: usize) {
+    let (x0, x1) = win.cols(kx);
+    if x0 >= x1 {
+        return;
+    }
+    if win.stride == 1 {
+        let i0 = win.in_col(x0, kx);
+        for (g, s) in gin[i0..i0 + (x1 - x0)].iter_mut().zip(&grad[x0..x1]) {
+            *g += wv * s;
+        }
+    } else {
+        for ox in x0..x1 {
+            gin[win.in_col(ox, kx)] += wv * grad[ox];
+        }
+    }
+}
+
+/// Copies plane `x` (h x w) into `buf` with zero borders: `top`/`left` before,
+/// enough after that the result is `hp x wp`.
+fn pad_into(x: &[f32], h: usize, w: usize, top: usize, left: usize, hp: usize, wp: usize, buf: &mut Vec<f32>) {
+    buf.clear();
+    buf.resize(hp * wp, 0.0);
+    for y in 0..h {
+        buf[(y + top) * wp + left..(y + top) * wp + left + w].copy_from_slice(&x[y * w..(y + 1) * w]);
+    }
+}
+
+/// Stride 1 on a padded plane: every tap is one long contiguous multiply-add
+/// over the flattened rows (the columns past `w` are computed and dropped).
+/// `acc[i] += w[t] * src[i + offset(t)]`, for taps in `order`.
+fn taps_flat(src: &[f32], wts: &[f32], win: &Window, wp: usize, acc: &mut Vec<f32>, flipped: bool) {
+    let (k, d) = (win.k, win.dilation);
+    let len = (win.out_h - 1) * wp + win.out_w;
+    acc.clear();
+    acc.resize(len, 0.0);
+    for ky in 0..k {
+        for kx in 0..k {
+            let wv = if flipped { wts[(k - 1 - ky) * k + (k - 1 - kx)] } else { wts[ky * k + kx] };
+            let off = ky * d * wp + kx * d;
+            for (a, s) in acc.iter_mut().zip(&src[off..off + len]) {
+                *a += wv * s;
+            }
+        }
+    }
+}
+
+fn unflatten(acc: &[f32], out: &mut [f32], rows: usize, w: usize, wp: usize) {
+    for y in 0..rows {
+        out[y * w..(y + 1) * w].copy_from_slice(&acc[y * wp..y * wp + w]);
+    }
+}
+
+fn span(win: &Window) -> usize {
+    (win.k - 1) * win.dilation + 1
+}
+
+fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, buf: &mut (Vec<f32>, Vec<f32>)) {
+    let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
+    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, &mut buf.0);
+    taps_flat(&buf.0, w, win, wp, &mut buf.1, false);
+    unflatten(&buf.1, out, win.out_h, win.out_w, wp);
+}
+
+/// The gradient of a stride-1 'same' convolution is a correlation of the padded
+/// gradient with the flipped kernel.
+fn grad_input_plane_s1(g: &[f32], w: &[f32], gin: &mut [f32], win: &Window, buf: &mut (Vec<f32>, Vec<f32>)) {
+    let sp = span(win);
+    let (hp, wp) = (win.in_h + sp - 1, win.in_w + sp - 1);
+    pad_into(g, win.out_h, win.out_w, sp - 1 - win.pad_top, sp - 1 - win.pad_left, hp, wp, &mut buf.0);
+    let flipped_win = Window { out_h: win.in_h, out_w: win.in_w, ..*win };
+    taps_flat(&buf.0, w, &flipped_win, wp, &mut buf.1, true);
+    unflatten(&buf.1, gin, win.in_h, win.in_w, wp);
+}
+
+/// Stride-1 weight gradient: one long dot product per tap between the gradient
+/// (widened with zero columns to the padded width) and the shifted padded input.
+fn grad_weight_plane_s1(x: &[f32], g: &[f32], gw: &mut [f32], win: &Window, buf: &mut (Vec<f32>, Vec<f32>)) {
+    let (k, d) = (win.k, win.dilation);
+    let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
+    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, &mut buf.0);
+    pad_into(g, win.out_h, win.out_w, 0, 0, win.out_h, wp, &mut buf.1);
+    let len = (win.out_h - 1) * wp + win.out_w;
+    for ky in 0..k {
+        for kx in 0..k {
+            let off = ky * d * wp + kx * d;
+            gw[ky * k + kx] += buf.1[..len].iter().zip(&buf.0[off..off + len]).map(|(a, b)| a * b).sum::<f32>();
+        }
+    }
+}
+
+fn forward_plane(x: &[f32], w: &[f32], out: &mut [f32], win: &Window) {
+    let (k, iw, ow) = (win.k, win.in_w, win.out_w);
+    out.fill(0.0);
+    for ky in 0..k {
+        let (y0, y1) = win.rows(ky);
+        for oy in y0..y1 {
+            let iy = win.in_row(oy, ky);
+            let src = &x[iy * iw..(iy + 1) * iw];
+            let dst = &mut out[oy * ow..(oy + 1) * ow];
+            for kx in 0..k {
+                accumulate_row(dst, src, w[ky * k + kx], win, kx);
+            }
+        }
+    }
+}
+
+fn grad_input_plane(grad: &[f32], w: &[f32], gin: &mut [f32], win: &Window) {
+    let (k, iw, ow) = (win.k, win.in_w, win.out_w);
+    gin.fill(0.0);
+    for ky in 0..k {
+        let (y0, y1) = win.rows(ky);
+        for oy in y0..y1 {
+            let iy = win.in_row(oy, ky);
+            let g = &grad[oy * ow..(oy + 1) * ow];
+            let dst = &mut gin[iy * iw..(iy + 1) * iw];
+            for kx in 0..k {
+                scatter_row(dst, g, w[ky * k + kx], win, kx);
+            }
+        }
+    }
+}
+
+/// Adds this plane's contribution to the k x k weight gradient of its channel.
+fn grad_weight_plane(x: &[f32], grad: &[f32], gw: &mut [f32], win: &Window) {
+    let (k, iw, ow) = (win.k, win.in_w, win.out_w);
+    for ky in 0..k {
+        let (y0, y1) = win.rows(ky);
+        for kx in 0..k {
+            let (x0, x1) = win.cols(kx);
+            if x0 >= x1 {
+                continue;
+            }
+            let mut acc = 0f32;
+            for oy in y0..y1 {
+                let iy = win.in_row(oy, ky);
+                let g = &grad[oy * ow + x0..oy * ow + x1];
+                if win.stride == 1 {
+                    let i0 = iy * iw + win.in_col(x0, kx);
+                    acc += g.iter().zip(&x[i0..i0 + (x1 - x0)]).map(|(a, b)| a * b).sum::<f32>();
+                } else {
+                    for (j, gv) in g.iter().enumerate() {
+                        acc += gv * x[iy * iw + win.in_col(x0 + j, kx)];
+                    }
+                }
+            }
+            gw[ky * k + kx] += acc;
+        }
+    }
+}
+
+impl CustomOp2 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, l1, self.name())?;
+        let w = f32_data(s2, l2, self.name())?;
+        let (n, c, _, _) = l1.shape().dims4()?;
+        let win = self.win;
+        let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
+        let mut out = vec![0f32; n * c * op];
+        out.par_chunks_mut(op).enumerate().for_each_init(Default::default, |buf, (p, o)| {
+            let ch = p % c;
+            let (xp, wc) = (&x[p * ip..(p + 1) * ip], &w[ch * kk..(ch + 1) * kk]);
+            if win.stride == 1 {
+                forward_plane_s1(xp, wc, o, &win, buf);
+            } else {
+                forward_plane(xp, wc, o, &win);
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, win.out_h, win.out_w))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = grad.apply_op2_no_bwd(w, &DepthwiseGradInput { win: self.win })?;
+        let gw = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { win: self.win })?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+/// (grad_out, weight) -> grad_input.
+struct DepthwiseGradInput {
+    win: Window,
+}
+
+impl CustomOp2 for DepthwiseGradInput {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = f32_data(s1, l1, self.name())?;
+        let w = f32_data(s2, l2, self.name())?;
+        let (n, c, _, _) = l1.shape().dims4()?;
+        let win = self.win;
+        let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
+        let mut gin = vec![0f32; n * c * ip];
+        gin.par_chunks_mut(ip).enumerate().for_each_init(Default::default, |buf, (p, gi)| {
+            let ch = p % c;
+            let (gp, wc) = (&g[p * op..(p + 1) * op], &w[ch * kk..(ch + 1) * kk]);
+            if win.stride == 1 {
+                grad_input_plane_s1(gp, wc, gi, &win, buf);
+            } else {
+                grad_input_plane(gp, wc, gi, &win);
+            }
+        });
+        Ok((CpuStorage::F32(gin), Shape::from((n, c, win.in_h, win.in_w))))
+    }
+}
+
+/// (input, grad_out) -> grad_weight, summed over the batch.
+struct DepthwiseGradWeight {
+    win: Window,
+}
+
+impl CustomOp2 for DepthwiseGradWeight {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, l1, self.name())?;
+        let g = f32_data(s2, l2, self.name())?;
+        let (n, c, _, _) = l1.shape().dims4()?;
+        let win = self.win;
+        let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
+        let mut gw = vec![0f32; c * kk];
+        gw.par_chunks_mut(kk).enumerate().for_each_init(Default::default, |buf, (ch, gwc)| {
+            for b in 0..n {
+                let p = b * c + ch;
+                let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
+                if win.stride == 1 {
+                    grad_weight_plane_s1(xp, gp, gwc, &win, buf);
+                } else {
+                    grad_weight_plane(xp, gp, gwc, &win);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(gw), Shape::from((c, 1, win.k, win.k))))
+    }
+}

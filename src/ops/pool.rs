@@ -1,0 +1,215 @@
+//! Max and average pooling with 'same' or 'valid' windows and a backward for
+//! any kernel and stride. Average pooling divides by the number of pixels
+//! inside the image, excluding padding, as TensorFlow (and so ENAS) does.
+use super::{f32_data, Window};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+/// k x k max pool, 'same' padding.
+pub fn max_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    pool2d(x, PoolKind::Max, Window::same(h, w, k, stride, 1))
+}
+
+/// k x k average pool, 'same' padding, padding excluded from the count.
+pub fn avg_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    pool2d(x, PoolKind::Avg, Window::same(h, w, k, stride, 1))
+}
+
+pub fn pool2d(x: &Tensor, kind: PoolKind, win: Window) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if (h, w) != (win.in_h, win.in_w) || win.out_h == 0 || win.out_w == 0 {
+        candle_core::bail!("pool2d: window {win:?} does not fit input {:?}", x.dims())
+    }
+    x.contiguous()?.apply_op1(Pool { kind, win })
+}
+
+struct Pool {
+    kind: PoolKind,
+    win: Window,
+}
+
+/// The window's valid output ranges per tap and the in-image pixel counts per
+/// output row and column, computed once per call rather than per pixel.
+struct Taps {
+    rows: Vec<(usize, usize)>,
+    cols: Vec<(usize, usize)>,
+    row_count: Vec<f32>,
+    col_count: Vec<f32>,
+}
+
+impl Taps {
+    fn new(win: &Window) -> Taps {
+        let rows: Vec<_> = (0..win.k).map(|t| win.rows(t)).collect();
+        let cols: Vec<_> = (0..win.k).map(|t| win.cols(t)).collect();
+        let count = |ranges: &[(usize, usize)], n: usize| -> Vec<f32> {
+            (0..n).map(|o| ranges.iter().filter(|(a, b)| (*a..*b).contains(&o)).count() as f32).collect()
+        };
+        let row_count = count(&rows, win.out_h);
+        let col_count = count(&cols, win.out_w);
+        Taps { rows, cols, row_count, col_count }
+    }
+
+    /// Pixels of the window at (oy, ox) inside the image.
+    #[inline]
+    fn count(&self, oy: usize, ox: usize) -> f32 {
+        self.row_count[oy] * self.col_count[ox]
+    }
+
+    /// Calls `f(index in plane)` for each in-image pixel of the window at (oy, ox), in order.
+    #[inline]
+    fn for_each(&self, win: &Window, oy: usize, ox: usize, mut f: impl FnMut(usize)) {
+        for (ky, &(y0, y1)) in self.rows.iter().enumerate() {
+            if oy < y0 || oy >= y1 {
+                continue;
+            }
+            let row = win.in_row(oy, ky) * win.in_w;
+            for (kx, &(x0, x1)) in self.cols.iter().enumerate() {
+                if ox >= x0 && ox < x1 {
+                    f(row + win.in_col(ox, kx));
+                }
+            }
+        }
+    }
+}
+
+fn avg_plane(x: &[f32], out: &mut [f32], win: &Window, taps: &Taps) {
+    out.fill(0.0);
+    for ky in 0..win.k {
+        let (y0, y1) = taps.rows[ky];
+        for oy in y0..y1 {
+            let iy = win.in_row(oy, ky);
+            let src = &x[iy * win.in_w..(iy + 1) * win.in_w];
+            let dst = &mut out[oy * win.out_w..(oy + 1) * win.out_w];
+            for kx in 0..win.k {
+                let (x0, x1) = taps.cols[kx];
+                if win.stride == 1 && x0 < x1 {
+                    let i0 = win.in_col(x0, kx);
+                    for (o, s) in dst[x0..x1].iter_mut().zip(&src[i0..i0 + (x1 - x0)]) {
+                        *o += s;
+                    }
+                } else {
+                    for ox in x0..x1 {
+                        dst[ox] += src[win.in_col(ox, kx)];
+                    }
+                }
+            }
+        }
+    }
+    for oy in 0..win.out_h {
+        for ox in 0..win.out_w {
+            out[oy * win.out_w + ox] /= taps.count(oy, ox);
+        }
+    }
+}
+
+fn max_plane(x: &[f32], out: &mut [f32], win: &Window, taps: &Taps) {
+    out.fill(f32::NEG_INFINITY);
+    for ky in 0..win.k {
+        let (y0, y1) = taps.rows[ky];
+        for oy in y0..y1 {
+            let iy = win.in_row(oy, ky);
+            let src = &x[iy * win.in_w..(iy + 1) * win.in_w];
+            let dst = &mut out[oy * win.out_w..(oy + 1) * win.out_w];
+            for kx in 0..win.k {
+                let (x0, x1) = taps.cols[kx];
+                if win.stride == 1 && x0 < x1 {
+                    let i0 = win.in_col(x0, kx);
+                    for (o, &s) in dst[x0..x1].iter_mut().zip(&src[i0..i0 + (x1 - x0)]) {
+                        *o = o.max(s);
+                    }
+                } else {
+                    for ox in x0..x1 {
+                        dst[ox] = dst[ox].max(src[win.in_col(ox, kx)]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl CustomOp1 for Pool {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            PoolKind::Max => "max-pool2d",
+            PoolKind::Avg => "avg-pool2d",
+        }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, self.name())?;
+        let (n, c, _, _) = l.shape().dims4()?;
+        let win = self.win;
+        let (ip, op) = (win.in_h * win.in_w, win.out_h * win.out_w);
+        let taps = Taps::new(&win);
+        let mut out = vec![0f32; n * c * op];
+        out.par_chunks_mut(op).enumerate().for_each(|(p, o)| {
+            let xp = &x[p * ip..(p + 1) * ip];
+            match self.kind {
+                PoolKind::Max => max_plane(xp, o, &win, &taps),
+                PoolKind::Avg => avg_plane(xp, o, &win, &taps),
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, win.out_h, win.out_w))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = x.apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad { kind: self.kind, win: self.win })?;
+        Ok(Some(g))
+    }
+}
+
+/// (input, grad_out) -> grad_input.
+struct PoolGrad {
+    kind: PoolKind,
+    win: Window,
+}
+
+impl CustomOp2 for PoolGrad {
+    fn name(&self) -> &'static str {
+        "pool2d-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, l1, self.name())?;
+        let g = f32_data(s2, l2, self.name())?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let win = self.win;
+        let (ip, op) = (win.in_h * win.in_w, win.out_h * win.out_w);
+        let taps = Taps::new(&win);
+        let mut gin = vec![0f32; n * c * ip];
+        gin.par_chunks_mut(ip).enumerate().for_each(|(p, gi)| {
+            let xp = &x[p * ip..(p + 1) * ip];
+            let gp = &g[p * op..(p + 1) * op];
+            for oy in 0..win.out_h {
+                for ox in 0..win.out_w {
+                    let gv = gp[oy * win.out_w + ox];
+                    match self.kind {
+                        PoolKind::Max => {
+                            // The first maximum takes the gradient, as in the forward scan order.
+                            let mut best = (usize::MAX, f32::NEG_INFINITY);
+                            taps.for_each(&win, oy, ox, |i| {
+                                if best.0 == usize::MAX || xp[i] > best.1 {
+                                    best = (i, xp[i]);
+                                }
+                            });
+                            gi[best.0] += gv;
+                        }
+                        PoolKind::Avg => {
+                            let share = gv / taps.count(oy, ox);
+                            taps.for_each(&win, oy, ox, |i| gi[i] += share);
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(gin), Shape::from((n, c, h, w))))
+    }
+}

@@ -1,0 +1,124 @@
+//! Search spaces and their architecture types, with the authors' string
+//! formats and JSON.
+pub mod macro_space;
+pub mod micro;
+
+pub use macro_space::{MacroArch, MacroLayer, MACRO_OPS};
+pub use micro::{Cell, MicroArch, Node, MICRO_OPS};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SpaceKind {
+    Micro,
+    Macro,
+}
+
+/// A parse error that points at the offending token.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ArchError {
+    pub source_text: String,
+    /// Index of the bad token, if the error is about one.
+    pub token: Option<usize>,
+    pub message: String,
+}
+
+impl ArchError {
+    fn at(text: &str, token: usize, message: impl Into<String>) -> Self {
+        ArchError { source_text: text.to_string(), token: Some(token), message: message.into() }
+    }
+    fn whole(text: &str, message: impl Into<String>) -> Self {
+        ArchError { source_text: text.to_string(), token: None, message: message.into() }
+    }
+    fn render(&self) -> String {
+        match self.token {
+            Some(i) => {
+                let tok = self.source_text.split_whitespace().nth(i).unwrap_or("");
+                format!("architecture token {} ('{tok}'): {}", i + 1, self.message)
+            }
+            None => format!("architecture: {}", self.message),
+        }
+    }
+}
+
+/// Whitespace-separated non-negative integers, or an error at the first token that is not one.
+fn integers(text: &str) -> Result<Vec<usize>, ArchError> {
+    text.split_whitespace()
+        .enumerate()
+        .map(|(i, t)| t.parse::<usize>().map_err(|_| ArchError::at(text, i, "not a non-negative integer")))
+        .collect()
+}
+
+/// An architecture of either space.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arch {
+    Micro(MicroArch),
+    Macro(MacroArch),
+}
+
+impl Arch {
+    pub fn space(&self) -> SpaceKind {
+        match self {
+            Arch::Micro(_) => SpaceKind::Micro,
+            Arch::Macro(_) => SpaceKind::Macro,
+        }
+    }
+
+    /// The authors' string format.
+    pub fn to_arc_string(&self) -> String {
+        match self {
+            Arch::Micro(a) => a.to_string(),
+            Arch::Macro(a) => a.to_string(),
+        }
+    }
+
+    pub fn parse(space: SpaceKind, text: &str) -> Result<Arch, ArchError> {
+        Ok(match space {
+            SpaceKind::Micro => Arch::Micro(text.parse()?),
+            SpaceKind::Macro => Arch::Macro(text.parse()?),
+        })
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Arch::Micro(a) => a.to_json(),
+            Arch::Macro(a) => a.to_json(),
+        }
+    }
+
+    pub fn from_json(space: SpaceKind, v: &serde_json::Value) -> Result<Arch, ArchError> {
+        let text = v.to_string();
+        if let Some(s) = v.get("space").and_then(|s| s.as_str()) {
+            let want = match space {
+                SpaceKind::Micro => "micro",
+                SpaceKind::Macro => "macro",
+            };
+            if s != want {
+                return Err(ArchError::whole(&text, format!("JSON is a {s} architecture, expected {want}")));
+            }
+        }
+        let arc = v
+            .get("arc")
+            .and_then(|a| a.as_str())
+            .ok_or_else(|| ArchError::whole(&text, "JSON has no string field \"arc\""))?;
+        Arch::parse(space, arc)
+    }
+
+    /// `arg` is an architecture string, or a path to a text file with one, or to an `arch.json`.
+    pub fn load(space: SpaceKind, arg: &str) -> anyhow::Result<Arch> {
+        use anyhow::Context;
+        let path = std::path::Path::new(arg);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{arg}: cannot read"))?;
+            if text.trim_start().starts_with('{') {
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("{arg}: not valid JSON"))?;
+                return Arch::from_json(space, &v).with_context(|| format!("{arg}"));
+            }
+            return Arch::parse(space, &text).with_context(|| format!("{arg}"));
+        }
+        Ok(Arch::parse(space, arg)?)
+    }
+}

@@ -1,0 +1,72 @@
+//! Checkpoints: tensors and a JSON record of where training stands, in one
+//! safetensors file written atomically (temp file, fsync, rename).
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use std::collections::HashMap;
+use std::path::Path;
+
+const META_KEY: &str = "enas";
+
+/// Writes `tensors` and `meta` to `path` so that a crash leaves either the old file or the new one.
+pub fn save_atomic(path: &Path, tensors: &HashMap<String, Tensor>, meta: &serde_json::Value) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let info = HashMap::from([(META_KEY.to_string(), meta.to_string())]);
+    safetensors::serialize_to_file(sorted, Some(info), &tmp).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("{}: cannot sync", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))?;
+    if let Some(dir) = path.parent() {
+        // Make the rename itself durable.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+pub fn load(path: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, serde_json::Value)> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display()))?;
+    let meta = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| anyhow::anyhow!("{}: not an enas checkpoint (no '{META_KEY}' metadata)", path.display()))?;
+    let meta = serde_json::from_str(meta).with_context(|| format!("{}: bad checkpoint metadata", path.display()))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device).with_context(|| format!("{}: bad tensors", path.display()))?;
+    Ok((tensors, meta))
+}
+
+/// Every variable of `varmap` (running statistics included), under `prefix`.
+pub fn varmap_tensors(varmap: &VarMap, prefix: &str) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    for (name, var) in crate::model::init::sorted_vars(varmap) {
+        out.insert(format!("{prefix}{name}"), var.as_tensor().copy()?);
+    }
+    Ok(out)
+}
+
+/// Fills every variable of `varmap` from `tensors[prefix + name]`; all must be present.
+pub fn load_varmap(varmap: &VarMap, tensors: &HashMap<String, Tensor>, prefix: &str, origin: &Path) -> Result<()> {
+    for (name, var) in crate::model::init::sorted_vars(varmap) {
+        let key = format!("{prefix}{name}");
+        let t = tensors
+            .get(&key)
+            .ok_or_else(|| anyhow::anyhow!("{}: no tensor '{key}' (different architecture or size?)", origin.display()))?;
+        if t.dims() != var.dims() {
+            anyhow::bail!("{}: tensor '{key}' has shape {:?}, the model expects {:?}", origin.display(), t.dims(), var.dims());
+        }
+        var.set(t)?;
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` atomically.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("{}: cannot sync", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Training machinery: optimisers, schedules, loss, checkpoints, and the
+//! retraining of a fixed architecture from scratch.
+pub mod checkpoint;
+pub mod loss;
+pub mod optim;
+pub mod progress;
+pub mod retrain;
+pub mod schedule;
+
+pub use loss::cross_entropy;
+pub use optim::{clip_grad_norm, Adam, Sgd, SgdConfig};
+pub use schedule::Cosine;

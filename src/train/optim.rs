@@ -1,0 +1,165 @@
+//! SGD with momentum, Nesterov and weight decay, Adam, and global-norm
+//! gradient clipping: candle's own SGD has none of these.
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor, Var};
+use std::collections::HashMap;
+
+/// Gradients of `vars` in their order (None where a variable got none).
+pub fn collect_grads(grads: &GradStore, vars: &[(String, Var)]) -> Vec<Option<Tensor>> {
+    vars.iter().map(|(_, v)| grads.get(v.as_tensor()).cloned()).collect()
+}
+
+/// Scales all gradients so their global L2 norm is at most `max_norm`;
+/// returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
+    let mut sq = 0f64;
+    for g in grads.iter().flatten() {
+        sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    let norm = sq.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for g in grads.iter_mut().flatten() {
+            *g = (&*g * scale)?;
+        }
+    }
+    Ok(norm)
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SgdConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    /// Decoupled (SGDW, Loshchilov & Hutter) rather than L2 added to the gradient.
+    pub decoupled: bool,
+}
+
+/// SGD with heavy-ball or Nesterov momentum, in the form TensorFlow and PyTorch share:
+/// `v = mu v + g; w -= lr (g + mu v)` with Nesterov, `w -= lr v` without.
+pub struct Sgd {
+    pub cfg: SgdConfig,
+    vars: Vec<(String, Var)>,
+    velocity: Vec<Option<Tensor>>,
+}
+
+impl Sgd {
+    pub fn new(vars: Vec<(String, Var)>, cfg: SgdConfig) -> Sgd {
+        let velocity = vec![None; vars.len()];
+        Sgd { cfg, vars, velocity }
+    }
+
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    pub fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+
+    pub fn step(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
+        let c = &self.cfg;
+        for (((_, var), g), vel) in self.vars.iter().zip(grads).zip(self.velocity.iter_mut()) {
+            let Some(g) = g else { continue };
+            let w = var.as_tensor();
+            let mut g = g.clone();
+            if c.weight_decay > 0.0 && !c.decoupled {
+                g = (g + (w * c.weight_decay)?)?;
+            }
+            let update = if c.momentum > 0.0 {
+                let v = match vel.take() {
+                    Some(v) => ((v * c.momentum)? + &g)?,
+                    None => g.clone(),
+                };
+                let u = if c.nesterov { (&g + (&v * c.momentum)?)? } else { v.clone() };
+                *vel = Some(v);
+                u
+            } else {
+                g
+            };
+            let mut next = (w - (update * c.lr)?)?;
+            if c.weight_decay > 0.0 && c.decoupled {
+                next = (next - (w * (c.lr * c.weight_decay))?)?;
+            }
+            var.set(&next)?;
+        }
+        Ok(())
+    }
+
+    /// Momentum buffers by variable name, for checkpoints.
+    pub fn state(&self) -> HashMap<String, Tensor> {
+        self.vars
+            .iter()
+            .zip(&self.velocity)
+            .filter_map(|((n, _), v)| v.as_ref().map(|v| (format!("sgd.velocity.{n}"), v.copy().expect("copy"))))
+            .collect()
+    }
+
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) {
+        for ((n, _), vel) in self.vars.iter().zip(self.velocity.iter_mut()) {
+            *vel = state.get(&format!("sgd.velocity.{n}")).cloned();
+        }
+    }
+}
+
+/// Adam (Kingma & Ba) with bias correction, for the controller.
+pub struct Adam {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    vars: Vec<(String, Var)>,
+    m: Vec<Option<Tensor>>,
+    v: Vec<Option<Tensor>>,
+    pub t: u64,
+}
+
+impl Adam {
+    pub fn new(vars: Vec<(String, Var)>, lr: f64) -> Adam {
+        let n = vars.len();
+        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, vars, m: vec![None; n], v: vec![None; n], t: 0 }
+    }
+
+    pub fn step(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
+        self.t += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.t as i32);
+        let c2 = 1.0 - b2.powi(self.t as i32);
+        for (i, ((_, var), g)) in self.vars.iter().zip(grads).enumerate() {
+            let Some(g) = g else { continue };
+            let m = match self.m[i].take() {
+                Some(m) => ((m * b1)? + (g * (1.0 - b1))?)?,
+                None => (g * (1.0 - b1))?,
+            };
+            let v = match self.v[i].take() {
+                Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
+                None => (g.sqr()? * (1.0 - b2))?,
+            };
+            let step = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
+            var.set(&(var.as_tensor() - (step * self.lr)?)?)?;
+            self.m[i] = Some(m);
+            self.v[i] = Some(v);
+        }
+        Ok(())
+    }
+
+    pub fn state(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (i, (n, _)) in self.vars.iter().enumerate() {
+            if let (Some(m), Some(v)) = (&self.m[i], &self.v[i]) {
+                out.insert(format!("adam.m.{n}"), m.clone());
+                out.insert(format!("adam.v.{n}"), v.clone());
+            }
+        }
+        out
+    }
+
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>, t: u64) {
+        self.t = t;
+        for (i, (n, _)) in self.vars.iter().enumerate() {
+            self.m[i] = state.get(&format!("adam.m.{n}")).cloned();
+            self.v[i] = state.get(&format!("adam.v.{n}")).cloned();
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Training a fixed architecture from scratch (`enas retrain`) and evaluating
+//! it (`enas eval`).
+use super::checkpoint::{self, load_varmap, varmap_tensors, write_atomic};
+use super::loss::{correct, cross_entropy};
+use super::optim::{clip_grad_norm, collect_grads, Sgd, SgdConfig};
+use super::progress::steps_bar;
+use super::schedule::Cosine;
+use crate::data::loader::batches_per_epoch;
+use crate::data::{Augment, Dataset, DatasetKind, ImageSet, Loader, LoaderConfig};
+use crate::model::{seeded_init, trainable_vars, Ctx, NetConfig, Network};
+use crate::space::{Arch, SpaceKind};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetrainConfig {
+    pub space: SpaceKind,
+    /// The architecture in the authors' string format.
+    pub arch: String,
+    pub dataset: DatasetKind,
+    pub data_dir: Option<PathBuf>,
+    pub net: NetConfig,
+    pub epochs: usize,
+    pub batch: usize,
+    pub eval_batch: usize,
+    pub sgd: SgdConfig,
+    pub lr_min: f64,
+    pub grad_clip: f64,
+    pub label_smoothing: f64,
+    pub aux_weight: f64,
+    pub augment: Augment,
+    pub valid_size: usize,
+    /// Train on only the first N training images (quick experiments and tests).
+    pub train_limit: Option<usize>,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub valid_loss: f64,
+    pub valid_accuracy: f64,
+    pub images_per_s: f64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub epochs: Vec<EpochMetrics>,
+    pub params: usize,
+    pub seconds: f64,
+}
+
+/// Everything that is built from a config: data, model and optimiser.
+pub struct Setup {
+    pub data: Dataset,
+    pub varmap: VarMap,
+    pub net: Network,
+    pub arch: Arch,
+}
+
+pub fn load_data(cfg: &RetrainConfig) -> Result<Dataset> {
+    let mut data = Dataset::load(cfg.dataset, cfg.data_dir.as_deref(), cfg.valid_size, cfg.seed)?;
+    if let Some(n) = cfg.train_limit {
+        let idx: Vec<usize> = (0..n.min(data.train.len())).collect();
+        data.train = data.train.subset(&idx);
+    }
+    Ok(data)
+}
+
+pub fn build(cfg: &RetrainConfig, data: Dataset, device: &Device) -> Result<Setup> {
+    let arch = Arch::parse(cfg.space, &cfg.arch)?;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let net = Network::new(vb, &arch, &cfg.net).context("cannot build the network")?;
+    seeded_init(&varmap, cfg.seed)?;
+    Ok(Setup { data, varmap, net, arch })
+}
+
+pub fn param_count(varmap: &VarMap) -> usize {
+    trainable_vars(varmap).iter().map(|(_, v)| v.elem_count()).sum()
+}
+
+/// Accuracy and mean loss of `net` on `set`, batch-norm in evaluation mode.
+pub fn evaluate(net: &Network, set: &ImageSet, data: &Dataset, batch: usize, device: &Device) -> Result<(f64, f64)> {
+    let cfg = LoaderConfig {
+        batch_size: batch,
+        shuffle: false,
+        drop_last: false,
+        augment: Augment::NONE,
+        mean: data.mean.clone(),
+        std: data.std.clone(),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let (mut right, mut loss, mut seen) = (0usize, 0f64, 0usize);
+    for b in Loader::new(Arc::new(set.clone()), cfg, 0, 0) {
+        let n = b.len();
+        let (x, y) = b.to_tensors(device)?;
+        let out = net.forward(&x, &mut Ctx { train: false, rng: &mut rng, progress: 1.0 })?;
+        right += correct(&out.logits, &y)?;
+        loss += cross_entropy(&out.logits, &y, 0.0)?.to_scalar::<f32>()? as f64 * n as f64;
+        seen += n;
+    }
+    Ok((right as f64 / seen.max(1) as f64, loss / seen.max(1) as f64))
+}
+
+fn model_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xd20b_a7e5);
+    rng.set_stream(epoch);
+    rng
+}
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Trains `cfg` from scratch into `out` (or resumes it), then tests it.
+pub fn run(cfg: &RetrainConfig, out: &Path, resume: bool, show_progress: bool, device: &Device) -> Result<Summary> {
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create output directory", out.display()))?;
+    let config_path = out.join("config.json");
+    let config_text = serde_json::to_string_pretty(cfg)?;
+    let ckpt_path = out.join(CHECKPOINT);
+    if resume {
+        if let Ok(old) = std::fs::read_to_string(&config_path) {
+            let old: serde_json::Value = serde_json::from_str(&old).with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+            if old != serde_json::to_value(cfg)? {
+                bail!("{}: the run there was started with other settings; resume it with the same ones or choose another --out", config_path.display());
+            }
+        }
+    } else if ckpt_path.exists() {
+        bail!("{}: a run is already there; pass --resume to continue it or choose another --out", out.display());
+    }
+    write_atomic(&config_path, &config_text)?;
+
+    let data = load_data(cfg)?;
+    let Setup { data, varmap, net, arch } = build(cfg, data, device)?;
+    let params = param_count(&varmap);
+    let mut sgd = Sgd::new(trainable_vars(&varmap), cfg.sgd.clone());
+    let schedule = Cosine { lr_max: cfg.sgd.lr, lr_min: cfg.lr_min, t0: cfg.epochs as f64, t_mul: 1.0 };
+    let steps = batches_per_epoch(data.train.len(), cfg.batch, true);
+    if steps == 0 {
+        bail!("{} training images are fewer than one batch of {}", data.train.len(), cfg.batch);
+    }
+    let total_steps = steps * cfg.epochs;
+
+    let mut history: Vec<EpochMetrics> = Vec::new();
+    let mut seconds_before = 0f64;
+    if resume && ckpt_path.exists() {
+        let (tensors, meta) = checkpoint::load(&ckpt_path, device)?;
+        load_varmap(&varmap, &tensors, "model.", &ckpt_path)?;
+        sgd.load_state(&tensors);
+        history = serde_json::from_value(meta["history"].clone()).with_context(|| format!("{}: bad history", ckpt_path.display()))?;
+        seconds_before = meta["seconds"].as_f64().unwrap_or(0.0);
+    }
+    let start_epoch = history.len();
+    let train_set = Arc::new(data.train.clone());
+    let started = Instant::now();
+    for epoch in start_epoch..cfg.epochs {
+        let t0 = Instant::now();
+        let loader = Loader::new(
+            train_set.clone(),
+            LoaderConfig {
+                batch_size: cfg.batch,
+                shuffle: true,
+                drop_last: true,
+                augment: cfg.augment,
+                mean: data.mean.clone(),
+                std: data.std.clone(),
+            },
+            cfg.seed,
+            epoch as u64,
+        );
+        let bar = steps_bar(steps as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs), show_progress);
+        let mut rng = model_rng(cfg.seed, epoch as u64);
+        let (mut loss_sum, mut right, mut seen) = (0f64, 0usize, 0usize);
+        let mut lr = cfg.sgd.lr;
+        for (i, batch) in loader.enumerate() {
+            let n = batch.len();
+            let (x, y) = batch.to_tensors(device)?;
+            let global = epoch * steps + i;
+            lr = schedule.at(epoch as f64 + i as f64 / steps as f64);
+            sgd.set_lr(lr);
+            let progress = (global + 1) as f32 / total_steps as f32;
+            let out = net.forward(&x, &mut Ctx { train: true, rng: &mut rng, progress })?;
+            let mut loss = cross_entropy(&out.logits, &y, cfg.label_smoothing)?;
+            if let (Some(aux), true) = (&out.aux_logits, cfg.aux_weight > 0.0) {
+                loss = (loss + (cross_entropy(aux, &y, cfg.label_smoothing)? * cfg.aux_weight)?)?;
+            }
+            let grads = loss.backward()?;
+            let mut grads = collect_grads(&grads, sgd.vars());
+            clip_grad_norm(&mut grads, cfg.grad_clip)?;
+            sgd.step(&grads)?;
+            let l = loss.to_scalar::<f32>()? as f64;
+            if !l.is_finite() {
+                bail!("training diverged at epoch {} step {i}: loss is {l}; try a lower --lr", epoch + 1);
+            }
+            loss_sum += l * n as f64;
+            right += correct(&out.logits, &y)?;
+            seen += n;
+            let secs = t0.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "loss {:.3} acc {:.3} {:.0} img/s lr {lr:.4}",
+                loss_sum / seen as f64,
+                right as f64 / seen as f64,
+                seen as f64 / secs
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let train_secs = t0.elapsed().as_secs_f64();
+        let (valid_accuracy, valid_loss) = evaluate(&net, &data.valid, &data, cfg.eval_batch, device)?;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: right as f64 / seen.max(1) as f64,
+            valid_loss,
+            valid_accuracy,
+            images_per_s: seen as f64 / train_secs,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        if show_progress {
+            eprintln!(
+                "epoch {:>3}/{}: train loss {:.4} acc {:.4} | valid loss {:.4} acc {:.4} | {:.0} img/s, {:.0}s",
+                m.epoch, cfg.epochs, m.train_loss, m.train_accuracy, m.valid_loss, m.valid_accuracy, m.images_per_s, m.seconds
+            );
+        }
+        history.push(m);
+        let mut tensors = varmap_tensors(&varmap, "model.")?;
+        tensors.extend(sgd.state());
+        let meta = serde_json::json!({
+            "stage": "retrain",
+            "epoch": epoch + 1,
+            "history": history,
+            "seconds": seconds_before + started.elapsed().as_secs_f64(),
+        });
+        checkpoint::save_atomic(&ckpt_path, &tensors, &meta)?;
+        write_metrics(out, &history, None)?;
+    }
+
+    let (test_accuracy, test_loss) = evaluate(&net, &data.test, &data, cfg.eval_batch, device)?;
+    let seconds = seconds_before + started.elapsed().as_secs_f64();
+    varmap.save(out.join("model.safetensors")).context("cannot write model.safetensors")?;
+    write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch.to_json())?)?;
+    let summary = Summary { test_accuracy, test_loss, epochs: history, params, seconds };
+    write_metrics(out, &summary.epochs, Some((test_accuracy, test_loss)))?;
+    Ok(summary)
+}
+
+/// `metrics.jsonl`: one line per finished epoch, then the test result.
+fn write_metrics(out: &Path, history: &[EpochMetrics], test: Option<(f64, f64)>) -> Result<()> {
+    let mut text = String::new();
+    for m in history {
+        text.push_str(&serde_json::to_string(m)?);
+        text.push('\n');
+    }
+    if let Some((acc, loss)) = test {
+        text.push_str(&serde_json::json!({"test_accuracy": acc, "test_loss": loss}).to_string());
+        text.push('\n');
+    }
+    write_atomic(&out.join("metrics.jsonl"), &text)
+}
+
+/// Loads a trained model directory (config.json + model.safetensors) and tests it.
+pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathBuf>, device: &Device) -> Result<f64> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).with_context(|| format!("{}: cannot read (is this a retrain output?)", config_path.display()))?;
+    let mut cfg: RetrainConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a retrain config", config_path.display()))?;
+    if let Some(d) = dataset {
+        if d.in_channels() != cfg.dataset.in_channels() || d.classes() != cfg.dataset.classes() {
+            bail!("{}: the model was trained on {}, whose images and classes differ from {}", config_path.display(), cfg.dataset.name(), d.name());
+        }
+        cfg.dataset = d;
+    }
+    if data_dir.is_some() {
+        cfg.data_dir = data_dir;
+    }
+    let data = load_data(&cfg)?;
+    let setup = build(&cfg, data, device)?;
+    let model_path = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&model_path, device).with_context(|| format!("{}: cannot read", model_path.display()))?;
+    load_varmap(&setup.varmap, &tensors, "", &model_path)?;
+    let (acc, _) = evaluate(&setup.net, &setup.data.test, &setup.data, cfg.eval_batch, device)?;
+    Ok(acc)
+}

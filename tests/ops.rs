@@ -1,0 +1,152 @@
+//! Custom ops against candle compositions (forward, to 1e-5) and against
+//! central finite differences (backward).
+use candle_core::{Device, Tensor, Var};
+use enas::cli::reference;
+use enas::ops::{self, PoolKind, Window};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Depthwise conv composed from candle: explicit (TF 'same') padding, then grouped conv2d.
+fn depthwise_reference(x: &Tensor, w: &Tensor, stride: usize, dilation: usize) -> Tensor {
+    let (_, c, h, wd) = x.dims4().unwrap();
+    let k = w.dim(2).unwrap();
+    let win = Window::same(h, wd, k, stride, dilation);
+    let span = (k - 1) * dilation + 1;
+    let pad_h = ((win.out_h - 1) * stride + span).saturating_sub(h);
+    let pad_w = ((win.out_w - 1) * stride + span).saturating_sub(wd);
+    let xp = x
+        .pad_with_zeros(2, win.pad_top, pad_h - win.pad_top)
+        .unwrap()
+        .pad_with_zeros(3, win.pad_left, pad_w - win.pad_left)
+        .unwrap();
+    xp.conv2d(w, 0, stride, dilation, c).unwrap()
+}
+
+#[test]
+fn depthwise_forward_matches_grouped_conv() {
+    for &(k, stride, dilation) in &[(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2), (5, 1, 2), (3, 2, 2)] {
+        for &(h, w) in &[(8, 8), (7, 9), (16, 16)] {
+            let x = rand_tensor(&[2, 3, h, w], 1);
+            let wt = rand_tensor(&[3, 1, k, k], 2);
+            let ours = ops::depthwise_conv2d(&x, &wt, stride, dilation).unwrap();
+            let theirs = depthwise_reference(&x, &wt, stride, dilation);
+            let d = max_abs_diff(&ours, &theirs);
+            assert!(d < 1e-5, "k{k} s{stride} d{dilation} {h}x{w}: max diff {d}");
+        }
+    }
+}
+
+#[test]
+fn pools_match_padded_composition() {
+    let x = rand_tensor(&[2, 4, 9, 7], 3);
+    let d = max_abs_diff(&ops::max_pool2d(&x, 3, 1).unwrap(), &reference::max_pool3x3(&x).unwrap());
+    assert!(d < 1e-5, "max pool diff {d}");
+    let d = max_abs_diff(&ops::avg_pool2d(&x, 3, 1).unwrap(), &reference::avg_pool3x3(&x).unwrap());
+    assert!(d < 1e-5, "avg pool diff {d}");
+    // Corner: the 3x3 window holds 4 in-image pixels, so padding is excluded from the mean.
+    let ones = Tensor::ones((1, 1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let avg = ops::avg_pool2d(&ones, 3, 1).unwrap();
+    assert!(max_abs_diff(&avg, &ones) < 1e-6);
+}
+
+#[test]
+fn strided_pools_keep_tensorflow_same_shapes() {
+    let x = rand_tensor(&[1, 2, 8, 7], 4);
+    let y = ops::max_pool2d(&x, 3, 2).unwrap();
+    assert_eq!(y.dims(), &[1, 2, 4, 4]);
+    // TF 'same', stride 2 on 8 rows pads one row after the image: output row 0 covers rows 0..3.
+    let top_left = x.narrow(2, 0, 2).unwrap().narrow(3, 0, 2).unwrap().flatten_all().unwrap().max(0).unwrap();
+    let got = y.narrow(2, 0, 1).unwrap().narrow(3, 0, 1).unwrap().flatten_all().unwrap().get(0).unwrap();
+    assert_eq!(top_left.to_scalar::<f32>().unwrap(), got.to_scalar::<f32>().unwrap());
+}
+
+/// Checks d(sum(f(x) * r))/dx against central differences at a few entries.
+fn check_grad(f: &dyn Fn(&Tensor) -> Tensor, x0: &Tensor, seed: u64, what: &str) {
+    let x = Var::from_tensor(x0).unwrap();
+    let out = f(x.as_tensor());
+    let r = rand_tensor(out.dims(), seed);
+    let loss = (out * &r).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let g = grads.get(x.as_tensor()).expect("gradient").flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let base = x0.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let eval = |v: &[f32]| -> f64 {
+        let t = Tensor::from_slice(v, x0.dims(), &Device::Cpu).unwrap();
+        (f(&t) * &r).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 7);
+    let eps = 1e-2f32;
+    for _ in 0..12 {
+        let i = rng.gen_range(0..base.len());
+        let mut p = base.clone();
+        p[i] += eps;
+        let mut m = base.clone();
+        m[i] -= eps;
+        let numeric = (eval(&p) - eval(&m)) / (2.0 * eps as f64);
+        let analytic = g[i] as f64;
+        assert!(
+            (numeric - analytic).abs() <= 2e-2 * (1.0 + numeric.abs()),
+            "{what}: d/dx[{i}] analytic {analytic} vs numeric {numeric}"
+        );
+    }
+}
+
+#[test]
+fn depthwise_gradients_match_finite_differences() {
+    for &(k, stride, dilation) in &[(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2)] {
+        let x = rand_tensor(&[2, 3, 7, 8], 10);
+        let w = rand_tensor(&[3, 1, k, k], 11);
+        let what = format!("depthwise k{k} s{stride} d{dilation}");
+        check_grad(&|x| ops::depthwise_conv2d(x, &w, stride, dilation).unwrap(), &x, 12, &format!("{what} input"));
+        check_grad(&|w| ops::depthwise_conv2d(&x, w, stride, dilation).unwrap(), &w, 13, &format!("{what} weight"));
+    }
+}
+
+#[test]
+fn pool_gradients_match_finite_differences() {
+    let x = rand_tensor(&[2, 3, 7, 6], 20);
+    for stride in [1, 2] {
+        check_grad(&|x| ops::max_pool2d(x, 3, stride).unwrap(), &x, 21, &format!("max pool s{stride}"));
+        check_grad(&|x| ops::avg_pool2d(x, 3, stride).unwrap(), &x, 22, &format!("avg pool s{stride}"));
+    }
+    let win = Window::valid(7, 6, 5, 3);
+    check_grad(&|x| ops::pool2d(x, PoolKind::Avg, win).unwrap(), &x, 23, "avg pool 5x5/3 valid");
+}
+
+#[test]
+fn batch_norm_matches_formula_and_finite_differences() {
+    let x = rand_tensor(&[4, 3, 5, 5], 30);
+    let gamma = rand_tensor(&[3], 31);
+    let beta = rand_tensor(&[3], 32);
+    let (y, stats) = ops::batch_norm_train(&x, &gamma, &beta, 1e-5).unwrap();
+    let mean = x.mean_keepdim((0, 2, 3)).unwrap();
+    let var = x.broadcast_sub(&mean).unwrap().sqr().unwrap().mean_keepdim((0, 2, 3)).unwrap();
+    let expect = x
+        .broadcast_sub(&mean)
+        .unwrap()
+        .broadcast_div(&(var.clone() + 1e-5).unwrap().sqrt().unwrap())
+        .unwrap()
+        .broadcast_mul(&gamma.reshape((1, 3, 1, 1)).unwrap())
+        .unwrap()
+        .broadcast_add(&beta.reshape((1, 3, 1, 1)).unwrap())
+        .unwrap();
+    assert!(max_abs_diff(&y, &expect) < 1e-5);
+    let var_v = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (a, b) in stats.var.iter().zip(&var_v) {
+        assert!((a - b).abs() < 1e-5);
+    }
+    check_grad(&|x| ops::batch_norm_train(x, &gamma, &beta, 1e-5).unwrap().0, &x, 33, "batch norm input");
+    check_grad(&|g| ops::batch_norm_train(&x, g, &beta, 1e-5).unwrap().0, &gamma, 34, "batch norm gamma");
+    check_grad(&|b| ops::batch_norm_train(&x, &gamma, b, 1e-5).unwrap().0, &beta, 35, "batch norm beta");
+}
