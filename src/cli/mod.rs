@@ -119,13 +119,16 @@ struct RetrainArgs {
     /// Use only the first N training images.
     #[arg(long)]
     train_limit: Option<usize>,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 100)]
     eval_batch: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Continue the run in --out from its last finished epoch.
     #[arg(long)]
     resume: bool,
+    /// Stop after this many epochs of this invocation (to test --resume).
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
     #[arg(long)]
     quiet: bool,
 }
@@ -173,7 +176,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Retrain(a) => {
             let cfg = retrain_config(&a)?;
-            let s = retrain::run(&cfg, &a.out, a.resume, !a.quiet, &device)?;
+            let opts = retrain::RunOptions { resume: a.resume, show_progress: !a.quiet, stop_after: a.stop_after };
+            let Some(s) = retrain::run(&cfg, &a.out, &opts, &device)? else {
+                println!("stopped as asked; continue with --resume");
+                return Ok(());
+            };
             println!(
                 "test accuracy {:.4} ({} parameters, {} epochs, {:.0}s); model in {}",
                 s.test_accuracy,

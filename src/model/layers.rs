@@ -46,8 +46,8 @@ impl Conv {
 pub struct BatchNorm {
     gamma: Tensor,
     beta: Tensor,
-    running_mean: Var,
-    running_var: Var,
+    running_mean: Tensor,
+    running_var: Tensor,
 }
 
 /// Momentum of the running statistics: the authors' decay of 0.9.
@@ -58,8 +58,8 @@ impl BatchNorm {
     pub fn new(vb: VarBuilder, c: usize) -> Result<Self> {
         let gamma = param(&vb, &[c], "gamma")?;
         let beta = param(&vb, &[c], "beta")?;
-        let running_mean = running(&vb, c, "running_mean")?;
-        let running_var = running(&vb, c, "running_var")?;
+        let running_mean = param(&vb, &[c], "running_mean")?;
+        let running_var = param(&vb, &[c], "running_var")?;
         Ok(BatchNorm { gamma, beta, running_mean, running_var })
     }
 
@@ -70,9 +70,9 @@ impl BatchNorm {
             self.update_running(&stats, (n * h * w) as f64)?;
             return Ok(y);
         }
-        let var = self.running_var.as_tensor().reshape((1, c, 1, 1))?;
+        let var = self.running_var.reshape((1, c, 1, 1))?;
         let scale = (self.gamma.reshape((1, c, 1, 1))? / (var + BN_EPS)?.sqrt()?)?;
-        let mean = self.running_mean.as_tensor().reshape((1, c, 1, 1))?;
+        let mean = self.running_mean.reshape((1, c, 1, 1))?;
         let shift = (self.beta.reshape((1, c, 1, 1))? - mean.broadcast_mul(&scale)?)?;
         x.broadcast_mul(&scale)?.broadcast_add(&shift)
     }
@@ -82,17 +82,12 @@ impl BatchNorm {
         let dev = self.gamma.device();
         let mean = Tensor::from_slice(&stats.mean, c, dev)?;
         let unbiased = (Tensor::from_slice(&stats.var, c, dev)? * (count / (count - 1.0).max(1.0)))?;
-        let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
-        let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
-        self.running_mean.set(&rm)?;
-        self.running_var.set(&rv)
+        let rm = ((&self.running_mean * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
+        let rv = ((&self.running_var * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
+        // Built from a VarMap these tensors are its variables, and `set` updates them in place.
+        Var::from_tensor(&self.running_mean)?.set(&rm)?;
+        Var::from_tensor(&self.running_var)?.set(&rv)
     }
-}
-
-/// A running statistic: the tensor a VarMap-backed VarBuilder hands out is the
-/// variable itself, so wrapping it shares storage and `set` updates the VarMap.
-fn running(vb: &VarBuilder, c: usize, name: &str) -> Result<Var> {
-    Var::from_tensor(&param(vb, &[c], name)?)
 }
 
 /// ReLU -> 1x1 conv -> BN, the authors' projection.

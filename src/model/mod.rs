@@ -51,6 +51,13 @@ pub enum Network {
 }
 
 impl Network {
+    /// A network over detached views of `varmap`'s tensors: it sees every update
+    /// of the weights but records no graph, so evaluation keeps no intermediates.
+    pub fn detached(varmap: &candle_nn::VarMap, arch: &Arch, cfg: &NetConfig, device: &candle_core::Device) -> Result<Network> {
+        let tensors = init::sorted_vars(varmap).into_iter().map(|(n, v)| (n, v.as_tensor().detach())).collect();
+        Network::new(VarBuilder::from_tensors(tensors, candle_core::DType::F32, device), arch, cfg)
+    }
+
     pub fn new(vb: VarBuilder, arch: &Arch, cfg: &NetConfig) -> Result<Network> {
         Ok(match arch {
             Arch::Micro(a) => Network::Micro(MicroNet::new(vb, a, cfg)?),

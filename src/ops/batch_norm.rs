@@ -36,9 +36,22 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32
         .into_par_iter()
         .map(|ch| {
             let planes = || (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
-            let mean = planes().map(|p| p.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / m;
+            let mean = planes().map(|p| super::sum(p) as f64).sum::<f64>() / m;
             let mf = mean as f32;
-            let var = planes().map(|p| p.iter().map(|&v| ((v - mf) * (v - mf)) as f64).sum::<f64>()).sum::<f64>() / m;
+            let var = planes()
+                .map(|p| {
+                    let mut acc = [0f32; 8];
+                    let chunks = p.chunks_exact(8);
+                    let tail: f32 = chunks.remainder().iter().map(|&v| (v - mf) * (v - mf)).sum();
+                    for c in chunks {
+                        for l in 0..8 {
+                            acc[l] += (c[l] - mf) * (c[l] - mf);
+                        }
+                    }
+                    (acc.iter().sum::<f32>() + tail) as f64
+                })
+                .sum::<f64>()
+                / m;
             (mean as f32, var as f32)
         })
         .unzip()
@@ -128,8 +141,10 @@ impl CustomOp2 for GradSums {
                 for b in 0..n {
                     let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
                     let (xp, gp) = (&x[r.clone()], &g[r]);
-                    sb += gp.iter().sum::<f32>() as f64;
-                    sg += gp.iter().zip(xp).map(|(&d, &v)| d * (v - m)).sum::<f32>() as f64 * is as f64;
+                    let s = super::sum(gp);
+                    sb += s as f64;
+                    // sum(dy (x - mean)) = sum(dy x) - mean sum(dy)
+                    sg += (super::dot(gp, xp) - m * s) as f64 * is as f64;
                 }
                 (sb as f32, sg as f32)
             })

@@ -127,7 +127,7 @@ fn grad_weight_plane_s1(x: &[f32], g: &[f32], gw: &mut [f32], win: &Window, buf:
     for ky in 0..k {
         for kx in 0..k {
             let off = ky * d * wp + kx * d;
-            gw[ky * k + kx] += buf.1[..len].iter().zip(&buf.0[off..off + len]).map(|(a, b)| a * b).sum::<f32>();
+            gw[ky * k + kx] += super::dot(&buf.1[..len], &buf.0[off..off + len]);
         }
     }
 }
@@ -180,7 +180,7 @@ fn grad_weight_plane(x: &[f32], grad: &[f32], gw: &mut [f32], win: &Window) {
                 let g = &grad[oy * ow + x0..oy * ow + x1];
                 if win.stride == 1 {
                     let i0 = iy * iw + win.in_col(x0, kx);
-                    acc += g.iter().zip(&x[i0..i0 + (x1 - x0)]).map(|(a, b)| a * b).sum::<f32>();
+                    acc += super::dot(g, &x[i0..i0 + (x1 - x0)]);
                 } else {
                     for (j, gv) in g.iter().enumerate() {
                         acc += gv * x[iy * iw + win.in_col(x0 + j, kx)];

@@ -23,3 +23,36 @@ pub(crate) fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'
         None => candle_core::bail!("{op}: input must be contiguous"),
     }
 }
+
+const LANES: usize = 8;
+
+/// Dot product with eight independent accumulators, so the compiler can
+/// vectorise it (a plain `.sum()` of floats must keep its order).
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Sum with eight independent accumulators (see `dot`).
+#[inline]
+pub(crate) fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let c = a.chunks_exact(LANES);
+    let tail: f32 = c.remainder().iter().sum();
+    for x in c {
+        for l in 0..LANES {
+            acc[l] += x[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

@@ -68,6 +68,8 @@ pub struct Setup {
     pub data: Dataset,
     pub varmap: VarMap,
     pub net: Network,
+    /// The same weights, for evaluation without a graph.
+    pub eval_net: Network,
     pub arch: Arch,
 }
 
@@ -86,7 +88,8 @@ pub fn build(cfg: &RetrainConfig, data: Dataset, device: &Device) -> Result<Setu
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let net = Network::new(vb, &arch, &cfg.net).context("cannot build the network")?;
     seeded_init(&varmap, cfg.seed)?;
-    Ok(Setup { data, varmap, net, arch })
+    let eval_net = Network::detached(&varmap, &arch, &cfg.net, device)?;
+    Ok(Setup { data, varmap, net, eval_net, arch })
 }
 
 pub fn param_count(varmap: &VarMap) -> usize {
@@ -124,16 +127,30 @@ fn model_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
 
+/// How one invocation runs, as opposed to what it trains (`RetrainConfig`).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Continue the run in the output directory from its last finished epoch.
+    pub resume: bool,
+    pub show_progress: bool,
+    /// Stop after this many epochs of this invocation, as if interrupted (tests resume).
+    pub stop_after: Option<usize>,
+}
+
 /// Trains `cfg` from scratch into `out` (or resumes it), then tests it.
-pub fn run(cfg: &RetrainConfig, out: &Path, resume: bool, show_progress: bool, device: &Device) -> Result<Summary> {
+/// Returns None when `stop_after` ended the invocation before the last epoch.
+pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) -> Result<Option<Summary>> {
+    let (resume, show_progress) = (opts.resume, opts.show_progress);
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create output directory", out.display()))?;
     let config_path = out.join("config.json");
     let config_text = serde_json::to_string_pretty(cfg)?;
     let ckpt_path = out.join(CHECKPOINT);
     if resume {
         if let Ok(old) = std::fs::read_to_string(&config_path) {
-            let old: serde_json::Value = serde_json::from_str(&old).with_context(|| format!("{}: not valid JSON", config_path.display()))?;
-            if old != serde_json::to_value(cfg)? {
+            let old: RetrainConfig =
+                serde_json::from_str(&old).with_context(|| format!("{}: not a retrain config", config_path.display()))?;
+            // Compared as values parsed alike, so f32 fields round-trip exactly.
+            if serde_json::to_value(old)? != serde_json::to_value(cfg)? {
                 bail!("{}: the run there was started with other settings; resume it with the same ones or choose another --out", config_path.display());
             }
         }
@@ -143,7 +160,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, resume: bool, show_progress: bool, d
     write_atomic(&config_path, &config_text)?;
 
     let data = load_data(cfg)?;
-    let Setup { data, varmap, net, arch } = build(cfg, data, device)?;
+    let Setup { data, varmap, net, eval_net, arch } = build(cfg, data, device)?;
     let params = param_count(&varmap);
     let mut sgd = Sgd::new(trainable_vars(&varmap), cfg.sgd.clone());
     let schedule = Cosine { lr_max: cfg.sgd.lr, lr_min: cfg.lr_min, t0: cfg.epochs as f64, t_mul: 1.0 };
@@ -166,6 +183,9 @@ pub fn run(cfg: &RetrainConfig, out: &Path, resume: bool, show_progress: bool, d
     let train_set = Arc::new(data.train.clone());
     let started = Instant::now();
     for epoch in start_epoch..cfg.epochs {
+        if opts.stop_after.is_some_and(|n| epoch - start_epoch >= n) {
+            return Ok(None);
+        }
         let t0 = Instant::now();
         let loader = Loader::new(
             train_set.clone(),
@@ -218,7 +238,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, resume: bool, show_progress: bool, d
         }
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
-        let (valid_accuracy, valid_loss) = evaluate(&net, &data.valid, &data, cfg.eval_batch, device)?;
+        let (valid_accuracy, valid_loss) = evaluate(&eval_net, &data.valid, &data, cfg.eval_batch, device)?;
         let m = EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -248,13 +268,13 @@ pub fn run(cfg: &RetrainConfig, out: &Path, resume: bool, show_progress: bool, d
         write_metrics(out, &history, None)?;
     }
 
-    let (test_accuracy, test_loss) = evaluate(&net, &data.test, &data, cfg.eval_batch, device)?;
+    let (test_accuracy, test_loss) = evaluate(&eval_net, &data.test, &data, cfg.eval_batch, device)?;
     let seconds = seconds_before + started.elapsed().as_secs_f64();
     varmap.save(out.join("model.safetensors")).context("cannot write model.safetensors")?;
     write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch.to_json())?)?;
     let summary = Summary { test_accuracy, test_loss, epochs: history, params, seconds };
     write_metrics(out, &summary.epochs, Some((test_accuracy, test_loss)))?;
-    Ok(summary)
+    Ok(Some(summary))
 }
 
 /// `metrics.jsonl`: one line per finished epoch, then the test result.
@@ -290,6 +310,6 @@ pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathB
     let model_path = dir.join("model.safetensors");
     let tensors = candle_core::safetensors::load(&model_path, device).with_context(|| format!("{}: cannot read", model_path.display()))?;
     load_varmap(&setup.varmap, &tensors, "", &model_path)?;
-    let (acc, _) = evaluate(&setup.net, &setup.data.test, &setup.data, cfg.eval_batch, device)?;
+    let (acc, _) = evaluate(&setup.eval_net, &setup.data.test, &setup.data, cfg.eval_batch, device)?;
     Ok(acc)
 }

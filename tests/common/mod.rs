@@ -1,0 +1,52 @@
+//! Small datasets written in the real file formats, for tests.
+#![allow(dead_code)]
+use enas::data::{cifar, idx};
+use std::path::Path;
+
+/// Images whose class is visible in them: class k brightens row block k.
+pub fn synthetic_images(n: usize, c: usize, h: usize, w: usize, classes: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    let mut images = Vec::with_capacity(n * c * h * w);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let label = (next() as usize % classes) as u8;
+        labels.push(label);
+        let band = h * (label as usize % 7) / 7;
+        for _ in 0..c {
+            for y in 0..h {
+                for _ in 0..w {
+                    let base = if y >= band && y < band + h / 7 + 1 { 200 } else { 30 };
+                    images.push((base + (next() % 40) as i32 - 20).clamp(0, 255) as u8);
+                }
+            }
+        }
+    }
+    (images, labels)
+}
+
+/// Writes the four Fashion-MNIST IDX files into `dir`.
+pub fn write_fashion(dir: &Path, n_train: usize, n_test: usize, gzip: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (prefix, n, seed) in [("train", n_train, 1), ("t10k", n_test, 2)] {
+        let (images, labels) = synthetic_images(n, 1, 28, 28, 10, seed);
+        let ext = if gzip { ".gz" } else { "" };
+        idx::write(&dir.join(format!("{prefix}-images-idx3-ubyte{ext}")), &[n, 28, 28], &images, gzip).unwrap();
+        idx::write(&dir.join(format!("{prefix}-labels-idx1-ubyte{ext}")), &[n], &labels, gzip).unwrap();
+    }
+}
+
+/// Writes CIFAR-10 batch files (`per_batch` records each) into `dir`.
+pub fn write_cifar10(dir: &Path, per_batch: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, name) in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"]
+        .iter()
+        .enumerate()
+    {
+        let (images, labels) = synthetic_images(per_batch, 3, 32, 32, 10, 10 + i as u64);
+        cifar::write_records(&dir.join(name), cifar::Variant::Cifar10, &images, &labels).unwrap();
+    }
+}
