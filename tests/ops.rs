@@ -1,8 +1,7 @@
 //! Custom ops against candle compositions (forward, to 1e-5) and against
 //! central finite differences (backward).
 use candle_core::{Device, Tensor, Var};
-use enas::cli::reference;
-use enas::ops::{self, PoolKind, Window};
+use enas::ops::{self, reference, PoolKind, Window};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

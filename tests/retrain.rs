@@ -33,6 +33,8 @@ fn config(space: SpaceKind, arch: &str, data_dir: &Path, epochs: usize) -> Retra
         eval_batch: 32,
         sgd: SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-4, decoupled: false },
         lr_min: 0.0,
+        lr_t0: 1.0,
+        lr_t_mul: 2.0,
         grad_clip: 5.0,
         label_smoothing: 0.1,
         aux_weight: 0.4,

@@ -50,9 +50,9 @@ fn macro_arch_round_trips_and_points_at_bad_bits() {
 }
 
 #[test]
-fn peer_arc_files_parse() {
+fn peer_workload_arc_files_parse() {
     for (space, file) in [(SpaceKind::Micro, "micro_arcs.txt"), (SpaceKind::Macro, "macro_arcs.txt")] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peer").join(file);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file);
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 50, "{file}");

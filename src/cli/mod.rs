@@ -1,6 +1,5 @@
 //! The `enas` command line.
 pub mod bench;
-pub use bench::reference;
 
 use crate::data::cifar::Variant;
 use crate::data::{fetch, Augment, DatasetKind};
@@ -80,14 +79,21 @@ struct RetrainArgs {
     channels: usize,
     #[arg(long, default_value_t = 128)]
     batch: usize,
+    /// Peak learning rate of the cosine schedule (the authors' lr_max).
     #[arg(long, default_value_t = 0.05)]
     lr: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 1e-4)]
     lr_min: f64,
+    /// First cosine period in epochs (SGDR's T0; default: the whole run, no restart).
+    #[arg(long)]
+    lr_t0: Option<f64>,
+    /// Each period is this many times the previous one (SGDR's Tmul).
+    #[arg(long, default_value_t = 1.0)]
+    lr_t_mul: f64,
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
     /// L2 weight decay (added to the gradient), as the authors' l2_reg.
-    #[arg(long, default_value_t = 3e-4)]
+    #[arg(long, default_value_t = 2e-4)]
     weight_decay: f64,
     /// Apply weight decay decoupled from the gradient (SGDW) instead of as L2.
     #[arg(long)]
@@ -240,6 +246,8 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
             decoupled: a.decoupled_wd,
         },
         lr_min: a.lr_min,
+        lr_t0: a.lr_t0.unwrap_or(a.epochs as f64),
+        lr_t_mul: a.lr_t_mul,
         grad_clip: a.grad_clip,
         label_smoothing: a.label_smoothing,
         aux_weight: a.aux_weight,

@@ -2,6 +2,7 @@
 //! stride 1 or 2, dilation 1 or 2. Weight shape (C, 1, k, k), as candle's
 //! grouped conv2d takes it. Planes are processed in parallel and each inner
 //! loop runs over a contiguous row so the compiler can vectorise it.
+use super::plane::{pad_into, unflatten};
 use super::{f32_data, Window};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -59,16 +60,6 @@ fn scatter_row(gin: &mut [f32], grad: &[f32], wv: f32, win: &Window, kx: usize) 
     }
 }
 
-/// Copies plane `x` (h x w) into `buf` with zero borders: `top`/`left` before,
-/// enough after that the result is `hp x wp`.
-fn pad_into(x: &[f32], h: usize, w: usize, top: usize, left: usize, hp: usize, wp: usize, buf: &mut Vec<f32>) {
-    buf.clear();
-    buf.resize(hp * wp, 0.0);
-    for y in 0..h {
-        buf[(y + top) * wp + left..(y + top) * wp + left + w].copy_from_slice(&x[y * w..(y + 1) * w]);
-    }
-}
-
 /// Stride 1 on a padded plane: every tap is one long contiguous multiply-add
 /// over the flattened rows (the columns past `w` are computed and dropped).
 /// `acc[i] += w[t] * src[i + offset(t)]`, for taps in `order`.
@@ -88,21 +79,15 @@ fn taps_flat(src: &[f32], wts: &[f32], win: &Window, wp: usize, acc: &mut Vec<f3
     }
 }
 
-fn unflatten(acc: &[f32], out: &mut [f32], rows: usize, w: usize, wp: usize) {
-    for y in 0..rows {
-        out[y * w..(y + 1) * w].copy_from_slice(&acc[y * wp..y * wp + w]);
-    }
-}
-
 fn span(win: &Window) -> usize {
     (win.k - 1) * win.dilation + 1
 }
 
 fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, buf: &mut (Vec<f32>, Vec<f32>)) {
     let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
-    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, &mut buf.0);
+    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.0);
     taps_flat(&buf.0, w, win, wp, &mut buf.1, false);
-    unflatten(&buf.1, out, win.out_h, win.out_w, wp);
+    unflatten(&buf.1, out, win.out_h, win.out_w, wp, 0, 0);
 }
 
 /// The gradient of a stride-1 'same' convolution is a correlation of the padded
@@ -110,10 +95,10 @@ fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, buf: &m
 fn grad_input_plane_s1(g: &[f32], w: &[f32], gin: &mut [f32], win: &Window, buf: &mut (Vec<f32>, Vec<f32>)) {
     let sp = span(win);
     let (hp, wp) = (win.in_h + sp - 1, win.in_w + sp - 1);
-    pad_into(g, win.out_h, win.out_w, sp - 1 - win.pad_top, sp - 1 - win.pad_left, hp, wp, &mut buf.0);
+    pad_into(g, win.out_h, win.out_w, sp - 1 - win.pad_top, sp - 1 - win.pad_left, hp, wp, 0.0, &mut buf.0);
     let flipped_win = Window { out_h: win.in_h, out_w: win.in_w, ..*win };
     taps_flat(&buf.0, w, &flipped_win, wp, &mut buf.1, true);
-    unflatten(&buf.1, gin, win.in_h, win.in_w, wp);
+    unflatten(&buf.1, gin, win.in_h, win.in_w, wp, 0, 0);
 }
 
 /// Stride-1 weight gradient: one long dot product per tap between the gradient
@@ -121,8 +106,8 @@ fn grad_input_plane_s1(g: &[f32], w: &[f32], gin: &mut [f32], win: &Window, buf:
 fn grad_weight_plane_s1(x: &[f32], g: &[f32], gw: &mut [f32], win: &Window, buf: &mut (Vec<f32>, Vec<f32>)) {
     let (k, d) = (win.k, win.dilation);
     let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
-    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, &mut buf.0);
-    pad_into(g, win.out_h, win.out_w, 0, 0, win.out_h, wp, &mut buf.1);
+    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.0);
+    pad_into(g, win.out_h, win.out_w, 0, 0, win.out_h, wp, 0.0, &mut buf.1);
     let len = (win.out_h - 1) * wp + win.out_w;
     for ky in 0..k {
         for kx in 0..k {

@@ -3,7 +3,9 @@
 //! (each op's `cuda_fwd` is the seam, left at candle's default for now).
 pub mod batch_norm;
 pub mod depthwise;
+mod plane;
 pub mod pool;
+pub mod reference;
 mod window;
 
 pub use batch_norm::{batch_norm_train, BatchStats};

@@ -1,6 +1,7 @@
 //! Max and average pooling with 'same' or 'valid' windows and a backward for
 //! any kernel and stride. Average pooling divides by the number of pixels
 //! inside the image, excluding padding, as TensorFlow (and so ENAS) does.
+use super::plane::{pad_into, unflatten};
 use super::{f32_data, Window};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -80,59 +81,105 @@ impl Taps {
     }
 }
 
-fn avg_plane(x: &[f32], out: &mut [f32], win: &Window, taps: &Taps) {
-    out.fill(0.0);
-    for ky in 0..win.k {
-        let (y0, y1) = taps.rows[ky];
-        for oy in y0..y1 {
-            let iy = win.in_row(oy, ky);
-            let src = &x[iy * win.in_w..(iy + 1) * win.in_w];
-            let dst = &mut out[oy * win.out_w..(oy + 1) * win.out_w];
-            for kx in 0..win.k {
-                let (x0, x1) = taps.cols[kx];
-                if win.stride == 1 && x0 < x1 {
-                    let i0 = win.in_col(x0, kx);
-                    for (o, s) in dst[x0..x1].iter_mut().zip(&src[i0..i0 + (x1 - x0)]) {
-                        *o += s;
-                    }
-                } else {
-                    for ox in x0..x1 {
-                        dst[ox] += src[win.in_col(ox, kx)];
-                    }
-                }
-            }
-        }
-    }
+/// Any window (the strided and 'valid' ones): each output folds the in-image
+/// pixels of its window.
+fn plane_generic(kind: PoolKind, x: &[f32], out: &mut [f32], win: &Window, taps: &Taps) {
     for oy in 0..win.out_h {
         for ox in 0..win.out_w {
-            out[oy * win.out_w + ox] /= taps.count(oy, ox);
+            let v = match kind {
+                PoolKind::Max => {
+                    let mut m = f32::NEG_INFINITY;
+                    taps.for_each(win, oy, ox, |i| m = m.max(x[i]));
+                    m
+                }
+                PoolKind::Avg => {
+                    let mut sum = 0f32;
+                    taps.for_each(win, oy, ox, |i| sum += x[i]);
+                    sum / taps.count(oy, ox)
+                }
+            };
+            out[oy * win.out_w + ox] = v;
         }
     }
 }
 
-fn max_plane(x: &[f32], out: &mut [f32], win: &Window, taps: &Taps) {
-    out.fill(f32::NEG_INFINITY);
-    for ky in 0..win.k {
-        let (y0, y1) = taps.rows[ky];
-        for oy in y0..y1 {
-            let iy = win.in_row(oy, ky);
-            let src = &x[iy * win.in_w..(iy + 1) * win.in_w];
-            let dst = &mut out[oy * win.out_w..(oy + 1) * win.out_w];
-            for kx in 0..win.k {
-                let (x0, x1) = taps.cols[kx];
-                if win.stride == 1 && x0 < x1 {
-                    let i0 = win.in_col(x0, kx);
-                    for (o, &s) in dst[x0..x1].iter_mut().zip(&src[i0..i0 + (x1 - x0)]) {
-                        *o = o.max(s);
-                    }
-                } else {
-                    for ox in x0..x1 {
-                        dst[ox] = dst[ox].max(src[win.in_col(ox, kx)]);
-                    }
-                }
+/// Scratch buffers one worker reuses across planes.
+type Scratch = (Vec<f32>, Vec<f32>, Vec<u32>);
+
+/// Offsets into the padded plane of the k x k taps, in scan order.
+fn tap_offsets(win: &Window, wp: usize) -> Vec<usize> {
+    (0..win.k).flat_map(|ky| (0..win.k).map(move |kx| ky * wp + kx)).collect()
+}
+
+/// Stride-1 'same' pooling on a padded, flattened plane.
+fn plane_s1(kind: PoolKind, x: &[f32], out: &mut [f32], win: &Window, taps: &Taps, buf: &mut Scratch) {
+    let (hp, wp) = (win.out_h + win.k - 1, win.out_w + win.k - 1);
+    let fill = if kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 };
+    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, fill, &mut buf.0);
+    let len = (win.out_h - 1) * wp + win.out_w;
+    buf.1.clear();
+    buf.1.resize(len, fill);
+    for off in tap_offsets(win, wp) {
+        let src = &buf.0[off..off + len];
+        match kind {
+            PoolKind::Max => buf.1.iter_mut().zip(src).for_each(|(a, &s)| *a = a.max(s)),
+            PoolKind::Avg => buf.1.iter_mut().zip(src).for_each(|(a, &s)| *a += s),
+        }
+    }
+    unflatten(&buf.1, out, win.out_h, win.out_w, wp, 0, 0);
+    if kind == PoolKind::Avg {
+        for oy in 0..win.out_h {
+            for ox in 0..win.out_w {
+                out[oy * win.out_w + ox] /= taps.count(oy, ox);
             }
         }
     }
+}
+
+/// Stride-1 backward: the gradient of each output goes to its first maximum
+/// (max) or is spread over its in-image pixels (avg), on the padded plane.
+fn grad_plane_s1(kind: PoolKind, x: &[f32], g: &[f32], gin: &mut [f32], win: &Window, taps: &Taps, buf: &mut Scratch) {
+    let (hp, wp) = (win.out_h + win.k - 1, win.out_w + win.k - 1);
+    let len = (win.out_h - 1) * wp + win.out_w;
+    let offsets = tap_offsets(win, wp);
+    let (padded, acc, best) = buf;
+    acc.clear();
+    acc.resize(hp * wp, 0.0);
+    match kind {
+        PoolKind::Max => {
+            pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, f32::NEG_INFINITY, padded);
+            best.clear();
+            best.resize(len, 0);
+            let mut best_v = vec![f32::NEG_INFINITY; len];
+            for &off in &offsets {
+                for ((b, bv), &s) in best.iter_mut().zip(best_v.iter_mut()).zip(&padded[off..off + len]) {
+                    if s > *bv {
+                        *bv = s;
+                        *b = off as u32;
+                    }
+                }
+            }
+            for oy in 0..win.out_h {
+                for ox in 0..win.out_w {
+                    let i = oy * wp + ox;
+                    acc[i + best[i] as usize] += g[oy * win.out_w + ox];
+                }
+            }
+        }
+        PoolKind::Avg => {
+            padded.clear();
+            padded.resize(len, 0.0);
+            for oy in 0..win.out_h {
+                for ox in 0..win.out_w {
+                    padded[oy * wp + ox] = g[oy * win.out_w + ox] / taps.count(oy, ox);
+                }
+            }
+            for &off in &offsets {
+                acc[off..off + len].iter_mut().zip(&padded[..len]).for_each(|(a, &s)| *a += s);
+            }
+        }
+    }
+    unflatten(acc, gin, win.in_h, win.in_w, wp, win.pad_top, win.pad_left);
 }
 
 impl CustomOp1 for Pool {
@@ -150,11 +197,13 @@ impl CustomOp1 for Pool {
         let (ip, op) = (win.in_h * win.in_w, win.out_h * win.out_w);
         let taps = Taps::new(&win);
         let mut out = vec![0f32; n * c * op];
-        out.par_chunks_mut(op).enumerate().for_each(|(p, o)| {
+        let same_s1 = win.stride == 1 && win.out_h == win.in_h && win.out_w == win.in_w;
+        out.par_chunks_mut(op).enumerate().for_each_init(Scratch::default, |buf, (p, o)| {
             let xp = &x[p * ip..(p + 1) * ip];
-            match self.kind {
-                PoolKind::Max => max_plane(xp, o, &win, &taps),
-                PoolKind::Avg => avg_plane(xp, o, &win, &taps),
+            if same_s1 {
+                plane_s1(self.kind, xp, o, &win, &taps, buf)
+            } else {
+                plane_generic(self.kind, xp, o, &win, &taps)
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c, win.out_h, win.out_w))))
@@ -185,9 +234,13 @@ impl CustomOp2 for PoolGrad {
         let (ip, op) = (win.in_h * win.in_w, win.out_h * win.out_w);
         let taps = Taps::new(&win);
         let mut gin = vec![0f32; n * c * ip];
-        gin.par_chunks_mut(ip).enumerate().for_each(|(p, gi)| {
+        let same_s1 = win.stride == 1 && win.out_h == win.in_h && win.out_w == win.in_w;
+        gin.par_chunks_mut(ip).enumerate().for_each_init(Scratch::default, |buf, (p, gi)| {
             let xp = &x[p * ip..(p + 1) * ip];
             let gp = &g[p * op..(p + 1) * op];
+            if same_s1 {
+                return grad_plane_s1(self.kind, xp, gp, gi, &win, &taps, buf);
+            }
             for oy in 0..win.out_h {
                 for ox in 0..win.out_w {
                     let gv = gp[oy * win.out_w + ox];

@@ -32,6 +32,9 @@ pub struct RetrainConfig {
     pub eval_batch: usize,
     pub sgd: SgdConfig,
     pub lr_min: f64,
+    /// SGDR: first period in epochs and its growth factor.
+    pub lr_t0: f64,
+    pub lr_t_mul: f64,
     pub grad_clip: f64,
     pub label_smoothing: f64,
     pub aux_weight: f64,
@@ -97,7 +100,7 @@ pub fn param_count(varmap: &VarMap) -> usize {
 }
 
 /// Accuracy and mean loss of `net` on `set`, batch-norm in evaluation mode.
-pub fn evaluate(net: &Network, set: &ImageSet, data: &Dataset, batch: usize, device: &Device) -> Result<(f64, f64)> {
+pub fn evaluate(net: &Network, set: &Arc<ImageSet>, data: &Dataset, batch: usize, device: &Device) -> Result<(f64, f64)> {
     let cfg = LoaderConfig {
         batch_size: batch,
         shuffle: false,
@@ -108,7 +111,7 @@ pub fn evaluate(net: &Network, set: &ImageSet, data: &Dataset, batch: usize, dev
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let (mut right, mut loss, mut seen) = (0usize, 0f64, 0usize);
-    for b in Loader::new(Arc::new(set.clone()), cfg, 0, 0) {
+    for b in Loader::new(set.clone(), cfg, 0, 0) {
         let n = b.len();
         let (x, y) = b.to_tensors(device)?;
         let out = net.forward(&x, &mut Ctx { train: false, rng: &mut rng, progress: 1.0 })?;
@@ -163,7 +166,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
     let Setup { data, varmap, net, eval_net, arch } = build(cfg, data, device)?;
     let params = param_count(&varmap);
     let mut sgd = Sgd::new(trainable_vars(&varmap), cfg.sgd.clone());
-    let schedule = Cosine { lr_max: cfg.sgd.lr, lr_min: cfg.lr_min, t0: cfg.epochs as f64, t_mul: 1.0 };
+    let schedule = Cosine { lr_max: cfg.sgd.lr, lr_min: cfg.lr_min, t0: cfg.lr_t0, t_mul: cfg.lr_t_mul };
     let steps = batches_per_epoch(data.train.len(), cfg.batch, true);
     if steps == 0 {
         bail!("{} training images are fewer than one batch of {}", data.train.len(), cfg.batch);
@@ -181,6 +184,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
     }
     let start_epoch = history.len();
     let train_set = Arc::new(data.train.clone());
+    let valid_set = Arc::new(data.valid.clone());
     let started = Instant::now();
     for epoch in start_epoch..cfg.epochs {
         if opts.stop_after.is_some_and(|n| epoch - start_epoch >= n) {
@@ -238,7 +242,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         }
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
-        let (valid_accuracy, valid_loss) = evaluate(&eval_net, &data.valid, &data, cfg.eval_batch, device)?;
+        let (valid_accuracy, valid_loss) = evaluate(&eval_net, &valid_set, &data, cfg.eval_batch, device)?;
         let m = EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -268,7 +272,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         write_metrics(out, &history, None)?;
     }
 
-    let (test_accuracy, test_loss) = evaluate(&eval_net, &data.test, &data, cfg.eval_batch, device)?;
+    let (test_accuracy, test_loss) = evaluate(&eval_net, &Arc::new(data.test.clone()), &data, cfg.eval_batch, device)?;
     let seconds = seconds_before + started.elapsed().as_secs_f64();
     varmap.save(out.join("model.safetensors")).context("cannot write model.safetensors")?;
     write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch.to_json())?)?;
@@ -310,6 +314,6 @@ pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathB
     let model_path = dir.join("model.safetensors");
     let tensors = candle_core::safetensors::load(&model_path, device).with_context(|| format!("{}: cannot read", model_path.display()))?;
     load_varmap(&setup.varmap, &tensors, "", &model_path)?;
-    let (acc, _) = evaluate(&setup.eval_net, &setup.data.test, &setup.data, cfg.eval_batch, device)?;
+    let (acc, _) = evaluate(&setup.eval_net, &Arc::new(setup.data.test.clone()), &setup.data, cfg.eval_batch, device)?;
     Ok(acc)
 }

@@ -1,0 +1,96 @@
+//! The binary's errors: one line, naming the input, exit code 1, never a panic.
+mod common;
+
+use std::process::Command;
+
+const PUBLISHED: &str = "0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1";
+
+fn enas(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_enas")).args(args).env_remove("RUST_BACKTRACE").output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn assert_one_line_error(args: &[&str], needles: &[&str]) {
+    let (code, _, err) = enas(args);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    let err = err.trim();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "'{n}' not in: {err}");
+    }
+}
+
+#[test]
+fn bad_architecture_token() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("o");
+    let arch = PUBLISHED.replacen("4", "9", 1);
+    assert_one_line_error(&["retrain", "--arch", &arch, "--out", out.to_str().unwrap()], &["token 6 ('9')", "op of node 1"]);
+}
+
+#[test]
+fn missing_dataset() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("o");
+    let dir = t.path().join("empty");
+    assert_one_line_error(
+        &["retrain", "--arch", PUBLISHED, "--data-dir", dir.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &["fashion-mnist not found", "apt-get install dataset-fashion-mnist"],
+    );
+}
+
+#[test]
+fn corrupt_dataset_file_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("data");
+    common::write_fashion(&dir, 40, 10, false);
+    let p = dir.join("train-images-idx3-ubyte");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..1000]).unwrap();
+    let out = t.path().join("o");
+    assert_one_line_error(
+        &["retrain", "--arch", PUBLISHED, "--data-dir", dir.to_str().unwrap(), "--valid-size", "5", "--out", out.to_str().unwrap()],
+        &["train-images-idx3-ubyte", "truncated"],
+    );
+}
+
+#[test]
+fn eval_of_a_directory_without_a_model() {
+    let t = tempfile::tempdir().unwrap();
+    assert_one_line_error(&["eval", "--model", t.path().to_str().unwrap()], &["config.json", "cannot read"]);
+}
+
+#[test]
+fn odd_channel_count() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("o");
+    assert_one_line_error(&["retrain", "--arch", PUBLISHED, "--channels", "7", "--out", out.to_str().unwrap()], &["--channels 7 must be even"]);
+}
+
+#[test]
+fn fetch_from_an_unreachable_mirror() {
+    let t = tempfile::tempdir().unwrap();
+    assert_one_line_error(
+        &["data", "fetch", "cifar10", "--dir", t.path().to_str().unwrap(), "--url", "http://127.0.0.1:9/cifar.tar.gz"],
+        &["127.0.0.1:9", "download failed"],
+    );
+}
+
+#[test]
+fn retrain_and_eval_from_the_command_line() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("data");
+    common::write_fashion(&dir, 64, 20, true);
+    let out = t.path().join("run");
+    let (code, stdout, err) = enas(&[
+        "retrain", "--arch", PUBLISHED, "--data-dir", dir.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "--epochs", "1", "--layers", "1", "--channels", "4", "--batch", "16", "--valid-size", "16", "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    let (code, stdout, err) = enas(&["eval", "--model", out.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.starts_with("test accuracy 0."), "{stdout}");
+}
