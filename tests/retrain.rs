@@ -67,7 +67,7 @@ fn micro_retrain_writes_outputs_and_evaluates() {
     let arch: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("arch.json")).unwrap()).unwrap();
     assert_eq!(arch["arc"], PUBLISHED);
     // eval rebuilds the model from the directory and gets the same test accuracy.
-    let acc = retrain::eval_dir(&out, None, None, &Device::Cpu).unwrap();
+    let acc = retrain::eval_dir(&out, None, None, false, &Device::Cpu).unwrap();
     assert_eq!(acc, s.test_accuracy);
 }
 

@@ -198,7 +198,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval(a) => {
-            let acc = retrain::eval_dir(&a.model, a.dataset, a.data_dir, &device)?;
+            let acc = retrain::eval_dir(&a.model, a.dataset, a.data_dir, true, &device)?;
             println!("test accuracy {acc:.4}");
             Ok(())
         }

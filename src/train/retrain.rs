@@ -100,7 +100,7 @@ pub fn param_count(varmap: &VarMap) -> usize {
 }
 
 /// Accuracy and mean loss of `net` on `set`, batch-norm in evaluation mode.
-pub fn evaluate(net: &Network, set: &Arc<ImageSet>, data: &Dataset, batch: usize, device: &Device) -> Result<(f64, f64)> {
+pub fn evaluate(net: &Network, set: &Arc<ImageSet>, data: &Dataset, batch: usize, show: bool, device: &Device) -> Result<(f64, f64)> {
     let cfg = LoaderConfig {
         batch_size: batch,
         shuffle: false,
@@ -111,7 +111,10 @@ pub fn evaluate(net: &Network, set: &Arc<ImageSet>, data: &Dataset, batch: usize
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let (mut right, mut loss, mut seen) = (0usize, 0f64, 0usize);
-    for b in Loader::new(set.clone(), cfg, 0, 0) {
+    let loader = Loader::new(set.clone(), cfg, 0, 0);
+    let bar = steps_bar(loader.len() as u64, "evaluate", show);
+    for b in loader {
+        bar.inc(1);
         let n = b.len();
         let (x, y) = b.to_tensors(device)?;
         let out = net.forward(&x, &mut Ctx { train: false, rng: &mut rng, progress: 1.0 })?;
@@ -119,6 +122,7 @@ pub fn evaluate(net: &Network, set: &Arc<ImageSet>, data: &Dataset, batch: usize
         loss += cross_entropy(&out.logits, &y, 0.0)?.to_scalar::<f32>()? as f64 * n as f64;
         seen += n;
     }
+    bar.finish_and_clear();
     Ok((right as f64 / seen.max(1) as f64, loss / seen.max(1) as f64))
 }
 
@@ -242,7 +246,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         }
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
-        let (valid_accuracy, valid_loss) = evaluate(&eval_net, &valid_set, &data, cfg.eval_batch, device)?;
+        let (valid_accuracy, valid_loss) = evaluate(&eval_net, &valid_set, &data, cfg.eval_batch, show_progress, device)?;
         let m = EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -262,9 +266,13 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         history.push(m);
         let mut tensors = varmap_tensors(&varmap, "model.")?;
         tensors.extend(sgd.state());
+        // The random streams of epoch e are pure functions of (seed, e), so their
+        // position is the epoch: the next run starts the streams of `epoch + 1`.
         let meta = serde_json::json!({
             "stage": "retrain",
             "epoch": epoch + 1,
+            "step": (epoch + 1) * steps,
+            "rng": {"seed": cfg.seed, "next_stream": epoch + 1},
             "history": history,
             "seconds": seconds_before + started.elapsed().as_secs_f64(),
         });
@@ -272,7 +280,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         write_metrics(out, &history, None)?;
     }
 
-    let (test_accuracy, test_loss) = evaluate(&eval_net, &Arc::new(data.test.clone()), &data, cfg.eval_batch, device)?;
+    let (test_accuracy, test_loss) = evaluate(&eval_net, &Arc::new(data.test.clone()), &data, cfg.eval_batch, show_progress, device)?;
     let seconds = seconds_before + started.elapsed().as_secs_f64();
     varmap.save(out.join("model.safetensors")).context("cannot write model.safetensors")?;
     write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch.to_json())?)?;
@@ -296,7 +304,7 @@ fn write_metrics(out: &Path, history: &[EpochMetrics], test: Option<(f64, f64)>)
 }
 
 /// Loads a trained model directory (config.json + model.safetensors) and tests it.
-pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathBuf>, device: &Device) -> Result<f64> {
+pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathBuf>, show: bool, device: &Device) -> Result<f64> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("{}: cannot read (is this a retrain output?)", config_path.display()))?;
     let mut cfg: RetrainConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a retrain config", config_path.display()))?;
@@ -314,6 +322,6 @@ pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathB
     let model_path = dir.join("model.safetensors");
     let tensors = candle_core::safetensors::load(&model_path, device).with_context(|| format!("{}: cannot read", model_path.display()))?;
     load_varmap(&setup.varmap, &tensors, "", &model_path)?;
-    let (acc, _) = evaluate(&setup.eval_net, &Arc::new(setup.data.test.clone()), &setup.data, cfg.eval_batch, device)?;
+    let (acc, _) = evaluate(&setup.eval_net, &Arc::new(setup.data.test.clone()), &setup.data, cfg.eval_batch, show, device)?;
     Ok(acc)
 }
