@@ -56,6 +56,18 @@ fn sgd_heavy_ball_and_both_weight_decays() {
 }
 
 #[test]
+fn momentum_buffers_hold_no_graph() {
+    // With L2 decay the update involves the weight itself; if that recorded ops,
+    // each buffer would keep the previous one alive and memory would grow every step.
+    let vars = vec![scalar_var(1.0)];
+    let mut sgd = Sgd::new(vars.clone(), SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.1, decoupled: false });
+    for _ in 0..3 {
+        sgd.step(&grads_for(&vars, 0.5)).unwrap();
+    }
+    assert!(!sgd.state()["sgd.velocity.w"].track_op());
+}
+
+#[test]
 fn adam_first_step_moves_by_the_learning_rate() {
     let vars = vec![scalar_var(1.0)];
     let mut adam = Adam::new(vars.clone(), 0.01);

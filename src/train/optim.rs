@@ -62,7 +62,9 @@ impl Sgd {
         let c = &self.cfg;
         for (((_, var), g), vel) in self.vars.iter().zip(grads).zip(self.velocity.iter_mut()) {
             let Some(g) = g else { continue };
-            let w = var.as_tensor();
+            // Detached: arithmetic on the variable itself would record ops, and the
+            // momentum buffer would then keep every earlier step's tensors alive.
+            let w = &var.as_tensor().detach();
             let mut g = g.clone();
             if c.weight_decay > 0.0 && !c.decoupled {
                 g = (g + (w * c.weight_decay)?)?;
@@ -137,7 +139,7 @@ impl Adam {
                 None => (g.sqr()? * (1.0 - b2))?,
             };
             let step = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
-            var.set(&(var.as_tensor() - (step * self.lr)?)?)?;
+            var.set(&(var.as_tensor().detach() - (step * self.lr)?)?)?;
             self.m[i] = Some(m);
             self.v[i] = Some(v);
         }
