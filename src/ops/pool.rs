@@ -151,12 +151,16 @@ fn grad_plane_s1(kind: PoolKind, x: &[f32], g: &[f32], gin: &mut [f32], win: &Wi
             best.clear();
             best.resize(len, 0);
             let mut best_v = vec![f32::NEG_INFINITY; len];
+            let (best, best_v) = (&mut best[..len], &mut best_v[..len]);
             for &off in &offsets {
-                for ((b, bv), &s) in best.iter_mut().zip(best_v.iter_mut()).zip(&padded[off..off + len]) {
-                    if s > *bv {
-                        *bv = s;
-                        *b = off as u32;
-                    }
+                // On real data the comparison is unpredictable: keep it out of branches.
+                let src = &padded[off..off + len];
+                let o = off as u32;
+                for i in 0..len {
+                    // All ones where this tap is a new strict maximum: a mask, not a branch.
+                    let mask = 0u32.wrapping_sub((src[i] > best_v[i]) as u32);
+                    best[i] ^= (best[i] ^ o) & mask;
+                    best_v[i] = best_v[i].max(src[i]);
                 }
             }
             for oy in 0..win.out_h {
