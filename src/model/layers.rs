@@ -1,7 +1,7 @@
 //! Building blocks of the child networks, NCHW throughout.
 use super::Ctx;
 use crate::ops;
-use candle_core::{DType, Result, Tensor, Var, D};
+use candle_core::{Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
@@ -212,5 +212,5 @@ pub fn dropout(x: &Tensor, drop: f32, ctx: &mut Ctx) -> Result<Tensor> {
     let keep = 1.0 - drop;
     let mask: Vec<f32> =
         (0..x.elem_count()).map(|_| if ctx.rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
-    x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(DType::F32)?)
+    x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
 }
