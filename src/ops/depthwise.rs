@@ -1,7 +1,8 @@
 //! Depthwise 2-D convolution (one k x k filter per channel), 'same' padding,
 //! stride 1 or 2, dilation 1 or 2. Weight shape (C, 1, k, k), as candle's
-//! grouped conv2d takes it. Planes are processed in parallel and each inner
-//! loop runs over a contiguous row so the compiler can vectorise it.
+//! grouped conv2d takes it. Planes are processed in parallel. Stride 1 works on
+//! a padded, flattened plane so each tap is one long loop the compiler can
+//! vectorise; stride 2 (reduction cells only) walks the strided rows.
 use super::plane::{pad_into, unflatten};
 use super::{f32_data, Window};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -22,22 +23,12 @@ struct Depthwise {
     win: Window,
 }
 
-/// Adds `wv * src[...]` into one output row for tap (ky, kx); `src` is an input row.
+/// Strided path: adds `wv * src[...]` into one output row for tap (ky, kx); `src` is an input row.
 #[inline]
 fn accumulate_row(out: &mut [f32], src: &[f32], wv: f32, win: &Window, kx: usize) {
     let (x0, x1) = win.cols(kx);
-    if x0 >= x1 {
-        return;
-    }
-    if win.stride == 1 {
-        let i0 = win.in_col(x0, kx);
-        for (o, s) in out[x0..x1].iter_mut().zip(&src[i0..i0 + (x1 - x0)]) {
-            *o += wv * s;
-        }
-    } else {
-        for ox in x0..x1 {
-            out[ox] += wv * src[win.in_col(ox, kx)];
-        }
+    for ox in x0..x1 {
+        out[ox] += wv * src[win.in_col(ox, kx)];
     }
 }
 
@@ -45,24 +36,14 @@ fn accumulate_row(out: &mut [f32], src: &[f32], wv: f32, win: &Window, kx: usize
 #[inline]
 fn scatter_row(gin: &mut [f32], grad: &[f32], wv: f32, win: &Window, kx: usize) {
     let (x0, x1) = win.cols(kx);
-    if x0 >= x1 {
-        return;
-    }
-    if win.stride == 1 {
-        let i0 = win.in_col(x0, kx);
-        for (g, s) in gin[i0..i0 + (x1 - x0)].iter_mut().zip(&grad[x0..x1]) {
-            *g += wv * s;
-        }
-    } else {
-        for ox in x0..x1 {
-            gin[win.in_col(ox, kx)] += wv * grad[ox];
-        }
+    for ox in x0..x1 {
+        gin[win.in_col(ox, kx)] += wv * grad[ox];
     }
 }
 
 /// Stride 1 on a padded plane: every tap is one long contiguous multiply-add
 /// over the flattened rows (the columns past `w` are computed and dropped).
-/// `acc[i] += w[t] * src[i + offset(t)]`, for taps in `order`.
+/// `acc[i] += w[t] * src[i + offset(t)]`; `flipped` reads the kernel rotated by 180 degrees.
 fn taps_flat(src: &[f32], wts: &[f32], win: &Window, wp: usize, acc: &mut Vec<f32>, flipped: bool) {
     let (k, d) = (win.k, win.dilation);
     let len = (win.out_h - 1) * wp + win.out_w;
@@ -163,13 +144,8 @@ fn grad_weight_plane(x: &[f32], grad: &[f32], gw: &mut [f32], win: &Window) {
             for oy in y0..y1 {
                 let iy = win.in_row(oy, ky);
                 let g = &grad[oy * ow + x0..oy * ow + x1];
-                if win.stride == 1 {
-                    let i0 = iy * iw + win.in_col(x0, kx);
-                    acc += super::dot(g, &x[i0..i0 + (x1 - x0)]);
-                } else {
-                    for (j, gv) in g.iter().enumerate() {
-                        acc += gv * x[iy * iw + win.in_col(x0 + j, kx)];
-                    }
+                for (j, gv) in g.iter().enumerate() {
+                    acc += gv * x[iy * iw + win.in_col(x0 + j, kx)];
                 }
             }
             gw[ky * k + kx] += acc;
