@@ -38,20 +38,7 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32
             let planes = || (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
             let mean = planes().map(|p| super::sum(p) as f64).sum::<f64>() / m;
             let mf = mean as f32;
-            let var = planes()
-                .map(|p| {
-                    let mut acc = [0f32; 8];
-                    let chunks = p.chunks_exact(8);
-                    let tail: f32 = chunks.remainder().iter().map(|&v| (v - mf) * (v - mf)).sum();
-                    for c in chunks {
-                        for l in 0..8 {
-                            acc[l] += (c[l] - mf) * (c[l] - mf);
-                        }
-                    }
-                    (acc.iter().sum::<f32>() + tail) as f64
-                })
-                .sum::<f64>()
-                / m;
+            let var = planes().map(|p| super::sum_sq_dev(p, mf) as f64).sum::<f64>() / m;
             (mean as f32, var as f32)
         })
         .unzip()

@@ -58,3 +58,17 @@ pub(crate) fn sum(a: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
+
+/// Sum of squared deviations from `mean`, with eight accumulators (see `dot`).
+#[inline]
+pub(crate) fn sum_sq_dev(a: &[f32], mean: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let c = a.chunks_exact(LANES);
+    let tail: f32 = c.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
+    for x in c {
+        for l in 0..LANES {
+            acc[l] += (x[l] - mean) * (x[l] - mean);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

@@ -103,6 +103,11 @@ fn plane_generic(kind: PoolKind, x: &[f32], out: &mut [f32], win: &Window, taps:
     }
 }
 
+/// Stride-1 windows that keep the size ('same'): these take the padded-plane path.
+fn is_same_stride1(win: &Window) -> bool {
+    win.stride == 1 && win.out_h == win.in_h && win.out_w == win.in_w
+}
+
 /// Scratch buffers one worker reuses across planes.
 type Scratch = (Vec<f32>, Vec<f32>, Vec<u32>);
 
@@ -201,7 +206,7 @@ impl CustomOp1 for Pool {
         let (ip, op) = (win.in_h * win.in_w, win.out_h * win.out_w);
         let taps = Taps::new(&win);
         let mut out = vec![0f32; n * c * op];
-        let same_s1 = win.stride == 1 && win.out_h == win.in_h && win.out_w == win.in_w;
+        let same_s1 = is_same_stride1(&win);
         out.par_chunks_mut(op).enumerate().for_each_init(Scratch::default, |buf, (p, o)| {
             let xp = &x[p * ip..(p + 1) * ip];
             if same_s1 {
@@ -238,7 +243,7 @@ impl CustomOp2 for PoolGrad {
         let (ip, op) = (win.in_h * win.in_w, win.out_h * win.out_w);
         let taps = Taps::new(&win);
         let mut gin = vec![0f32; n * c * ip];
-        let same_s1 = win.stride == 1 && win.out_h == win.in_h && win.out_w == win.in_w;
+        let same_s1 = is_same_stride1(&win);
         gin.par_chunks_mut(ip).enumerate().for_each_init(Scratch::default, |buf, (p, gi)| {
             let xp = &x[p * ip..(p + 1) * ip];
             let gp = &g[p * op..(p + 1) * op];
