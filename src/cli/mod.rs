@@ -1,5 +1,6 @@
 //! The `enas` command line.
 pub mod bench;
+mod search;
 
 use crate::data::cifar::Variant;
 use crate::data::{fetch, Augment, DatasetKind};
@@ -24,6 +25,12 @@ enum Command {
     /// Datasets: download and check them.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Search, derive, retrain and report in one resumable run.
+    Train(search::TrainArgs),
+    /// The search stage alone (shared weights and controller), into OUT/search.
+    Search(search::TrainArgs),
+    /// Pick the final architecture from a finished search, into RUN/derive.
+    Derive(search::DeriveArgs),
     /// Train a given architecture from scratch and test it.
     Retrain(RetrainArgs),
     /// Test accuracy of a trained model directory.
@@ -51,12 +58,12 @@ enum DataCommand {
 }
 
 #[derive(Args)]
-struct DataArgs {
+pub struct DataArgs {
     #[arg(long, value_enum, default_value = "fashion-mnist")]
-    dataset: DatasetKind,
+    pub dataset: DatasetKind,
     /// Directory with the dataset files (default: where `scripts/setup.sh` or `enas data fetch` puts them).
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -180,6 +187,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("{dataset} is in {}", at.display());
             Ok(())
         }
+        Command::Train(a) => search::train(a, &device),
+        Command::Search(a) => search::search(a, &device),
+        Command::Derive(a) => search::derive(a, &device),
         Command::Retrain(a) => {
             let cfg = retrain_config(&a)?;
             let opts = retrain::RunOptions { resume: a.resume, show_progress: !a.quiet, stop_after: a.stop_after };

@@ -20,10 +20,15 @@ impl Conv1x1 {
         Ok(Conv1x1 { w: param(&vb, &[c_out, c_in], "w")? })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        let y = self.w.broadcast_matmul(&x.reshape((n, c, h * w))?)?;
-        y.reshape((n, self.w.dim(0)?, h, w))
+        conv1x1(x, &self.w)
     }
+}
+
+/// 1x1 convolution of NCHW `x` by a (C_out, C_in) weight.
+pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (n, c, h, hw_w) = x.dims4()?;
+    let y = w.broadcast_matmul(&x.reshape((n, c, h * hw_w))?)?;
+    y.reshape((n, w.dim(0)?, h, hw_w))
 }
 
 /// Full k x k convolution, 'same' padding, stride 1.

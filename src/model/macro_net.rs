@@ -17,26 +17,25 @@ pub fn pool_layers(num_layers: usize) -> [usize; 2] {
 
 /// The op of one layer, as the search trains it (`_conv_branch` / `_pool_branch`):
 /// 1x1 conv, BN, ReLU, then the k x k (separable) conv, BN, ReLU, or the pool.
+/// The supernet holds one of each per layer.
+pub struct MacroOp {
+    inp: Conv1x1,
+    inp_bn: BatchNorm,
+    op: Op,
+    op_bn: Option<BatchNorm>,
+}
+
 enum Op {
     Conv(Conv),
     Sep(Tensor, Conv1x1),
     Pool(PoolKind),
 }
 
-struct Layer {
-    inp: Conv1x1,
-    inp_bn: BatchNorm,
-    op: Op,
-    op_bn: Option<BatchNorm>,
-    skips: Vec<bool>,
-    skip_proj: Option<ReluConvBn>,
-}
-
-impl Layer {
-    fn new(vb: VarBuilder, op: usize, skips: &[bool], c: usize) -> Result<Layer> {
+impl MacroOp {
+    pub fn new(vb: VarBuilder, op: usize, c: usize) -> Result<MacroOp> {
         let inp = Conv1x1::new(vb.pp("inp"), c, c)?;
         let inp_bn = BatchNorm::new(vb.pp("inp_bn"), c)?;
-        let (op, op_bn) = match op {
+        let (op, has_bn) = match op {
             0 | 2 => (Op::Conv(Conv::new(vb.pp("conv"), c, c, if op == 0 { 3 } else { 5 })?), true),
             1 | 3 => {
                 let k = if op == 1 { 3 } else { 5 };
@@ -46,18 +45,11 @@ impl Layer {
             4 => (Op::Pool(PoolKind::Avg), false),
             _ => (Op::Pool(PoolKind::Max), false),
         };
-        let op_bn = if op_bn { Some(BatchNorm::new(vb.pp("op_bn"), c)?) } else { None };
-        let skip_proj = if skips.is_empty() {
-            None
-        } else {
-            let inputs = 1 + skips.iter().filter(|s| **s).count();
-            Some(ReluConvBn::new(vb.pp("skip"), inputs * c, c)?)
-        };
-        Ok(Layer { inp, inp_bn, op, op_bn, skips: skips.to_vec(), skip_proj })
+        let op_bn = if has_bn { Some(BatchNorm::new(vb.pp("op_bn"), c)?) } else { None };
+        Ok(MacroOp { inp, inp_bn, op, op_bn })
     }
 
-    fn forward(&self, states: &[Tensor], train: bool) -> Result<Tensor> {
-        let x = states.last().expect("the stem is always there");
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.inp_bn.forward(&self.inp.forward(x)?, train)?.relu()?;
         let y = match &self.op {
             Op::Conv(conv) => conv.forward(&x)?,
@@ -65,10 +57,32 @@ impl Layer {
             Op::Pool(PoolKind::Avg) => ops::avg_pool2d(&x, 3, 1)?,
             Op::Pool(PoolKind::Max) => ops::max_pool2d(&x, 3, 1)?,
         };
-        let y = match &self.op_bn {
-            Some(bn) => bn.forward(&y, train)?.relu()?,
-            None => y,
+        match &self.op_bn {
+            Some(bn) => bn.forward(&y, train)?.relu(),
+            None => Ok(y),
+        }
+    }
+}
+
+struct Layer {
+    op: MacroOp,
+    skips: Vec<bool>,
+    skip_proj: Option<ReluConvBn>,
+}
+
+impl Layer {
+    fn new(vb: VarBuilder, op: usize, skips: &[bool], c: usize) -> Result<Layer> {
+        let skip_proj = if skips.is_empty() {
+            None
+        } else {
+            let inputs = 1 + skips.iter().filter(|s| **s).count();
+            Some(ReluConvBn::new(vb.pp("skip"), inputs * c, c)?)
         };
+        Ok(Layer { op: MacroOp::new(vb, op, c)?, skips: skips.to_vec(), skip_proj })
+    }
+
+    fn forward(&self, states: &[Tensor], train: bool) -> Result<Tensor> {
+        let y = self.op.forward(states.last().expect("the stem is always there"), train)?;
         match &self.skip_proj {
             None => Ok(y),
             Some(proj) => {

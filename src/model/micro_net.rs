@@ -10,9 +10,9 @@ use crate::space::{Cell, MicroArch};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-type Hw = (usize, usize);
+pub(super) type Hw = (usize, usize);
 
-fn halve((h, w): Hw) -> Hw {
+pub(super) fn halve((h, w): Hw) -> Hw {
     (h.div_ceil(2), w.div_ceil(2))
 }
 
@@ -73,17 +73,50 @@ impl Branch {
     }
 }
 
-/// How the older input is brought to the cell's resolution and width.
-enum Calibrate {
+/// How the two inputs of a cell are brought to its resolution and width (the
+/// authors' `_maybe_calibrate_size`).
+pub(super) struct Calibrate {
+    x: CalibrateX,
+    y: Option<ReluConvBn>,
+}
+
+enum CalibrateX {
     Keep,
     Reduce(FactorizedReduce),
     Project(ReluConvBn),
 }
 
+impl Calibrate {
+    pub(super) fn new(vb: &VarBuilder, prev: [(usize, Hw); 2], c: usize) -> Result<Calibrate> {
+        let [(c0, hw0), (c1, hw1)] = prev;
+        let x = if hw0 != hw1 {
+            CalibrateX::Reduce(FactorizedReduce::new(vb.pp("calibrate_x"), c0, c)?)
+        } else if c0 != c {
+            CalibrateX::Project(ReluConvBn::new(vb.pp("calibrate_x"), c0, c)?)
+        } else {
+            CalibrateX::Keep
+        };
+        let y = if c1 != c { Some(ReluConvBn::new(vb.pp("calibrate_y"), c1, c)?) } else { None };
+        Ok(Calibrate { x, y })
+    }
+
+    pub(super) fn forward(&self, x0: &Tensor, x1: &Tensor, train: bool) -> Result<[Tensor; 2]> {
+        let x0 = match &self.x {
+            CalibrateX::Keep => x0.clone(),
+            CalibrateX::Reduce(r) => r.forward(&x0.relu()?, train)?,
+            CalibrateX::Project(p) => p.forward(x0, train)?,
+        };
+        let x1 = match &self.y {
+            Some(p) => p.forward(x1, train)?,
+            None => x1.clone(),
+        };
+        Ok([x0, x1])
+    }
+}
+
 /// One cell of a fixed architecture (the authors' `_fixed_layer`).
 struct FixedCell {
-    calibrate_x: Calibrate,
-    calibrate_y: Option<ReluConvBn>,
+    calibrate: Calibrate,
     base: ReluConvBn,
     /// Per node: (x input id, x branch, y input id, y branch).
     nodes: Vec<(usize, Branch, usize, Branch)>,
@@ -94,15 +127,8 @@ struct FixedCell {
 impl FixedCell {
     /// `prev` are the (channels, size) of the two inputs; returns the cell and its output shape.
     fn new(vb: VarBuilder, cell: &Cell, prev: [(usize, Hw); 2], c: usize, reduction: bool) -> Result<(FixedCell, (usize, Hw))> {
-        let [(c0, hw0), (c1, hw1)] = prev;
-        let calibrate_x = if hw0 != hw1 {
-            Calibrate::Reduce(FactorizedReduce::new(vb.pp("calibrate_x"), c0, c)?)
-        } else if c0 != c {
-            Calibrate::Project(ReluConvBn::new(vb.pp("calibrate_x"), c0, c)?)
-        } else {
-            Calibrate::Keep
-        };
-        let calibrate_y = if c1 != c { Some(ReluConvBn::new(vb.pp("calibrate_y"), c1, c)?) } else { None };
+        let hw1 = prev[1].1;
+        let calibrate = Calibrate::new(&vb, prev, c)?;
         let base = ReluConvBn::new(vb.pp("base"), c, c)?;
         let stride = if reduction { 2 } else { 1 };
         let mut sizes = vec![hw1, hw1];
@@ -126,20 +152,12 @@ impl FixedCell {
             }
         }
         let out_c = c * combine.len();
-        Ok((FixedCell { calibrate_x, calibrate_y, base, nodes, combine }, (out_c, out_hw)))
+        Ok((FixedCell { calibrate, base, nodes, combine }, (out_c, out_hw)))
     }
 
     fn forward(&self, x0: &Tensor, x1: &Tensor, keep: f32, ctx: &mut Ctx) -> Result<Tensor> {
         let train = ctx.train;
-        let x0 = match &self.calibrate_x {
-            Calibrate::Keep => x0.clone(),
-            Calibrate::Reduce(r) => r.forward(&x0.relu()?, train)?,
-            Calibrate::Project(p) => p.forward(x0, train)?,
-        };
-        let x1 = match &self.calibrate_y {
-            Some(p) => p.forward(x1, train)?,
-            None => x1.clone(),
-        };
+        let [x0, x1] = self.calibrate.forward(x0, x1, train)?;
         let mut states = vec![x0, self.base.forward(&x1, train)?];
         for (x_id, xb, y_id, yb) in &self.nodes {
             let mut x = xb.forward(&states[*x_id], train)?;

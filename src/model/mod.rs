@@ -3,13 +3,17 @@
 pub mod init;
 pub mod layers;
 pub mod macro_net;
+pub mod macro_supernet;
 pub mod micro_net;
+pub mod micro_supernet;
 
 pub use init::{seeded_init, trainable_vars};
 pub use macro_net::MacroNet;
 pub use micro_net::MicroNet;
+pub use macro_supernet::MacroSupernet;
+pub use micro_supernet::MicroSupernet;
 
-use crate::space::Arch;
+use crate::space::{Arch, SpaceKind};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use rand_chacha::ChaCha8Rng;
@@ -69,6 +73,36 @@ impl Network {
         match self {
             Network::Micro(n) => n.forward(x, ctx),
             Network::Macro(n) => n.forward(x, ctx),
+        }
+    }
+}
+
+/// The shared weights of every architecture of a space (ENAS's one-shot model).
+pub enum Supernet {
+    Micro(MicroSupernet),
+    Macro(MacroSupernet),
+}
+
+impl Supernet {
+    /// Over detached views of `varmap`'s tensors, for evaluation without a graph.
+    pub fn detached(varmap: &candle_nn::VarMap, space: SpaceKind, nodes: usize, cfg: &NetConfig, device: &candle_core::Device) -> Result<Supernet> {
+        let tensors = init::sorted_vars(varmap).into_iter().map(|(n, v)| (n, v.as_tensor().detach())).collect();
+        Supernet::new(VarBuilder::from_tensors(tensors, candle_core::DType::F32, device), space, nodes, cfg)
+    }
+
+    /// Micro: `cfg.layers` normal cells per stage and `nodes` per cell; macro: `cfg.layers` layers.
+    pub fn new(vb: VarBuilder, space: SpaceKind, nodes: usize, cfg: &NetConfig) -> Result<Supernet> {
+        Ok(match space {
+            SpaceKind::Micro => Supernet::Micro(MicroSupernet::new(vb, nodes, cfg)?),
+            SpaceKind::Macro => Supernet::Macro(MacroSupernet::new(vb, cfg.layers, cfg)?),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, arch: &Arch, ctx: &mut Ctx) -> Result<Output> {
+        match (self, arch) {
+            (Supernet::Micro(n), Arch::Micro(a)) => n.forward(x, a, ctx),
+            (Supernet::Macro(n), Arch::Macro(a)) => n.forward(x, a, ctx),
+            _ => candle_core::bail!("architecture of the other space than the supernet's"),
         }
     }
 }

@@ -19,6 +19,14 @@ pub struct MacroArch {
 }
 
 impl MacroArch {
+    /// Every op uniform and every skip bit a fair coin: random search's draw.
+    pub fn random(layers: usize, rng: &mut impl rand::Rng) -> MacroArch {
+        let layers = (0..layers)
+            .map(|i| MacroLayer { op: rng.gen_range(0..MACRO_OPS.len()), skips: (0..i).map(|_| rng.gen_bool(0.5)).collect() })
+            .collect();
+        MacroArch { layers }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let layers: Vec<_> = self
             .layers

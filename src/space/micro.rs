@@ -42,6 +42,22 @@ pub struct MicroArch {
 }
 
 impl MicroArch {
+    /// Every input and op uniform: random search's draw.
+    pub fn random(nodes: usize, rng: &mut impl rand::Rng) -> MicroArch {
+        let mut cell = || Cell {
+            nodes: (0..nodes)
+                .map(|i| Node {
+                    x_id: rng.gen_range(0..i + 2),
+                    x_op: rng.gen_range(0..MICRO_OPS.len()),
+                    y_id: rng.gen_range(0..i + 2),
+                    y_op: rng.gen_range(0..MICRO_OPS.len()),
+                })
+                .collect(),
+        };
+        let normal = cell();
+        MicroArch { normal, reduce: cell() }
+    }
+
     pub fn num_nodes(&self) -> usize {
         self.normal.nodes.len()
     }

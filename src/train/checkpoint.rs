@@ -62,6 +62,29 @@ pub fn load_varmap(varmap: &VarMap, tensors: &HashMap<String, Tensor>, prefix: &
     Ok(())
 }
 
+/// Readies `out` for a run with settings `cfg`: refuses to overwrite an existing
+/// run unless resuming, refuses to resume with other settings, writes `config.json`.
+pub fn prepare_run_dir<T: serde::Serialize>(out: &Path, cfg: &T, resume: bool, checkpoint: &str) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create output directory", out.display()))?;
+    let config_path = out.join("config.json");
+    if resume {
+        if let Ok(old) = std::fs::read_to_string(&config_path) {
+            let old: serde_json::Value =
+                serde_json::from_str(&old).with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+            // Compared as values parsed alike, so floats round-trip exactly.
+            if old != serde_json::from_str::<serde_json::Value>(&serde_json::to_string(cfg)?)? {
+                anyhow::bail!(
+                    "{}: the run there was started with other settings; resume it with the same ones or choose another --out",
+                    config_path.display()
+                );
+            }
+        }
+    } else if out.join(checkpoint).exists() {
+        anyhow::bail!("{}: a run is already there; pass --resume to continue it or choose another --out", out.display());
+    }
+    write_atomic(&config_path, &serde_json::to_string_pretty(cfg)?)
+}
+
 /// Writes `text` to `path` atomically.
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");

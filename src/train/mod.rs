@@ -1,11 +1,15 @@
 //! Training machinery: optimisers, schedules, loss, checkpoints, and the
 //! retraining of a fixed architecture from scratch.
 pub mod checkpoint;
+pub mod derive;
 pub mod loss;
 pub mod optim;
+pub mod pipeline;
+pub mod preset;
 pub mod progress;
 pub mod retrain;
 pub mod schedule;
+pub mod search;
 
 pub use loss::cross_entropy;
 pub use optim::{clip_grad_norm, Adam, Sgd, SgdConfig};

@@ -45,6 +45,16 @@ pub struct RetrainConfig {
     pub seed: u64,
 }
 
+impl RetrainConfig {
+    /// Changes the length of the run; a single cosine period follows it.
+    pub fn set_epochs(&mut self, epochs: usize) {
+        if self.lr_t_mul == 1.0 && self.lr_t0 == self.epochs as f64 {
+            self.lr_t0 = epochs as f64;
+        }
+        self.epochs = epochs;
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
@@ -148,23 +158,8 @@ pub struct RunOptions {
 /// Returns None when `stop_after` ended the invocation before the last epoch.
 pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) -> Result<Option<Summary>> {
     let (resume, show_progress) = (opts.resume, opts.show_progress);
-    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create output directory", out.display()))?;
-    let config_path = out.join("config.json");
-    let config_text = serde_json::to_string_pretty(cfg)?;
     let ckpt_path = out.join(CHECKPOINT);
-    if resume {
-        if let Ok(old) = std::fs::read_to_string(&config_path) {
-            let old: RetrainConfig =
-                serde_json::from_str(&old).with_context(|| format!("{}: not a retrain config", config_path.display()))?;
-            // Compared as values parsed alike, so f32 fields round-trip exactly.
-            if serde_json::to_value(old)? != serde_json::to_value(cfg)? {
-                bail!("{}: the run there was started with other settings; resume it with the same ones or choose another --out", config_path.display());
-            }
-        }
-    } else if ckpt_path.exists() {
-        bail!("{}: a run is already there; pass --resume to continue it or choose another --out", out.display());
-    }
-    write_atomic(&config_path, &config_text)?;
+    checkpoint::prepare_run_dir(out, cfg, resume, CHECKPOINT)?;
 
     let data = load_data(cfg)?;
     let Setup { data, varmap, net, eval_net, arch } = build(cfg, data, device)?;

@@ -1,0 +1,147 @@
+//! `enas train`, `enas search` and `enas derive`.
+use super::DataArgs;
+use crate::controller::Algo;
+use crate::data::cifar::Variant;
+use crate::data::{fetch, Dataset, DatasetKind};
+use crate::space::SpaceKind;
+use crate::train::derive::{self, DeriveOptions};
+use crate::train::pipeline;
+use crate::train::preset::{self, Choice, Preset};
+use crate::train::retrain::RunOptions;
+use crate::train::search;
+use anyhow::Result;
+use candle_core::Device;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long, value_enum, default_value = "micro")]
+    space: SpaceKind,
+    #[arg(long, value_enum, default_value = "ppo")]
+    controller: Algo,
+    /// Sizes and schedules of every stage: smoke (seconds), quick (an hour on 2 cores), paper (the authors').
+    #[arg(long, value_enum, default_value = "quick")]
+    preset: Preset,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Search epochs instead of the preset's.
+    #[arg(long)]
+    search_epochs: Option<usize>,
+    /// Retrain epochs instead of the preset's.
+    #[arg(long)]
+    retrain_epochs: Option<usize>,
+    /// Continue the run in --out where it stopped.
+    #[arg(long)]
+    resume: bool,
+    /// Download CIFAR-10/100 into the cache first if it is not there.
+    #[arg(long)]
+    download: bool,
+    /// Stop after this many search epochs of this invocation (to test --resume).
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+pub struct DeriveArgs {
+    /// A run directory of `enas train` or `enas search` (its `search/` is read, `derive/` written).
+    #[arg(long)]
+    run: PathBuf,
+    /// Architectures sampled from the trained policy (its argmax is added).
+    #[arg(long, default_value_t = 100)]
+    samples: usize,
+    /// Uniformly random architectures scored alike, for comparison.
+    #[arg(long, default_value_t = 100)]
+    uniform: usize,
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn ensure_data(kind: DatasetKind, dir: &Option<PathBuf>, download: bool, show: bool) -> Result<()> {
+    if Dataset::load(kind, dir.as_deref(), 0, 0).is_ok() {
+        return Ok(());
+    }
+    let variant = match kind {
+        DatasetKind::Cifar10 => Variant::Cifar10,
+        DatasetKind::Cifar100 => Variant::Cifar100,
+        // Loading again gives the error with its install command.
+        _ => return Dataset::load(kind, dir.as_deref(), 0, 0).map(|_| ()).map_err(Into::into),
+    };
+    if !download {
+        let err = Dataset::load(kind, dir.as_deref(), 0, 0).err().map(|e| e.to_string()).unwrap_or_default();
+        anyhow::bail!("{err} (or add --download to fetch it now)");
+    }
+    let target = dir.clone().unwrap_or_else(fetch::cache_dir);
+    fetch::fetch(variant, &fetch::official(variant), &target, show)?;
+    Ok(())
+}
+
+fn plan_of(a: &TrainArgs) -> Result<preset::Plan> {
+    let mut plan =
+        preset::plan(&Choice { preset: a.preset, space: a.space, algo: a.controller, dataset: a.data.dataset, data_dir: a.data.data_dir.clone(), seed: a.seed });
+    if a.search_epochs == Some(0) || a.retrain_epochs == Some(0) {
+        anyhow::bail!("--search-epochs and --retrain-epochs must be positive");
+    }
+    if let Some(e) = a.search_epochs {
+        plan.search.set_epochs(e);
+    }
+    if let Some(e) = a.retrain_epochs {
+        plan.retrain.set_epochs(e);
+    }
+    Ok(plan)
+}
+
+pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
+    let show = !a.quiet;
+    ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
+    let plan = plan_of(&a)?;
+    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after };
+    let Some(result) = pipeline::run(&plan, &a.out, &opts, device)? else {
+        println!("stopped as asked; continue with --resume");
+        return Ok(());
+    };
+    crate::report::write(&a.out, &result)?;
+    println!(
+        "test accuracy {:.4} with {} (shared-weight valid {:.4}, uniform mean {:.4}); report in {}",
+        result.retrain.test_accuracy,
+        result.derived.arch,
+        result.derived.valid_accuracy,
+        result.derived.uniform_mean,
+        a.out.join("report.md").display()
+    );
+    Ok(())
+}
+
+/// The search stage alone, into `--out`/search.
+pub fn search(a: TrainArgs, device: &Device) -> Result<()> {
+    let show = !a.quiet;
+    ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
+    let plan = plan_of(&a)?;
+    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after };
+    let Some(history) = search::run(&plan.search, &a.out.join("search"), &opts, device)? else {
+        println!("stopped as asked; continue with --resume");
+        return Ok(());
+    };
+    let last = history.last().map(|e| (e.favoured_arch.clone(), e.valid_accuracy)).unwrap_or_default();
+    println!("search done: favoured architecture {} (shared-weight valid {:.4}); derive with `enas derive --run {}`", last.0, last.1, a.out.display());
+    Ok(())
+}
+
+pub fn derive(a: DeriveArgs, device: &Device) -> Result<()> {
+    let opts = DeriveOptions { samples: a.samples, uniform: a.uniform };
+    let d = derive::run(&a.run.join("search"), &a.run.join("derive"), &opts, !a.quiet, device)?;
+    println!(
+        "derived {} (shared-weight valid {:.4}; uniform mean {:.4}); written to {}",
+        d.arch,
+        d.valid_accuracy,
+        d.uniform_mean,
+        a.run.join("derive").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The ENAS macro supernet (Pham et al. 2018, Sec. 2.2; the authors'
+//! `GeneralChild` in search mode, whole channels): every layer holds one set
+//! of weights per op, and the chosen earlier outputs are concatenated with the
+//! op's output and projected back by ReLU-1x1-BN, the 1x1 sliced from a
+//! per-layer weight by the chosen inputs. Width stays constant (the authors
+//! double it only in the fixed child); a forward runs only the sampled path,
+//! with batch statistics in every batch norm.
+use super::layers::{conv1x1, dropout, global_avg_pool, param, BatchNorm, Conv, FactorizedReduce, Linear};
+use super::macro_net::{pool_layers, MacroOp};
+use super::{Ctx, NetConfig, Output};
+use crate::space::{MacroArch, MACRO_OPS};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+struct SharedLayer {
+    ops: Vec<MacroOp>,
+    /// (layer + 1, C, C): slot i < layer for earlier output i, the last for the op.
+    skip_w: Option<Tensor>,
+    skip_bn: Option<BatchNorm>,
+}
+
+pub struct MacroSupernet {
+    stem: Conv,
+    stem_bn: BatchNorm,
+    layers: Vec<SharedLayer>,
+    reductions: Vec<(usize, Vec<FactorizedReduce>)>,
+    fc: Linear,
+    dropout: f32,
+}
+
+impl MacroSupernet {
+    pub fn new(vb: VarBuilder, num_layers: usize, cfg: &NetConfig) -> Result<MacroSupernet> {
+        let c = cfg.channels;
+        let stem = Conv::new(vb.pp("stem"), cfg.in_channels, c, 3)?;
+        let stem_bn = BatchNorm::new(vb.pp("stem_bn"), c)?;
+        let pools = pool_layers(num_layers);
+        let mut layers = Vec::with_capacity(num_layers);
+        let mut reductions = Vec::new();
+        for i in 0..num_layers {
+            let vb = vb.pp(format!("layer_{i}"));
+            let ops = (0..MACRO_OPS.len()).map(|op| MacroOp::new(vb.pp(format!("op_{op}")), op, c)).collect::<Result<Vec<_>>>()?;
+            let (skip_w, skip_bn) = if i > 0 {
+                (Some(param(&vb.pp("skip"), &[i + 1, c, c], "w")?), Some(BatchNorm::new(vb.pp("skip").pp("bn"), c)?))
+            } else {
+                (None, None)
+            };
+            layers.push(SharedLayer { ops, skip_w, skip_bn });
+            if pools.contains(&i) && i + 1 < num_layers {
+                let vb = vb.pp("pool");
+                let reds = (0..i + 2).map(|j| FactorizedReduce::new(vb.pp(format!("from_{j}")), c, c)).collect::<Result<Vec<_>>>()?;
+                reductions.push((i, reds));
+            }
+        }
+        let fc = Linear::new(vb.pp("fc"), c, cfg.classes)?;
+        Ok(MacroSupernet { stem, stem_bn, layers, reductions, fc, dropout: cfg.dropout })
+    }
+
+    pub fn forward(&self, x: &Tensor, arch: &MacroArch, ctx: &mut Ctx) -> Result<Output> {
+        if arch.layers.len() != self.layers.len() {
+            candle_core::bail!("architecture has {} layers, the supernet {}", arch.layers.len(), self.layers.len());
+        }
+        let mut states = vec![self.stem_bn.forward(&self.stem.forward(x)?, true)?];
+        for (i, (layer, choice)) in self.layers.iter().zip(&arch.layers).enumerate() {
+            let y = layer.ops[choice.op].forward(states.last().expect("the stem is always there"), true)?;
+            let out = match (&layer.skip_w, &layer.skip_bn) {
+                (Some(w), Some(bn)) => {
+                    let mut slots: Vec<u32> = choice.skips.iter().enumerate().filter(|(_, s)| **s).map(|(j, _)| j as u32).collect();
+                    let mut cat: Vec<Tensor> = slots.iter().map(|&j| states[j as usize].clone()).collect();
+                    slots.push(i as u32);
+                    cat.push(y);
+                    let (k, c) = (slots.len(), w.dim(1)?);
+                    let idx = Tensor::from_vec(slots, k, w.device())?;
+                    let w = w.index_select(&idx, 0)?.transpose(0, 1)?.reshape((c, k * c))?;
+                    bn.forward(&conv1x1(&Tensor::cat(&cat, 1)?.relu()?, &w)?, true)?
+                }
+                _ => y,
+            };
+            states.push(out);
+            if let Some((_, reds)) = self.reductions.iter().find(|(at, _)| *at == i) {
+                states = states.iter().zip(reds).map(|(s, r)| r.forward(s, true)).collect::<Result<Vec<_>>>()?;
+            }
+        }
+        let x = global_avg_pool(states.last().expect("at least the stem"))?;
+        let x = dropout(&x, self.dropout, ctx)?;
+        Ok(Output { logits: self.fc.forward(&x)?, aux_logits: None })
+    }
+}

@@ -1,0 +1,96 @@
+//! What a run found and what it cost: `report.md` for people, `result.json`
+//! for scripts.
+use crate::train::checkpoint::write_atomic;
+use crate::train::pipeline::TrainResult;
+use anyhow::Result;
+use std::fmt::Write;
+use std::path::Path;
+
+/// Mean reward of the controller's samples in the first and the last search epoch.
+pub fn reward_trend(r: &TrainResult) -> (f64, f64) {
+    let first = r.search.first().map_or(0.0, |e| e.mean_reward);
+    let last = r.search.last().map_or(0.0, |e| e.mean_reward);
+    (first, last)
+}
+
+pub fn result_json(r: &TrainResult) -> serde_json::Value {
+    let (first, last) = reward_trend(r);
+    let p = &r.plan;
+    serde_json::json!({
+        "space": p.search.space,
+        "dataset": p.search.dataset.name(),
+        "controller": p.search.controller.algo.name(),
+        "arch": r.derived.arch,
+        "test_accuracy": r.retrain.test_accuracy,
+        "shared_valid_accuracy": r.derived.valid_accuracy,
+        "uniform_mean_shared_valid_accuracy": r.derived.uniform_mean,
+        "mean_reward_first_epoch": first,
+        "mean_reward_last_epoch": last,
+        "params": r.retrain.params,
+        "seconds": {
+            "search": r.search_seconds,
+            "derive": r.derived.seconds,
+            "retrain": r.retrain.seconds,
+            "total": r.search_seconds + r.derived.seconds + r.retrain.seconds,
+        },
+    })
+}
+
+pub fn report_md(r: &TrainResult) -> Result<String> {
+    let p = &r.plan;
+    let (first, last) = reward_trend(r);
+    let mut s = String::new();
+    writeln!(s, "# enas run: {:?} space, {} controller, {}", p.search.space, p.search.controller.algo.name(), p.search.dataset.name())?;
+    writeln!(s)?;
+    writeln!(s, "**Test accuracy {:.2}%** after retraining from scratch ({} parameters).", 100.0 * r.retrain.test_accuracy, r.retrain.params)?;
+    writeln!(s)?;
+    writeln!(s, "Chosen architecture (the authors' string format):")?;
+    writeln!(s)?;
+    writeln!(s, "```\n{}\n```", r.derived.arch)?;
+    writeln!(s)?;
+    writeln!(s, "## What the search bought")?;
+    writeln!(s)?;
+    let uniform = r.derived.candidates.iter().filter(|c| c.source == "uniform").count();
+    writeln!(s, "| | shared-weight validation accuracy |")?;
+    writeln!(s, "| --- | --- |")?;
+    writeln!(s, "| derived architecture ({}) | {:.4} |", r.derived.source, r.derived.valid_accuracy)?;
+    writeln!(s, "| mean of {uniform} uniformly random architectures | {:.4} |", r.derived.uniform_mean)?;
+    writeln!(s)?;
+    writeln!(s, "Mean reward of the controller's samples: {first:.4} in the first search epoch, {last:.4} in the last.")?;
+    writeln!(s)?;
+    writeln!(s, "## Search, per epoch")?;
+    writeln!(s)?;
+    writeln!(s, "| epoch | shared loss | shared acc | mean reward | baseline | entropy | clip frac | KL | favoured arch valid acc | seconds |")?;
+    writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")?;
+    for e in &r.search {
+        writeln!(
+            s,
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2} | {:.3} | {:.4} | {:.4} | {:.0} |",
+            e.epoch, e.train_loss, e.train_accuracy, e.mean_reward, e.baseline, e.entropy, e.clip_fraction, e.approx_kl, e.valid_accuracy, e.seconds
+        )?;
+    }
+    writeln!(s)?;
+    writeln!(s, "## Retrain, per epoch")?;
+    writeln!(s)?;
+    writeln!(s, "| epoch | train loss | train acc | valid acc | images/s | seconds |")?;
+    writeln!(s, "| --- | --- | --- | --- | --- | --- |")?;
+    for e in &r.retrain.epochs {
+        writeln!(s, "| {} | {:.4} | {:.4} | {:.4} | {:.0} | {:.0} |", e.epoch, e.train_loss, e.train_accuracy, e.valid_accuracy, e.images_per_s, e.seconds)?;
+    }
+    writeln!(s)?;
+    writeln!(s, "## Time per stage")?;
+    writeln!(s)?;
+    writeln!(s, "| stage | seconds |")?;
+    writeln!(s, "| --- | --- |")?;
+    writeln!(s, "| search ({} epochs) | {:.0} |", r.search.len(), r.search_seconds)?;
+    writeln!(s, "| derive ({} candidates) | {:.0} |", r.derived.candidates.len(), r.derived.seconds)?;
+    writeln!(s, "| retrain ({} epochs) | {:.0} |", r.retrain.epochs.len(), r.retrain.seconds)?;
+    writeln!(s, "| total | {:.0} |", r.search_seconds + r.derived.seconds + r.retrain.seconds)?;
+    Ok(s)
+}
+
+/// Writes `report.md` and `result.json` into `out`.
+pub fn write(out: &Path, r: &TrainResult) -> Result<()> {
+    write_atomic(&out.join("report.md"), &report_md(r)?)?;
+    write_atomic(&out.join("result.json"), &serde_json::to_string_pretty(&result_json(r))?)
+}

@@ -1,0 +1,189 @@
+//! Presets: every setting of search, derive and retrain for one size of run.
+//! `paper` holds the authors' hyperparameters (scripts/cifar10_{micro,macro}_{search,final}.sh
+//! of their repository); `quick` fits the whole pipeline on Fashion-MNIST into an
+//! hour on 2 cores; `smoke` runs in seconds for the tests.
+use super::derive::DeriveOptions;
+use super::retrain::RetrainConfig;
+use super::search::SearchConfig;
+use super::SgdConfig;
+use crate::controller::{Algo, ControllerSettings, PolicyConfig};
+use crate::data::{Augment, DatasetKind};
+use crate::model::NetConfig;
+use crate::space::SpaceKind;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Smoke,
+    Quick,
+    Paper,
+}
+
+/// Everything `enas train` runs; the retrain's `arch` is filled in by derive.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    pub search: SearchConfig,
+    pub derive: DeriveOptions,
+    pub retrain: RetrainConfig,
+}
+
+/// What the user chose; the preset fills in the rest.
+pub struct Choice {
+    pub preset: Preset,
+    pub space: SpaceKind,
+    pub algo: Algo,
+    pub dataset: DatasetKind,
+    pub data_dir: Option<PathBuf>,
+    pub seed: u64,
+}
+
+/// The size of one network: layers, width, batch, epochs, regularisation.
+struct Size {
+    layers: usize,
+    channels: usize,
+    batch: usize,
+    epochs: usize,
+    weight_decay: f64,
+    lr_min: f64,
+    /// SGDR's first period, None for one cosine over the run.
+    lr_t0: Option<f64>,
+    aux_weight: f64,
+    dropout: f32,
+    drop_path: f32,
+    cutout: usize,
+}
+
+fn net(c: &Choice, s: &Size) -> NetConfig {
+    NetConfig {
+        layers: s.layers,
+        channels: s.channels,
+        in_channels: c.dataset.in_channels(),
+        image_size: c.dataset.image_size(),
+        classes: c.dataset.classes(),
+        aux_head: s.aux_weight > 0.0 && c.space == SpaceKind::Micro,
+        dropout: s.dropout,
+        drop_path: s.drop_path,
+    }
+}
+
+fn sgd(lr: f64, weight_decay: f64) -> SgdConfig {
+    // The authors' child optimiser: Nesterov momentum 0.9, L2 in the loss.
+    SgdConfig { lr, momentum: 0.9, nesterov: true, weight_decay, decoupled: false }
+}
+
+fn augment(kind: DatasetKind, cutout: usize) -> Augment {
+    Augment { crop_pad: if kind.is_cifar() { 4 } else { 2 }, flip: kind != DatasetKind::Mnist, cutout }
+}
+
+pub fn plan(c: &Choice) -> Plan {
+    let micro = c.space == SpaceKind::Micro;
+    // (search size, retrain size, nodes, controller: updates, samples, lr, tanh, valid size, train limit, derive samples)
+    let (search, retrain, nodes, ctrl, valid_size, train_limit, derive) = match (c.preset, micro) {
+        (Preset::Paper, true) => (
+            Size { layers: 6, channels: 20, batch: 160, epochs: 150, weight_decay: 1e-4, lr_min: 5e-4, lr_t0: Some(10.0), aux_weight: 0.4, dropout: 0.1, drop_path: 0.0, cutout: 0 },
+            Size { layers: 15, channels: 36, batch: 144, epochs: 630, weight_decay: 2e-4, lr_min: 1e-4, lr_t0: Some(10.0), aux_weight: 0.4, dropout: 0.2, drop_path: 0.4, cutout: 16 },
+            5,
+            (30, 10, 0.0035, 1.10),
+            5000,
+            None,
+            100,
+        ),
+        (Preset::Paper, false) => (
+            Size { layers: 12, channels: 36, batch: 128, epochs: 310, weight_decay: 2.5e-4, lr_min: 5e-4, lr_t0: Some(10.0), aux_weight: 0.0, dropout: 0.1, drop_path: 0.0, cutout: 0 },
+            Size { layers: 12, channels: 96, batch: 100, epochs: 310, weight_decay: 2e-4, lr_min: 1e-3, lr_t0: Some(10.0), aux_weight: 0.0, dropout: 0.5, drop_path: 0.0, cutout: 0 },
+            5,
+            (50, 20, 0.001, 1.5),
+            5000,
+            None,
+            100,
+        ),
+        (Preset::Quick, true) => (
+            Size { layers: 1, channels: 8, batch: 64, epochs: 6, weight_decay: 1e-4, lr_min: 5e-4, lr_t0: None, aux_weight: 0.0, dropout: 0.0, drop_path: 0.0, cutout: 0 },
+            Size { layers: 3, channels: 12, batch: 64, epochs: 4, weight_decay: 3e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0 },
+            5,
+            (10, 10, 0.0035, 1.10),
+            5000,
+            None,
+            30,
+        ),
+        (Preset::Quick, false) => (
+            Size { layers: 6, channels: 16, batch: 64, epochs: 6, weight_decay: 2.5e-4, lr_min: 5e-4, lr_t0: None, aux_weight: 0.0, dropout: 0.0, drop_path: 0.0, cutout: 0 },
+            Size { layers: 6, channels: 32, batch: 64, epochs: 4, weight_decay: 2e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.0, dropout: 0.0, drop_path: 0.0, cutout: 0 },
+            5,
+            (10, 10, 0.001, 1.5),
+            5000,
+            None,
+            30,
+        ),
+        (Preset::Smoke, _) => (
+            Size { layers: if micro { 1 } else { 3 }, channels: 4, batch: 16, epochs: 2, weight_decay: 1e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0 },
+            Size { layers: if micro { 1 } else { 3 }, channels: 4, batch: 16, epochs: 1, weight_decay: 1e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0 },
+            2,
+            (2, 3, 0.0035, if micro { 1.10 } else { 1.5 }),
+            64,
+            Some(128),
+            4,
+        ),
+    };
+    let (updates, samples, ctrl_lr, tanh) = ctrl;
+    let controller = ControllerSettings {
+        algo: c.algo,
+        policy: PolicyConfig { lstm_size: 64, temperature: None, tanh_constant: Some(tanh), op_tanh_reduce: 2.5, skip_target: 0.4 },
+        lr: ctrl_lr,
+        updates_per_epoch: updates,
+        samples_per_update: samples,
+        reward_batches: 1,
+        entropy_weight: 1e-4,
+        baseline_decay: 0.99,
+        skip_weight: if micro { 0.0 } else { 0.8 },
+        ppo_epochs: 4,
+        ppo_clip: 0.2,
+        ppo_target_kl: 0.02,
+    };
+    let search_cfg = SearchConfig {
+        space: c.space,
+        dataset: c.dataset,
+        data_dir: c.data_dir.clone(),
+        net: net(c, &search),
+        nodes,
+        epochs: search.epochs,
+        batch: search.batch,
+        sgd: sgd(0.05, search.weight_decay),
+        lr_min: search.lr_min,
+        lr_t0: search.lr_t0.unwrap_or(search.epochs as f64),
+        lr_t_mul: if search.lr_t0.is_some() { 2.0 } else { 1.0 },
+        grad_clip: 5.0,
+        aux_weight: search.aux_weight,
+        augment: augment(c.dataset, 0),
+        valid_size,
+        train_limit,
+        controller,
+        seed: c.seed,
+    };
+    let retrain_cfg = RetrainConfig {
+        space: c.space,
+        arch: String::new(),
+        dataset: c.dataset,
+        data_dir: c.data_dir.clone(),
+        net: net(c, &retrain),
+        epochs: retrain.epochs,
+        batch: retrain.batch,
+        eval_batch: 100,
+        sgd: sgd(0.05, retrain.weight_decay),
+        lr_min: retrain.lr_min,
+        lr_t0: retrain.lr_t0.unwrap_or(retrain.epochs as f64),
+        lr_t_mul: if retrain.lr_t0.is_some() { 2.0 } else { 1.0 },
+        grad_clip: 5.0,
+        label_smoothing: 0.0,
+        aux_weight: if c.space == SpaceKind::Micro { retrain.aux_weight } else { 0.0 },
+        augment: augment(c.dataset, retrain.cutout),
+        // The authors retrain on the whole training set; smaller presets keep a
+        // split to report validation accuracy per epoch.
+        valid_size: if c.preset == Preset::Paper { 0 } else { valid_size },
+        train_limit,
+        seed: c.seed,
+    };
+    Plan { search: search_cfg, derive: DeriveOptions { samples: derive, uniform: derive }, retrain: retrain_cfg }
+}
