@@ -1,0 +1,93 @@
+//! The supernets: one set of weights per (position, input, op), and a forward
+//! that touches only the sampled path.
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use enas::model::init::sorted_vars;
+use enas::model::{seeded_init, Ctx, NetConfig, Supernet};
+use enas::space::{Arch, SpaceKind};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn config(layers: usize, aux: bool) -> NetConfig {
+    NetConfig { layers, channels: 4, in_channels: 1, image_size: 12, classes: 3, aux_head: aux, dropout: 0.0, drop_path: 0.0 }
+}
+
+fn input() -> Tensor {
+    let v: Vec<f32> = (0..2 * 144).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    Tensor::from_vec(v, (2, 1, 12, 12), &Device::Cpu).unwrap()
+}
+
+/// Names of the variables that received a gradient from one training step on `arch`.
+fn touched(space: SpaceKind, nodes: usize, cfg: &NetConfig, arch: &str) -> (Vec<String>, Vec<String>, (usize, usize), bool) {
+    let varmap = VarMap::new();
+    let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), space, nodes, cfg).unwrap();
+    seeded_init(&varmap, 0).unwrap();
+    let arch = Arch::parse(space, arch).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let out = net.forward(&input(), &arch, &mut Ctx { train: true, rng: &mut rng, progress: 0.0 }).unwrap();
+    let mut loss = out.logits.sqr().unwrap().mean_all().unwrap();
+    if let Some(aux) = &out.aux_logits {
+        loss = (loss + aux.sqr().unwrap().mean_all().unwrap()).unwrap();
+    }
+    let grads = loss.backward().unwrap();
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for (name, var) in sorted_vars(&varmap) {
+        let g = grads.get(var.as_tensor()).map(|g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
+        match g {
+            Some(g) if g > 0.0 => with.push(name),
+            _ => without.push(name),
+        }
+    }
+    (with, without, out.logits.dims2().unwrap(), out.aux_logits.is_some())
+}
+
+#[test]
+fn micro_supernet_trains_only_the_sampled_path() {
+    // Three nodes: (0 sep3, 1 identity), (2 avg, 0 sep5), (3 max, 2 sep3); same normal and reduction cell.
+    let cell = "0 0 1 4 2 2 0 1 3 3 2 0";
+    let (with, without, dims, aux) = touched(SpaceKind::Micro, 3, &config(1, true), &format!("{cell} {cell}"));
+    assert_eq!(dims, (2, 3));
+    assert!(aux, "training forward feeds the auxiliary head");
+    let has = |v: &[String], s: &str| v.iter().any(|n| n.starts_with(s));
+    // With one layer the cells are reduction, reduction, normal; look at the last.
+    assert!(has(&with, "cell_2.node_0.x.from_0.sep3."));
+    assert!(has(&with, "cell_2.node_1.y.from_0.sep5."));
+    assert!(has(&with, "cell_2.node_2.y.from_2.sep3."));
+    assert!(has(&with, "cell_2.final.w"));
+    // Same node and branch, other input or other op: untouched.
+    assert!(!has(&with, "cell_2.node_0.x.from_1."));
+    assert!(!has(&with, "cell_2.node_0.x.from_0.sep5."));
+    assert!(!has(&with, "cell_2.node_1.x."), "avg pool has no weights");
+    assert!(has(&without, "cell_2.node_2.x.from_0.sep3."));
+}
+
+#[test]
+fn macro_supernet_trains_only_the_sampled_ops_and_skips() {
+    // Layer ops 0 conv3, 1 sep3, 4 avg pool, 5 max pool; skips: layer 2 takes the stem, layer 3 takes layer 1.
+    let arch = "0 1 0 4 1 0 5 0 0 1";
+    let (with, _, dims, aux) = touched(SpaceKind::Macro, 0, &config(4, false), arch);
+    assert_eq!(dims, (2, 3));
+    assert!(!aux);
+    let has = |s: &str| with.iter().any(|n| n.starts_with(s));
+    assert!(has("layer_0.op_0.conv") && !has("layer_0.op_1."));
+    assert!(has("layer_1.op_1.sep") && !has("layer_1.op_0."));
+    assert!(has("layer_2.op_4.inp") && has("layer_3.op_5.inp"));
+    assert!(has("layer_2.skip.w") && has("layer_3.skip.w"));
+}
+
+#[test]
+fn the_same_architecture_gives_the_same_output_and_another_does_not() {
+    let varmap = VarMap::new();
+    let cfg = config(1, false);
+    let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), SpaceKind::Micro, 2, &cfg).unwrap();
+    seeded_init(&varmap, 1).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut run = |a: &str| {
+        let arch = Arch::parse(SpaceKind::Micro, a).unwrap();
+        let out = net.forward(&input(), &arch, &mut Ctx { train: false, rng: &mut rng, progress: 1.0 }).unwrap();
+        out.logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let a = run("0 0 1 1 2 3 0 4 0 0 1 1 2 3 0 4");
+    assert_eq!(a, run("0 0 1 1 2 3 0 4 0 0 1 1 2 3 0 4"));
+    assert_ne!(a, run("1 0 1 1 2 3 0 4 0 0 1 1 2 3 0 4"));
+}
