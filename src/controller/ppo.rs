@@ -68,9 +68,10 @@ impl PolicyOptimizer for Ppo {
             for ((s, &old_lp), &a) in scored.iter().zip(&old).zip(&adv) {
                 let lp = s.log_prob.as_ref().expect("scored samples carry log p");
                 let new_lp = super::decide::scalar(lp)? as f64;
-                kl += (old_lp - new_lp) / n;
-                let ratio = (lp - old_lp)?.exp()?;
                 let r = (new_lp - old_lp).exp();
+                // Schulman's k3 estimator of KL(old || new): never negative, unlike the mean of log p_old - log p_new.
+                kl += (r - 1.0 - (new_lp - old_lp)) / n;
+                let ratio = (lp - old_lp)?.exp()?;
                 if (r - 1.0).abs() > c.clip {
                     clipped += 1;
                 }

@@ -53,6 +53,8 @@ struct Size {
     dropout: f32,
     drop_path: f32,
     cutout: usize,
+    /// Pad-and-random-crop; off where the network underfits in the epochs it has.
+    crop: bool,
 }
 
 fn net(c: &Choice, s: &Size) -> NetConfig {
@@ -73,57 +75,63 @@ fn sgd(lr: f64, weight_decay: f64) -> SgdConfig {
     SgdConfig { lr, momentum: 0.9, nesterov: true, weight_decay, decoupled: false }
 }
 
-fn augment(kind: DatasetKind, cutout: usize) -> Augment {
-    Augment { crop_pad: if kind.is_cifar() { 4 } else { 2 }, flip: kind != DatasetKind::Mnist, cutout }
+fn augment(kind: DatasetKind, s: &Size) -> Augment {
+    let crop_pad = match (s.crop, kind.is_cifar()) {
+        (false, _) => 0,
+        (true, true) => 4,
+        (true, false) => 2,
+    };
+    Augment { crop_pad, flip: kind != DatasetKind::Mnist, cutout: s.cutout }
 }
 
 pub fn plan(c: &Choice) -> Plan {
     let micro = c.space == SpaceKind::Micro;
-    // (search size, retrain size, nodes, controller: updates, samples, lr, tanh, valid size, train limit, derive samples)
-    let (search, retrain, nodes, ctrl, valid_size, train_limit, derive) = match (c.preset, micro) {
+    // (search size, retrain size, nodes, controller: updates, samples, lr, tanh, valid size,
+    //  training images per search / retrain epoch, derive samples)
+    let (search, retrain, nodes, ctrl, valid_size, (search_limit, retrain_limit), derive) = match (c.preset, micro) {
         (Preset::Paper, true) => (
-            Size { layers: 6, channels: 20, batch: 160, epochs: 150, weight_decay: 1e-4, lr_min: 5e-4, lr_t0: Some(10.0), aux_weight: 0.4, dropout: 0.1, drop_path: 0.0, cutout: 0 },
-            Size { layers: 15, channels: 36, batch: 144, epochs: 630, weight_decay: 2e-4, lr_min: 1e-4, lr_t0: Some(10.0), aux_weight: 0.4, dropout: 0.2, drop_path: 0.4, cutout: 16 },
+            Size { layers: 6, channels: 20, batch: 160, epochs: 150, weight_decay: 1e-4, lr_min: 5e-4, lr_t0: Some(10.0), aux_weight: 0.4, dropout: 0.1, drop_path: 0.0, cutout: 0, crop: true },
+            Size { layers: 15, channels: 36, batch: 144, epochs: 630, weight_decay: 2e-4, lr_min: 1e-4, lr_t0: Some(10.0), aux_weight: 0.4, dropout: 0.2, drop_path: 0.4, cutout: 16, crop: true },
             5,
             (30, 10, 0.0035, 1.10),
             5000,
-            None,
+            (None, None),
             100,
         ),
         (Preset::Paper, false) => (
-            Size { layers: 12, channels: 36, batch: 128, epochs: 310, weight_decay: 2.5e-4, lr_min: 5e-4, lr_t0: Some(10.0), aux_weight: 0.0, dropout: 0.1, drop_path: 0.0, cutout: 0 },
-            Size { layers: 12, channels: 96, batch: 100, epochs: 310, weight_decay: 2e-4, lr_min: 1e-3, lr_t0: Some(10.0), aux_weight: 0.0, dropout: 0.5, drop_path: 0.0, cutout: 0 },
+            Size { layers: 12, channels: 36, batch: 128, epochs: 310, weight_decay: 2.5e-4, lr_min: 5e-4, lr_t0: Some(10.0), aux_weight: 0.0, dropout: 0.1, drop_path: 0.0, cutout: 0, crop: true },
+            Size { layers: 12, channels: 96, batch: 100, epochs: 310, weight_decay: 2e-4, lr_min: 1e-3, lr_t0: Some(10.0), aux_weight: 0.0, dropout: 0.5, drop_path: 0.0, cutout: 0, crop: true },
             5,
             (50, 20, 0.001, 1.5),
             5000,
-            None,
+            (None, None),
             100,
         ),
         (Preset::Quick, true) => (
-            Size { layers: 1, channels: 8, batch: 64, epochs: 6, weight_decay: 1e-4, lr_min: 5e-4, lr_t0: None, aux_weight: 0.0, dropout: 0.0, drop_path: 0.0, cutout: 0 },
-            Size { layers: 3, channels: 12, batch: 64, epochs: 4, weight_decay: 3e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0 },
+            Size { layers: 1, channels: 8, batch: 64, epochs: 6, weight_decay: 1e-4, lr_min: 5e-4, lr_t0: None, aux_weight: 0.0, dropout: 0.0, drop_path: 0.0, cutout: 0, crop: false },
+            Size { layers: 3, channels: 12, batch: 64, epochs: 5, weight_decay: 3e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0, crop: false },
             5,
             (10, 10, 0.0035, 1.10),
-            5000,
-            None,
-            30,
+            2000,
+            (Some(16000), None),
+            100,
         ),
         (Preset::Quick, false) => (
-            Size { layers: 6, channels: 16, batch: 64, epochs: 6, weight_decay: 2.5e-4, lr_min: 5e-4, lr_t0: None, aux_weight: 0.0, dropout: 0.0, drop_path: 0.0, cutout: 0 },
-            Size { layers: 6, channels: 32, batch: 64, epochs: 4, weight_decay: 2e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.0, dropout: 0.0, drop_path: 0.0, cutout: 0 },
+            Size { layers: 6, channels: 16, batch: 64, epochs: 6, weight_decay: 2.5e-4, lr_min: 5e-4, lr_t0: None, aux_weight: 0.0, dropout: 0.0, drop_path: 0.0, cutout: 0, crop: false },
+            Size { layers: 6, channels: 32, batch: 64, epochs: 4, weight_decay: 2e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.0, dropout: 0.0, drop_path: 0.0, cutout: 0, crop: false },
             5,
             (10, 10, 0.001, 1.5),
-            5000,
-            None,
-            30,
+            2000,
+            (Some(16000), None),
+            100,
         ),
         (Preset::Smoke, _) => (
-            Size { layers: if micro { 1 } else { 3 }, channels: 4, batch: 16, epochs: 2, weight_decay: 1e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0 },
-            Size { layers: if micro { 1 } else { 3 }, channels: 4, batch: 16, epochs: 1, weight_decay: 1e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0 },
+            Size { layers: if micro { 1 } else { 3 }, channels: 4, batch: 16, epochs: 2, weight_decay: 1e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0, crop: true },
+            Size { layers: if micro { 1 } else { 3 }, channels: 4, batch: 16, epochs: 1, weight_decay: 1e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0, crop: true },
             2,
             (2, 3, 0.0035, if micro { 1.10 } else { 1.5 }),
             64,
-            Some(128),
+            (Some(128), Some(128)),
             4,
         ),
     };
@@ -156,9 +164,9 @@ pub fn plan(c: &Choice) -> Plan {
         lr_t_mul: if search.lr_t0.is_some() { 2.0 } else { 1.0 },
         grad_clip: 5.0,
         aux_weight: search.aux_weight,
-        augment: augment(c.dataset, 0),
+        augment: augment(c.dataset, &search),
         valid_size,
-        train_limit,
+        train_limit: search_limit,
         controller,
         seed: c.seed,
     };
@@ -178,11 +186,11 @@ pub fn plan(c: &Choice) -> Plan {
         grad_clip: 5.0,
         label_smoothing: 0.0,
         aux_weight: if c.space == SpaceKind::Micro { retrain.aux_weight } else { 0.0 },
-        augment: augment(c.dataset, retrain.cutout),
+        augment: augment(c.dataset, &retrain),
         // The authors retrain on the whole training set; smaller presets keep a
         // split to report validation accuracy per epoch.
         valid_size: if c.preset == Preset::Paper { 0 } else { valid_size },
-        train_limit,
+        train_limit: retrain_limit,
         seed: c.seed,
     };
     Plan { search: search_cfg, derive: DeriveOptions { samples: derive, uniform: derive }, retrain: retrain_cfg }
