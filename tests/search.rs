@@ -36,6 +36,8 @@ fn smoke(space: &str, controller: &str) {
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains(result["arch"].as_str().unwrap()), "{report}");
     assert!(report.contains("mean of 4 uniformly random architectures"), "{report}");
+    assert!(report.contains("best of the 4 uniformly random architectures"), "{report}");
+    assert_eq!(report.contains("mean of the 4 policy samples"), controller != "random", "{report}");
     let csv = std::fs::read_to_string(out.join("derive").join("derive.csv")).unwrap();
     let rows = csv.lines().count() - 1;
     // Random search scores only its own uniform draws; the policies add their samples and argmax.

@@ -55,6 +55,15 @@ pub fn report_md(r: &TrainResult) -> Result<String> {
     writeln!(s, "| --- | --- |")?;
     writeln!(s, "| derived architecture ({}) | {:.4} |", r.derived.source, r.derived.valid_accuracy)?;
     writeln!(s, "| mean of {uniform} uniformly random architectures | {:.4} |", r.derived.uniform_mean)?;
+    // The derived one is the best of many draws: show the policy's average and the best random draw beside it.
+    let of = |source: &str| r.derived.candidates.iter().filter(|c| c.source == source).map(|c| c.valid_accuracy).collect::<Vec<f64>>();
+    let policy = of("policy");
+    if !policy.is_empty() {
+        writeln!(s, "| mean of the {} policy samples | {:.4} |", policy.len(), policy.iter().sum::<f64>() / policy.len() as f64)?;
+    }
+    if let Some(best) = of("uniform").into_iter().reduce(f64::max) {
+        writeln!(s, "| best of the {uniform} uniformly random architectures | {best:.4} |")?;
+    }
     writeln!(s)?;
     writeln!(s, "Mean reward of the controller's samples: {first:.4} in the first search epoch, {last:.4} in the last.")?;
     writeln!(s)?;

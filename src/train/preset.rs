@@ -109,7 +109,7 @@ pub fn plan(c: &Choice) -> Plan {
         ),
         (Preset::Quick, true) => (
             Size { layers: 1, channels: 8, batch: 64, epochs: 6, weight_decay: 1e-4, lr_min: 5e-4, lr_t0: None, aux_weight: 0.0, dropout: 0.0, drop_path: 0.0, cutout: 0, crop: false },
-            Size { layers: 3, channels: 12, batch: 64, epochs: 5, weight_decay: 3e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0, crop: false },
+            Size { layers: 3, channels: 12, batch: 64, epochs: 6, weight_decay: 3e-4, lr_min: 0.0, lr_t0: None, aux_weight: 0.4, dropout: 0.0, drop_path: 0.0, cutout: 0, crop: false },
             5,
             (10, 10, 0.0035, 1.10),
             2000,
