@@ -19,11 +19,14 @@ pub enum BenchCommand {
         #[arg(long, num_args = 4, default_values_t = [64, 32, 16, 16])]
         shape: Vec<usize>,
     },
+    /// The ENAS search step of the peer PyTorch scripts on our supernet: images/s, peak RSS, time per op kind.
+    Supernet(super::bench_supernet::SupernetArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Ops { json, reps, shape } => bench_ops(json, reps, &shape),
+        BenchCommand::Supernet(args) => super::bench_supernet::print(&super::bench_supernet::run_supernet(&args)?, args.json),
     }
 }
 

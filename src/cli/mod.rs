@@ -1,5 +1,6 @@
 //! The `enas` command line.
 pub mod bench;
+pub mod bench_supernet;
 mod search;
 
 use crate::data::cifar::Variant;

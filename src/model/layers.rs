@@ -27,8 +27,7 @@ impl Conv1x1 {
 /// 1x1 convolution of NCHW `x` by a (C_out, C_in) weight.
 pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (n, c, h, hw_w) = x.dims4()?;
-    let y = w.broadcast_matmul(&x.reshape((n, c, h * hw_w))?)?;
-    y.reshape((n, w.dim(0)?, h, hw_w))
+    crate::ops::profile::timed("conv1x1 fwd", || w.broadcast_matmul(&x.reshape((n, c, h * hw_w))?)?.reshape((n, w.dim(0)?, h, hw_w)))
 }
 
 /// Full k x k convolution, 'same' padding, stride 1.

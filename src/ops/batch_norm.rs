@@ -19,7 +19,7 @@ pub struct BatchStats {
 pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
     let stats = Arc::new(Mutex::new(BatchStats::default()));
     let op = BatchNormTrain { eps: eps as f32, stats: stats.clone() };
-    let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    let y = super::profile::timed("batchnorm fwd", || x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op))?;
     let s = stats.lock().expect("stats lock").clone();
     Ok((y, s))
 }
@@ -85,22 +85,24 @@ impl CustomOp3 for BatchNormTrain {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let stats = self.stats.lock().expect("stats lock").clone();
-        let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let grad = grad.contiguous()?;
-        let sums = x.apply_op2_no_bwd(&grad, &GradSums { mean: stats.mean.clone(), invstd: invstd.clone() })?;
-        let sums_v = sums.to_vec2::<f32>()?;
-        let gx = x.apply_op2_no_bwd(
-            &grad,
-            &GradInput {
-                mean: stats.mean,
-                invstd,
-                gamma: gamma.to_vec1::<f32>()?,
-                dbeta: sums_v[0].clone(),
-                dgamma: sums_v[1].clone(),
-            },
-        )?;
-        Ok((Some(gx), Some(sums.get(1)?), Some(sums.get(0)?)))
+        super::profile::timed("batchnorm bwd", || {
+            let stats = self.stats.lock().expect("stats lock").clone();
+            let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+            let grad = grad.contiguous()?;
+            let sums = x.apply_op2_no_bwd(&grad, &GradSums { mean: stats.mean.clone(), invstd: invstd.clone() })?;
+            let sums_v = sums.to_vec2::<f32>()?;
+            let gx = x.apply_op2_no_bwd(
+                &grad,
+                &GradInput {
+                    mean: stats.mean,
+                    invstd,
+                    gamma: gamma.to_vec1::<f32>()?,
+                    dbeta: sums_v[0].clone(),
+                    dgamma: sums_v[1].clone(),
+                },
+            )?;
+            Ok((Some(gx), Some(sums.get(1)?), Some(sums.get(0)?)))
+        })
     }
 }
 

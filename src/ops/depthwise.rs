@@ -16,7 +16,7 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, dilation: usize) 
         candle_core::bail!("depthwise_conv2d: weight {:?} does not fit input {:?}", w.dims(), x.dims())
     }
     let win = Window::same(h, wd, k, stride, dilation);
-    x.contiguous()?.apply_op2(&w.contiguous()?, Depthwise { win })
+    super::profile::timed("depthwise fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, Depthwise { win }))
 }
 
 struct Depthwise {
@@ -178,10 +178,12 @@ impl CustomOp2 for Depthwise {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let gx = grad.apply_op2_no_bwd(w, &DepthwiseGradInput { win: self.win })?;
-        let gw = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { win: self.win })?;
-        Ok((Some(gx), Some(gw)))
+        super::profile::timed("depthwise bwd", || {
+            let grad = grad.contiguous()?;
+            let gx = grad.apply_op2_no_bwd(w, &DepthwiseGradInput { win: self.win })?;
+            let gw = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { win: self.win })?;
+            Ok((Some(gx), Some(gw)))
+        })
     }
 }
 

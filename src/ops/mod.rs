@@ -5,6 +5,7 @@ pub mod batch_norm;
 pub mod depthwise;
 mod plane;
 pub mod pool;
+pub mod profile;
 pub mod reference;
 mod window;
 

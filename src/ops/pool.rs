@@ -29,7 +29,7 @@ pub fn pool2d(x: &Tensor, kind: PoolKind, win: Window) -> Result<Tensor> {
     if (h, w) != (win.in_h, win.in_w) || win.out_h == 0 || win.out_w == 0 {
         candle_core::bail!("pool2d: window {win:?} does not fit input {:?}", x.dims())
     }
-    x.contiguous()?.apply_op1(Pool { kind, win })
+    super::profile::timed("pool fwd", || x.contiguous()?.apply_op1(Pool { kind, win }))
 }
 
 struct Pool {
@@ -219,8 +219,7 @@ impl CustomOp1 for Pool {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let g = x.apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad { kind: self.kind, win: self.win })?;
-        Ok(Some(g))
+        super::profile::timed("pool bwd", || Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad { kind: self.kind, win: self.win })?)))
     }
 }
 

@@ -1,0 +1,207 @@
+//! `enas bench supernet`: the peer scripts' workload (`../shared/peer/enas_*_torch.py`)
+//! on our supernet: one architecture of an arc file per step, a fixed random
+//! batch, SGD with Nesterov momentum and coupled weight decay, gradient norm
+//! clipped at 5. Prints images/s, peak RSS and where the time went.
+use crate::model::{seeded_init, trainable_vars, Ctx, NetConfig, Supernet};
+use crate::ops::profile;
+use crate::space::{Arch, SpaceKind};
+use crate::train::loss::cross_entropy;
+use crate::train::optim::{clip_grad_norm, collect_grads, Sgd, SgdConfig};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Clone, Debug)]
+pub struct SupernetArgs {
+    #[arg(long, value_enum, default_value = "micro")]
+    pub space: SpaceKind,
+    /// One architecture a line in the authors' integer format; step i uses line i mod len.
+    #[arg(long)]
+    pub arcs: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Default: 20 (micro) or 36 (macro), as the peer scripts.
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Default: 6 (micro: normal cells, two per stage x 3) or, for macro, the arc file's layer count.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    #[arg(long, default_value_t = 5)]
+    pub nodes: usize,
+    #[arg(long, default_value_t = 32)]
+    pub image: usize,
+    #[arg(long, default_value_t = 3)]
+    pub in_channels: usize,
+    /// Timed steps (default: 20 micro, 10 macro).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Untimed steps first (default: 3 micro, 2 macro).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one run measured.
+#[derive(serde::Serialize, Debug)]
+pub struct SupernetBench {
+    pub space: String,
+    pub images_per_s: f64,
+    pub seconds: f64,
+    pub peak_rss_mb: f64,
+    /// Loss of every step, warm-up included, in order: the numerics check.
+    pub losses: Vec<f64>,
+    /// Share of the timed steps' wall time per phase and per op kind.
+    pub phases: Vec<(String, f64)>,
+    pub ops: Vec<(String, f64)>,
+    pub steps: usize,
+    pub batch: usize,
+    pub channels: usize,
+    pub layers: usize,
+    pub threads: usize,
+}
+
+fn read_arcs(args: &SupernetArgs) -> Result<Vec<Arch>> {
+    let text = std::fs::read_to_string(&args.arcs).with_context(|| format!("cannot read the arc file {}", args.arcs.display()))?;
+    let mut arcs = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let arch = Arch::parse(args.space, line).map_err(|e| anyhow::anyhow!("{}, line {}: {e}", args.arcs.display(), i + 1))?;
+        arcs.push(arch);
+    }
+    if arcs.is_empty() {
+        bail!("{}: no architectures in it", args.arcs.display());
+    }
+    Ok(arcs)
+}
+
+/// Peak resident set size of this process so far (Linux `VmHWM`), in MB.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn run_supernet(args: &SupernetArgs) -> Result<SupernetBench> {
+    let micro = args.space == SpaceKind::Micro;
+    let arcs = read_arcs(args)?;
+    let arc_layers = match &arcs[0] {
+        Arch::Macro(a) => a.layers.len(),
+        Arch::Micro(_) => 6,
+    };
+    let (channels, layers) = (args.channels.unwrap_or(if micro { 20 } else { 36 }), args.layers.unwrap_or(arc_layers));
+    let (steps, warmup) = (args.steps.unwrap_or(if micro { 20 } else { 10 }), args.warmup.unwrap_or(if micro { 3 } else { 2 }));
+    for (i, arch) in arcs.iter().enumerate() {
+        let (have, want, what) = match arch {
+            Arch::Micro(a) => (a.num_nodes(), args.nodes, "nodes per cell (--nodes)"),
+            Arch::Macro(a) => (a.layers.len(), layers, "layers (--layers)"),
+        };
+        if have != want {
+            bail!("{}, architecture {}: {have} {what}, but the supernet is built with {want}", args.arcs.display(), i + 1);
+        }
+    }
+    let dev = Device::Cpu;
+    let cfg = NetConfig {
+        layers,
+        channels,
+        in_channels: args.in_channels,
+        image_size: args.image,
+        classes: 10,
+        aux_head: false,
+        dropout: 0.1,
+        drop_path: 0.0,
+    };
+    let varmap = VarMap::new();
+    let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), args.space, args.nodes, &cfg)?;
+    seeded_init(&varmap, args.seed)?;
+    let sgd_cfg = SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: if micro { 1e-4 } else { 2.5e-4 }, decoupled: false };
+    let mut sgd = Sgd::new(trainable_vars(&varmap), sgd_cfg);
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0xbe4c);
+    let n_in = args.batch * args.in_channels * args.image * args.image;
+    let x: Vec<f32> = (0..n_in).map(|_| rng.sample(StandardNormal)).collect();
+    let x = Tensor::from_vec(x, (args.batch, args.in_channels, args.image, args.image), &dev)?;
+    let y: Vec<u32> = (0..args.batch).map(|_| rng.gen_range(0..10)).collect();
+    let y = Tensor::from_vec(y, args.batch, &dev)?;
+
+    let mut losses = Vec::with_capacity(warmup + steps);
+    let mut phase = [0f64; 3];
+    let mut t_timed = Instant::now();
+    for i in 0..warmup + steps {
+        if i == warmup {
+            profile::take();
+            profile::enable(true);
+            phase = [0.0; 3];
+            t_timed = Instant::now();
+        }
+        let arch = &arcs[i % arcs.len()];
+        let t = Instant::now();
+        let out = net.forward(&x, arch, &mut Ctx { train: true, rng: &mut rng, progress: 0.0 })?;
+        let loss = cross_entropy(&out.logits, &y, 0.0)?;
+        let t_fwd = t.elapsed().as_secs_f64();
+        let grads = loss.backward()?;
+        let t_bwd = t.elapsed().as_secs_f64();
+        let mut grads = collect_grads(&grads, sgd.vars());
+        clip_grad_norm(&mut grads, 5.0)?;
+        sgd.step(&grads)?;
+        let t_all = t.elapsed().as_secs_f64();
+        phase[0] += t_fwd;
+        phase[1] += t_bwd - t_fwd;
+        phase[2] += t_all - t_bwd;
+        losses.push(loss.to_scalar::<f32>()? as f64);
+    }
+    let seconds = t_timed.elapsed().as_secs_f64();
+    profile::enable(false);
+    let total = seconds.max(1e-12);
+    let phases = ["forward", "backward", "clip + optimiser"].iter().zip(phase).map(|(n, s)| (n.to_string(), s / total)).collect();
+    let mut ops: Vec<(String, f64)> = profile::take().into_iter().map(|(k, s, _)| (k.to_string(), s / total)).collect();
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(SupernetBench {
+        space: format!("{:?}", args.space).to_lowercase(),
+        images_per_s: (steps * args.batch) as f64 / total,
+        seconds,
+        peak_rss_mb: peak_rss_mb(),
+        losses,
+        phases,
+        ops,
+        steps,
+        batch: args.batch,
+        channels,
+        layers,
+        threads: rayon::current_num_threads(),
+    })
+}
+
+pub fn print(b: &SupernetBench, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(b)?);
+        return Ok(());
+    }
+    println!(
+        "{} supernet, batch {}, {} channels, {} layers, {} threads: {:.1} images/s over {} steps ({:.2} s), peak RSS {:.0} MB",
+        b.space, b.batch, b.channels, b.layers, b.threads, b.images_per_s, b.steps, b.seconds, b.peak_rss_mb
+    );
+    println!("first losses: {}", b.losses.iter().take(3).map(|l| format!("{l:.6}")).collect::<Vec<_>>().join(" "));
+    println!("share of step time:");
+    for (name, share) in &b.phases {
+        println!("  {name:<24} {:>5.1}%", share * 100.0);
+    }
+    println!("of which in:");
+    for (name, share) in &b.ops {
+        println!("  {name:<24} {:>5.1}%", share * 100.0);
+    }
+    let known: f64 = b.ops.iter().map(|(_, s)| s).sum::<f64>() + b.phases[2].1;
+    println!("  {:<24} {:>5.1}%", "other (candle ops)", (1.0 - known).max(0.0) * 100.0);
+    Ok(())
+}
