@@ -149,3 +149,51 @@ fn batch_norm_matches_formula_and_finite_differences() {
     check_grad(&|g| ops::batch_norm_train(&x, g, &beta, 1e-5).unwrap().0, &gamma, 34, "batch norm gamma");
     check_grad(&|b| ops::batch_norm_train(&x, &gamma, b, 1e-5).unwrap().0, &beta, 35, "batch norm beta");
 }
+
+/// Forward and both gradients of `ours` against candle's composition `theirs`
+/// (candle's conv2d and its backward, slow but trusted), to 1e-4 relative.
+fn compare_with_candle(ours: &dyn Fn(&Tensor, &Tensor) -> Tensor, theirs: &dyn Fn(&Tensor, &Tensor) -> Tensor, x0: &Tensor, w0: &Tensor, what: &str) {
+    let r = rand_tensor(theirs(x0, w0).dims(), 99);
+    let run = |f: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
+        let (x, w) = (Var::from_tensor(x0).unwrap(), Var::from_tensor(w0).unwrap());
+        let y = f(x.as_tensor(), w.as_tensor());
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, g.get(x.as_tensor()).unwrap().clone(), g.get(w.as_tensor()).unwrap().clone())
+    };
+    let (a, b) = (run(ours), run(theirs));
+    for (name, p, q) in [("output", &a.0, &b.0), ("grad input", &a.1, &b.1), ("grad weight", &a.2, &b.2)] {
+        let scale = q.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
+        let d = max_abs_diff(p, q);
+        assert!(d <= 1e-4 * scale, "{what} {name}: max diff {d} (scale {scale})");
+    }
+}
+
+#[test]
+fn conv_same_matches_candle_forward_and_backward() {
+    for &(k, relu) in &[(1, false), (1, true), (3, false), (3, true), (5, false), (5, true)] {
+        for &(n, c, cout, h, w) in &[(2, 3, 4, 8, 8), (3, 5, 2, 7, 9), (1, 4, 6, 2, 3), (4, 2, 3, 1, 1)] {
+            let x = rand_tensor(&[n, c, h, w], 40);
+            let wt = rand_tensor(&[cout, c, k, k], 41);
+            let what = format!("conv k{k} relu {relu} ({n}, {c}, {h}, {w}) -> {cout}");
+            let act = move |x: &Tensor| if relu { x.relu().unwrap() } else { x.clone() };
+            compare_with_candle(&|x, w| ops::conv2d_same(x, w, relu).unwrap(), &|x, w| act(x).conv2d(w, k / 2, 1, 1, 1).unwrap(), &x, &wt, &what);
+            if k == 1 {
+                // The 1x1 also takes its weight as (C_out, C).
+                let w2 = wt.reshape((cout, c)).unwrap();
+                compare_with_candle(
+                    &|x, w| ops::conv2d_same(x, w, relu).unwrap(),
+                    &|x, w| act(x).conv2d(&w.reshape((cout, c, 1, 1)).unwrap(), 0, 1, 1, 1).unwrap(),
+                    &x,
+                    &w2,
+                    &format!("{what} 2-D weight"),
+                );
+            }
+        }
+    }
+    // A non-contiguous input (a transposed view) gives the same result as its copy.
+    let x = rand_tensor(&[2, 3, 6, 5], 42).transpose(2, 3).unwrap();
+    let wt = rand_tensor(&[4, 3, 3, 3], 43);
+    let d = max_abs_diff(&ops::conv2d_same(&x, &wt, true).unwrap(), &ops::conv2d_same(&x.contiguous().unwrap(), &wt, true).unwrap());
+    assert!(d == 0.0, "{d}");
+    assert!(ops::conv2d_same(&rand_tensor(&[1, 3, 4, 4], 1), &rand_tensor(&[2, 3, 2, 2], 2), false).is_err());
+}

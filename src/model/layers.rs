@@ -20,28 +20,29 @@ impl Conv1x1 {
         Ok(Conv1x1 { w: param(&vb, &[c_out, c_in], "w")? })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv1x1(x, &self.w)
+        ops::conv2d_same(x, &self.w, false)
     }
-}
-
-/// 1x1 convolution of NCHW `x` by a (C_out, C_in) weight.
-pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (n, c, h, hw_w) = x.dims4()?;
-    crate::ops::profile::timed("conv1x1 fwd", || w.broadcast_matmul(&x.reshape((n, c, h * hw_w))?)?.reshape((n, w.dim(0)?, h, hw_w)))
+    /// Of ReLU(x), fused into the op.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d_same(x, &self.w, true)
+    }
 }
 
 /// Full k x k convolution, 'same' padding, stride 1.
 pub struct Conv {
     w: Tensor,
-    k: usize,
 }
 
 impl Conv {
     pub fn new(vb: VarBuilder, c_in: usize, c_out: usize, k: usize) -> Result<Self> {
-        Ok(Conv { w: param(&vb, &[c_out, c_in, k, k], "w")?, k })
+        Ok(Conv { w: param(&vb, &[c_out, c_in, k, k], "w")? })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.conv2d(&self.w, self.k / 2, 1, 1, 1)
+        ops::conv2d_same(x, &self.w, false)
+    }
+    /// Of ReLU(x), fused into the op.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d_same(x, &self.w, true)
     }
 }
 
@@ -105,7 +106,7 @@ impl ReluConvBn {
         Ok(ReluConvBn { conv: Conv1x1::new(vb.pp("conv"), c_in, c_out)?, bn: BatchNorm::new(vb.pp("bn"), c_out)? })
     }
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward(&self.conv.forward(&x.relu()?)?, train)
+        self.bn.forward(&self.conv.forward_relu(x)?, train)
     }
 }
 
@@ -133,7 +134,7 @@ impl SepConv {
         let mut x = x.clone();
         for i in 0..2 {
             let stride = if i == 0 { self.stride } else { 1 };
-            x = ops::depthwise_conv2d(&x.relu()?, &self.depthwise[i], stride, 1)?;
+            x = ops::relu_depthwise_conv2d(&x, &self.depthwise[i], stride, 1)?;
             x = self.bn[i].forward(&self.pointwise[i].forward(&x)?, train)?;
         }
         Ok(x)
@@ -172,8 +173,15 @@ impl FactorizedReduce {
         })
     }
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let p1 = self.path1.forward(&subsample2(x, 0)?)?;
-        let p2 = self.path2.forward(&subsample2(x, 1)?)?;
+        self.run(x, false, train)
+    }
+    /// Of ReLU(x), fused into the two 1x1 convolutions.
+    pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.run(x, true, train)
+    }
+    fn run(&self, x: &Tensor, relu: bool, train: bool) -> Result<Tensor> {
+        let p1 = ops::conv2d_same(&subsample2(x, 0)?, &self.path1.w, relu)?;
+        let p2 = ops::conv2d_same(&subsample2(x, 1)?, &self.path2.w, relu)?;
         self.bn.forward(&Tensor::cat(&[p1, p2], 1)?, train)
     }
 }

@@ -50,12 +50,13 @@ impl MacroOp {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.inp_bn.forward(&self.inp.forward(x)?, train)?.relu()?;
+        // The ReLU after the input BN is fused into whichever op follows.
+        let x = self.inp_bn.forward(&self.inp.forward(x)?, train)?;
         let y = match &self.op {
-            Op::Conv(conv) => conv.forward(&x)?,
-            Op::Sep(dw, point) => point.forward(&ops::depthwise_conv2d(&x, dw, 1, 1)?)?,
-            Op::Pool(PoolKind::Avg) => ops::avg_pool2d(&x, 3, 1)?,
-            Op::Pool(PoolKind::Max) => ops::max_pool2d(&x, 3, 1)?,
+            Op::Conv(conv) => conv.forward_relu(&x)?,
+            Op::Sep(dw, point) => point.forward(&ops::relu_depthwise_conv2d(&x, dw, 1, 1)?)?,
+            Op::Pool(PoolKind::Avg) => ops::avg_pool2d(&x.relu()?, 3, 1)?,
+            Op::Pool(PoolKind::Max) => ops::max_pool2d(&x.relu()?, 3, 1)?,
         };
         match &self.op_bn {
             Some(bn) => bn.forward(&y, train)?.relu(),

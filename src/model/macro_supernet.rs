@@ -5,9 +5,10 @@
 //! per-layer weight by the chosen inputs. Width stays constant (the authors
 //! double it only in the fixed child); a forward runs only the sampled path,
 //! with batch statistics in every batch norm.
-use super::layers::{conv1x1, dropout, global_avg_pool, param, BatchNorm, Conv, FactorizedReduce, Linear};
+use super::layers::{dropout, global_avg_pool, param, BatchNorm, Conv, FactorizedReduce, Linear};
 use super::macro_net::{pool_layers, MacroOp};
 use super::{Ctx, NetConfig, Output};
+use crate::ops;
 use crate::space::{MacroArch, MACRO_OPS};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -71,7 +72,7 @@ impl MacroSupernet {
                     let (k, c) = (slots.len(), w.dim(1)?);
                     let idx = Tensor::from_vec(slots, k, w.device())?;
                     let w = w.index_select(&idx, 0)?.transpose(0, 1)?.reshape((c, k * c))?;
-                    bn.forward(&conv1x1(&Tensor::cat(&cat, 1)?.relu()?, &w)?, true)?
+                    bn.forward(&ops::conv2d_same(&Tensor::cat(&cat, 1)?, &w, true)?, true)?
                 }
                 _ => y,
             };

@@ -103,7 +103,7 @@ impl Calibrate {
     pub(super) fn forward(&self, x0: &Tensor, x1: &Tensor, train: bool) -> Result<[Tensor; 2]> {
         let x0 = match &self.x {
             CalibrateX::Keep => x0.clone(),
-            CalibrateX::Reduce(r) => r.forward(&x0.relu()?, train)?,
+            CalibrateX::Reduce(r) => r.forward_relu(x0, train)?,
             CalibrateX::Project(p) => p.forward(x0, train)?,
         };
         let x1 = match &self.y {

@@ -3,7 +3,7 @@
 //! and per input index, its own separable convolutions; pools and identity
 //! need no weights once the inputs are calibrated. A forward runs only the
 //! sampled path. Batch norm uses batch statistics, as in the authors' search.
-use super::layers::{conv1x1, dropout, global_avg_pool, param, BatchNorm, Conv, FactorizedReduce, Linear, SepConv};
+use super::layers::{dropout, global_avg_pool, param, BatchNorm, Conv, FactorizedReduce, Linear, SepConv};
 use super::micro_net::{halve, pool_layers, AuxHead, Calibrate, Hw};
 use super::{Ctx, NetConfig, Output};
 use crate::ops::{self, PoolKind, Window};
@@ -78,7 +78,7 @@ impl EnasCell {
         let idx = Tensor::from_vec(unused, k, self.final_w.device())?;
         // (k, C_out, C_in) -> (C_out, k * C_in), matching the concatenation order.
         let w = self.final_w.index_select(&idx, 0)?.transpose(0, 1)?.reshape((c, k * c))?;
-        let y = conv1x1(&Tensor::cat(&outs, 1)?.relu()?, &w)?;
+        let y = ops::conv2d_same(&Tensor::cat(&outs, 1)?, &w, true)?;
         self.final_bn.forward(&y, train)
     }
 }

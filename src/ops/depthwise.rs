@@ -5,22 +5,42 @@
 //! vectorise; stride 2 (reduction cells only) walks the strided rows.
 use super::plane::{pad_into, unflatten};
 use super::{f32_data, Window};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `x` (N, C, H, W) convolved channel by channel with `w` (C, 1, k, k).
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, dilation: usize) -> Result<Tensor> {
+    depthwise(x, w, stride, dilation, false)
+}
+
+/// `depthwise_conv2d` of ReLU(x); at stride 1 the ReLU is applied while each
+/// plane is padded and its mask in the backward, with no tensor of its own.
+pub fn relu_depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, dilation: usize) -> Result<Tensor> {
+    if stride == 1 {
+        depthwise(x, w, stride, dilation, true)
+    } else {
+        depthwise(&x.relu()?, w, stride, dilation, false)
+    }
+}
+
+fn depthwise(x: &Tensor, w: &Tensor, stride: usize, dilation: usize, relu: bool) -> Result<Tensor> {
     let (_, c, h, wd) = x.dims4()?;
     let (wc, one, k, k2) = w.dims4()?;
     if wc != c || one != 1 || k != k2 {
         candle_core::bail!("depthwise_conv2d: weight {:?} does not fit input {:?}", w.dims(), x.dims())
     }
     let win = Window::same(h, wd, k, stride, dilation);
-    super::profile::timed("depthwise fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, Depthwise { win }))
+    super::profile::timed("depthwise fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, Depthwise { win, relu }))
 }
 
 struct Depthwise {
     win: Window,
+    /// Convolve ReLU(x) (stride 1 only).
+    relu: bool,
+}
+
+fn relu_in_place(v: &mut [f32]) {
+    v.iter_mut().for_each(|a| *a = a.max(0.0));
 }
 
 /// Strided path: adds `wv * src[...]` into one output row for tap (ky, kx); `src` is an input row.
@@ -64,9 +84,12 @@ fn span(win: &Window) -> usize {
     (win.k - 1) * win.dilation + 1
 }
 
-fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, buf: &mut (Vec<f32>, Vec<f32>)) {
+fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, relu: bool, buf: &mut (Vec<f32>, Vec<f32>)) {
     let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
     pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.0);
+    if relu {
+        relu_in_place(&mut buf.0);
+    }
     taps_flat(&buf.0, w, win, wp, &mut buf.1, false);
     unflatten(&buf.1, out, win.out_h, win.out_w, wp, 0, 0);
 }
@@ -84,10 +107,13 @@ fn grad_input_plane_s1(g: &[f32], w: &[f32], gin: &mut [f32], win: &Window, buf:
 
 /// Stride-1 weight gradient: one long dot product per tap between the gradient
 /// (widened with zero columns to the padded width) and the shifted padded input.
-fn grad_weight_plane_s1(x: &[f32], g: &[f32], gw: &mut [f32], win: &Window, buf: &mut (Vec<f32>, Vec<f32>)) {
+fn grad_weight_plane_s1(x: &[f32], g: &[f32], gw: &mut [f32], win: &Window, relu: bool, buf: &mut (Vec<f32>, Vec<f32>)) {
     let (k, d) = (win.k, win.dilation);
     let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
     pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.0);
+    if relu {
+        relu_in_place(&mut buf.0);
+    }
     pad_into(g, win.out_h, win.out_w, 0, 0, win.out_h, wp, 0.0, &mut buf.1);
     let len = (win.out_h - 1) * wp + win.out_w;
     for ky in 0..k {
@@ -169,7 +195,7 @@ impl CustomOp2 for Depthwise {
             let ch = p % c;
             let (xp, wc) = (&x[p * ip..(p + 1) * ip], &w[ch * kk..(ch + 1) * kk]);
             if win.stride == 1 {
-                forward_plane_s1(xp, wc, o, &win, buf);
+                forward_plane_s1(xp, wc, o, &win, self.relu, buf);
             } else {
                 forward_plane(xp, wc, o, &win);
             }
@@ -180,26 +206,36 @@ impl CustomOp2 for Depthwise {
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         super::profile::timed("depthwise bwd", || {
             let grad = grad.contiguous()?;
-            let gx = grad.apply_op2_no_bwd(w, &DepthwiseGradInput { win: self.win })?;
-            let gw = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { win: self.win })?;
+            let gx = grad.apply_op3_no_bwd(w, x, &DepthwiseGradInput { win: self.win, relu: self.relu })?;
+            let gw = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { win: self.win, relu: self.relu })?;
             Ok((Some(gx), Some(gw)))
         })
     }
 }
 
-/// (grad_out, weight) -> grad_input.
+/// (grad_out, weight, input) -> grad_input; the input only for the ReLU mask.
 struct DepthwiseGradInput {
     win: Window,
+    relu: bool,
 }
 
-impl CustomOp2 for DepthwiseGradInput {
+impl CustomOp3 for DepthwiseGradInput {
     fn name(&self) -> &'static str {
         "depthwise-conv2d-grad-input"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
+        let x = f32_data(s3, l3, self.name())?;
         let (n, c, _, _) = l1.shape().dims4()?;
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
@@ -212,6 +248,14 @@ impl CustomOp2 for DepthwiseGradInput {
             } else {
                 grad_input_plane(gp, wc, gi, &win);
             }
+            if self.relu {
+                // candle's convention: ReLU passes the gradient where x >= 0.
+                for (d, &v) in gi.iter_mut().zip(&x[p * ip..(p + 1) * ip]) {
+                    if v < 0.0 {
+                        *d = 0.0;
+                    }
+                }
+            }
         });
         Ok((CpuStorage::F32(gin), Shape::from((n, c, win.in_h, win.in_w))))
     }
@@ -220,6 +264,7 @@ impl CustomOp2 for DepthwiseGradInput {
 /// (input, grad_out) -> grad_weight, summed over the batch.
 struct DepthwiseGradWeight {
     win: Window,
+    relu: bool,
 }
 
 impl CustomOp2 for DepthwiseGradWeight {
@@ -239,7 +284,7 @@ impl CustomOp2 for DepthwiseGradWeight {
                 let p = b * c + ch;
                 let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
                 if win.stride == 1 {
-                    grad_weight_plane_s1(xp, gp, gwc, &win, buf);
+                    grad_weight_plane_s1(xp, gp, gwc, &win, self.relu, buf);
                 } else {
                     grad_weight_plane(xp, gp, gwc, &win);
                 }

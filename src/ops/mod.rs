@@ -2,7 +2,9 @@
 //! padded pooling. CPU loops live here; CUDA launches arrive with `kernels/`
 //! (each op's `cuda_fwd` is the seam, left at candle's default for now).
 pub mod batch_norm;
+pub mod conv;
 pub mod depthwise;
+mod gemm;
 mod plane;
 pub mod pool;
 pub mod profile;
@@ -10,7 +12,8 @@ pub mod reference;
 mod window;
 
 pub use batch_norm::{batch_norm_train, BatchStats};
-pub use depthwise::depthwise_conv2d;
+pub use conv::conv2d_same;
+pub use depthwise::{depthwise_conv2d, relu_depthwise_conv2d};
 pub use pool::{avg_pool2d, max_pool2d, pool2d, PoolKind};
 pub use window::Window;
 

@@ -1,0 +1,206 @@
+//! Convolution with 'same' padding and stride 1 (k odd; k = 1 is the pointwise
+//! 1x1 of separable convolutions and projections), optionally of ReLU(x):
+//! im2col and one matrix product per image, images in parallel. candle's
+//! conv2d backward is a naive transposed-convolution loop, and a 1x1 as a
+//! broadcast matmul leaves the ReLU, its mask and the batch sum of the weight
+//! gradient to separate passes over memory.
+use super::gemm::{matmul, Mat};
+use super::f32_data;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `x` (N, C, H, W) convolved with `w` (C_out, C, k, k), or (C_out, C) for a
+/// 1x1; `relu_input` convolves ReLU(x) instead, without materialising it.
+pub fn conv2d_same(x: &Tensor, w: &Tensor, relu_input: bool) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    let k = match w.dims() {
+        [_, wc] if *wc == c => 1,
+        [_, wc, k, k2] if *wc == c && k == k2 && k % 2 == 1 => *k,
+        _ => candle_core::bail!("conv2d_same: weight {:?} does not fit input {:?} (odd square kernels only)", w.dims(), x.dims()),
+    };
+    super::profile::timed("conv fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, ConvSame { k, relu: relu_input }))
+}
+
+struct ConvSame {
+    k: usize,
+    relu: bool,
+}
+
+#[inline]
+fn act(v: f32, relu: bool) -> f32 {
+    if relu {
+        v.max(0.0)
+    } else {
+        v
+    }
+}
+
+/// Output columns `ox` whose tap `kx` reads inside a row of width `w`.
+fn valid_cols(w: usize, k: usize, kx: usize) -> (usize, usize) {
+    let p = k / 2;
+    (p.saturating_sub(kx), (w + p).saturating_sub(kx).min(w))
+}
+
+/// One image (C, H, W) into columns (C k k, H W): row (ch, ky, kx) holds the
+/// input shifted by that tap, zero outside the image.
+fn im2col(x: &[f32], c: usize, h: usize, w: usize, k: usize, relu: bool, col: &mut Vec<f32>) {
+    let (hw, p) = (h * w, k / 2);
+    col.clear();
+    col.resize(c * k * k * hw, 0.0);
+    for ch in 0..c {
+        let plane = &x[ch * hw..(ch + 1) * hw];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut col[((ch * k + ky) * k + kx) * hw..][..hw];
+                let (x0, x1) = valid_cols(w, k, kx);
+                for oy in (p.saturating_sub(ky))..(h + p).saturating_sub(ky).min(h) {
+                    let src = &plane[(oy + ky - p) * w..][..w];
+                    let dst = &mut row[oy * w..(oy + 1) * w];
+                    for ox in x0..x1 {
+                        dst[ox] = act(src[ox + kx - p], relu);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The transpose of `im2col`: adds every column row back at its tap's shift.
+fn col2im(col: &[f32], c: usize, h: usize, w: usize, k: usize, gx: &mut [f32]) {
+    let (hw, p) = (h * w, k / 2);
+    gx.fill(0.0);
+    for ch in 0..c {
+        let plane = &mut gx[ch * hw..(ch + 1) * hw];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &col[((ch * k + ky) * k + kx) * hw..][..hw];
+                let (x0, x1) = valid_cols(w, k, kx);
+                for oy in (p.saturating_sub(ky))..(h + p).saturating_sub(ky).min(h) {
+                    let dst = &mut plane[(oy + ky - p) * w..][..w];
+                    let src = &row[oy * w..(oy + 1) * w];
+                    for ox in x0..x1 {
+                        dst[ox + kx - p] += src[ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Images per rayon task: enough that per-task buffers are reused, few enough for every thread to get work.
+fn min_images(n: usize) -> usize {
+    (n / (2 * rayon::current_num_threads())).max(1)
+}
+
+impl CustomOp2 for ConvSame {
+    fn name(&self) -> &'static str {
+        "conv2d-same"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, l1, self.name())?;
+        let wt = f32_data(s2, l2, self.name())?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (hw, k, cout) = (h * w, self.k, l2.dims()[0]);
+        let ckk = c * k * k;
+        let mut out = vec![0f32; n * cout * hw];
+        out.par_chunks_mut(cout * hw).with_min_len(min_images(n)).enumerate().for_each_init(Vec::new, |col, (b, o)| {
+            let xb = &x[b * c * hw..(b + 1) * c * hw];
+            let cols = if k == 1 && !self.relu {
+                xb
+            } else {
+                im2col(xb, c, h, w, k, self.relu, col);
+                &col[..]
+            };
+            matmul(o, Mat::new(wt, cout, ckk), Mat::new(cols, ckk, hw), false);
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        super::profile::timed("conv bwd", || {
+            let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &ConvSameGrad { k: self.k, relu: self.relu })?;
+            let nx = x.elem_count();
+            let gx = both.narrow(0, 0, nx)?.reshape(x.shape())?;
+            let gw = both.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
+            Ok((Some(gx), Some(gw)))
+        })
+    }
+}
+
+/// (x, w, grad_out) -> grad_x and grad_w, flattened one after the other, so the
+/// columns are rebuilt once per image for both.
+struct ConvSameGrad {
+    k: usize,
+    relu: bool,
+}
+
+impl CustomOp3 for ConvSameGrad {
+    fn name(&self) -> &'static str {
+        "conv2d-same-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, l1, self.name())?;
+        let wt = f32_data(s2, l2, self.name())?;
+        let g = f32_data(s3, l3, self.name())?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (hw, k, cout) = (h * w, self.k, l2.dims()[0]);
+        let (ckk, nx) = (c * k * k, x.len());
+        let nw = cout * ckk;
+        let (wm, relu) = (Mat::new(wt, cout, ckk), self.relu);
+        let mut gx = vec![0f32; nx + nw];
+        let (gx_part, _) = gx.split_at_mut(nx);
+        let gw = gx_part
+            .par_chunks_mut(c * hw)
+            .with_min_len(min_images(n))
+            .enumerate()
+            .fold(
+                || (vec![0f32; nw], Vec::new(), Vec::new()),
+                |(mut gw, mut col, mut gcol), (b, gxb)| {
+                    let xb = &x[b * c * hw..(b + 1) * c * hw];
+                    let gm = Mat::new(&g[b * cout * hw..(b + 1) * cout * hw], cout, hw);
+                    let cols = if k == 1 && !relu {
+                        xb
+                    } else {
+                        im2col(xb, c, h, w, k, relu, &mut col);
+                        &col[..]
+                    };
+                    matmul(&mut gw, gm, Mat::new(cols, ckk, hw).t(), true);
+                    if k == 1 {
+                        matmul(gxb, wm.t(), gm, false);
+                    } else {
+                        gcol.resize(ckk * hw, 0.0);
+                        matmul(&mut gcol, wm.t(), gm, false);
+                        col2im(&gcol, c, h, w, k, gxb);
+                    }
+                    if relu {
+                        for (d, &v) in gxb.iter_mut().zip(xb) {
+                            if v < 0.0 {
+                                *d = 0.0;
+                            }
+                        }
+                    }
+                    (gw, col, gcol)
+                },
+            )
+            .map(|(gw, _, _)| gw)
+            .reduce(
+                || vec![0f32; nw],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
+        gx[nx..].copy_from_slice(&gw);
+        Ok((CpuStorage::F32(gx), Shape::from(nx + nw)))
+    }
+}
