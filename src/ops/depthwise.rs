@@ -249,12 +249,7 @@ impl CustomOp3 for DepthwiseGradInput {
                 grad_input_plane(gp, wc, gi, &win);
             }
             if self.relu {
-                // candle's convention: ReLU passes the gradient where x >= 0.
-                for (d, &v) in gi.iter_mut().zip(&x[p * ip..(p + 1) * ip]) {
-                    if v < 0.0 {
-                        *d = 0.0;
-                    }
-                }
+                super::relu_mask(gi, &x[p * ip..(p + 1) * ip]);
             }
         });
         Ok((CpuStorage::F32(gin), Shape::from((n, c, win.in_h, win.in_w))))

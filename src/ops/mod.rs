@@ -76,3 +76,13 @@ pub(crate) fn sum_sq_dev(a: &[f32], mean: f32) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
+
+/// The backward of ReLU in place: zeroes `grad` where `x < 0` (candle's
+/// convention: the gradient passes at 0). A select rather than a branch, as
+/// the signs are random and a branch would mispredict half the time.
+#[inline]
+pub(crate) fn relu_mask(grad: &mut [f32], x: &[f32]) {
+    for (d, &v) in grad.iter_mut().zip(x) {
+        *d = if v < 0.0 { 0.0 } else { *d };
+    }
+}
