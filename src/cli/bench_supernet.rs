@@ -94,47 +94,86 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-pub fn run_supernet(args: &SupernetArgs) -> Result<SupernetBench> {
-    let micro = args.space == SpaceKind::Micro;
-    let arcs = read_arcs(args)?;
-    let arc_layers = match &arcs[0] {
-        Arch::Macro(a) => a.layers.len(),
-        Arch::Micro(_) => 6,
-    };
-    let (channels, layers) = (args.channels.unwrap_or(if micro { 20 } else { 36 }), args.layers.unwrap_or(arc_layers));
-    let (steps, warmup) = (args.steps.unwrap_or(if micro { 20 } else { 10 }), args.warmup.unwrap_or(if micro { 3 } else { 2 }));
-    for (i, arch) in arcs.iter().enumerate() {
-        let (have, want, what) = match arch {
-            Arch::Micro(a) => (a.num_nodes(), args.nodes, "nodes per cell (--nodes)"),
-            Arch::Macro(a) => (a.layers.len(), layers, "layers (--layers)"),
-        };
-        if have != want {
-            bail!("{}, architecture {}: {have} {what}, but the supernet is built with {want}", args.arcs.display(), i + 1);
-        }
-    }
-    let dev = Device::Cpu;
-    let cfg = NetConfig {
-        layers,
-        channels,
-        in_channels: args.in_channels,
-        image_size: args.image,
-        classes: 10,
-        aux_head: false,
-        dropout: 0.1,
-        drop_path: 0.0,
-    };
-    let varmap = VarMap::new();
-    let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), args.space, args.nodes, &cfg)?;
-    seeded_init(&varmap, args.seed)?;
-    let sgd_cfg = SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: if micro { 1e-4 } else { 2.5e-4 }, decoupled: false };
-    let mut sgd = Sgd::new(trainable_vars(&varmap), sgd_cfg);
-    let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0xbe4c);
-    let n_in = args.batch * args.in_channels * args.image * args.image;
-    let x: Vec<f32> = (0..n_in).map(|_| rng.sample(StandardNormal)).collect();
-    let x = Tensor::from_vec(x, (args.batch, args.in_channels, args.image, args.image), &dev)?;
-    let y: Vec<u32> = (0..args.batch).map(|_| rng.gen_range(0..10)).collect();
-    let y = Tensor::from_vec(y, args.batch, &dev)?;
+/// The peer workload, built once: the supernet, its optimiser, one fixed batch and the arcs.
+pub struct Workload {
+    net: Supernet,
+    sgd: Sgd,
+    x: Tensor,
+    y: Tensor,
+    arcs: Vec<Arch>,
+    rng: ChaCha8Rng,
+    pub channels: usize,
+    pub layers: usize,
+    pub steps: usize,
+    pub warmup: usize,
+}
 
+impl Workload {
+    pub fn new(args: &SupernetArgs) -> Result<Workload> {
+        let micro = args.space == SpaceKind::Micro;
+        let arcs = read_arcs(args)?;
+        let arc_layers = match &arcs[0] {
+            Arch::Macro(a) => a.layers.len(),
+            Arch::Micro(_) => 6,
+        };
+        let (channels, layers) = (args.channels.unwrap_or(if micro { 20 } else { 36 }), args.layers.unwrap_or(arc_layers));
+        let (steps, warmup) = (args.steps.unwrap_or(if micro { 20 } else { 10 }), args.warmup.unwrap_or(if micro { 3 } else { 2 }));
+        for (i, arch) in arcs.iter().enumerate() {
+            let (have, want, what) = match arch {
+                Arch::Micro(a) => (a.num_nodes(), args.nodes, "nodes per cell (--nodes)"),
+                Arch::Macro(a) => (a.layers.len(), layers, "layers (--layers)"),
+            };
+            if have != want {
+                bail!("{}, architecture {}: {have} {what}, but the supernet is built with {want}", args.arcs.display(), i + 1);
+            }
+        }
+        let dev = Device::Cpu;
+        let cfg = NetConfig {
+            layers,
+            channels,
+            in_channels: args.in_channels,
+            image_size: args.image,
+            classes: 10,
+            aux_head: false,
+            dropout: 0.1,
+            drop_path: 0.0,
+        };
+        let varmap = VarMap::new();
+        let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), args.space, args.nodes, &cfg)?;
+        seeded_init(&varmap, args.seed)?;
+        // The peer scripts' optimiser: SGD, Nesterov momentum 0.9, L2 1e-4 (micro) or 2.5e-4 (macro).
+        let sgd_cfg = SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: if micro { 1e-4 } else { 2.5e-4 }, decoupled: false };
+        let sgd = Sgd::new(trainable_vars(&varmap), sgd_cfg);
+        let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0xbe4c);
+        let n_in = args.batch * args.in_channels * args.image * args.image;
+        let x: Vec<f32> = (0..n_in).map(|_| rng.sample(StandardNormal)).collect();
+        let x = Tensor::from_vec(x, (args.batch, args.in_channels, args.image, args.image), &dev)?;
+        let y: Vec<u32> = (0..args.batch).map(|_| rng.gen_range(0..10)).collect();
+        let y = Tensor::from_vec(y, args.batch, &dev)?;
+        Ok(Workload { net, sgd, x, y, arcs, rng, channels, layers, steps, warmup })
+    }
+
+    /// One training step on arc `i mod len`: its loss and the seconds in
+    /// forward, backward, and clipping + the optimiser.
+    pub fn step(&mut self, i: usize) -> Result<(f64, [f64; 3])> {
+        let arch = &self.arcs[i % self.arcs.len()];
+        let t = Instant::now();
+        let out = self.net.forward(&self.x, arch, &mut Ctx { train: true, rng: &mut self.rng, progress: 0.0 })?;
+        let loss = cross_entropy(&out.logits, &self.y, 0.0)?;
+        let t_fwd = t.elapsed().as_secs_f64();
+        let grads = loss.backward()?;
+        let t_bwd = t.elapsed().as_secs_f64();
+        let mut grads = collect_grads(&grads, self.sgd.vars());
+        clip_grad_norm(&mut grads, 5.0)?;
+        self.sgd.step(&grads)?;
+        let t_all = t.elapsed().as_secs_f64();
+        Ok((loss.to_scalar::<f32>()? as f64, [t_fwd, t_bwd - t_fwd, t_all - t_bwd]))
+    }
+}
+
+pub fn run_supernet(args: &SupernetArgs) -> Result<SupernetBench> {
+    let mut w = Workload::new(args)?;
+    let (steps, warmup) = (w.steps, w.warmup);
     let mut losses = Vec::with_capacity(warmup + steps);
     let mut phase = [0f64; 3];
     let mut t_timed = Instant::now();
@@ -142,24 +181,13 @@ pub fn run_supernet(args: &SupernetArgs) -> Result<SupernetBench> {
         if i == warmup {
             profile::take();
             profile::enable(true);
-            phase = [0.0; 3];
             t_timed = Instant::now();
         }
-        let arch = &arcs[i % arcs.len()];
-        let t = Instant::now();
-        let out = net.forward(&x, arch, &mut Ctx { train: true, rng: &mut rng, progress: 0.0 })?;
-        let loss = cross_entropy(&out.logits, &y, 0.0)?;
-        let t_fwd = t.elapsed().as_secs_f64();
-        let grads = loss.backward()?;
-        let t_bwd = t.elapsed().as_secs_f64();
-        let mut grads = collect_grads(&grads, sgd.vars());
-        clip_grad_norm(&mut grads, 5.0)?;
-        sgd.step(&grads)?;
-        let t_all = t.elapsed().as_secs_f64();
-        phase[0] += t_fwd;
-        phase[1] += t_bwd - t_fwd;
-        phase[2] += t_all - t_bwd;
-        losses.push(loss.to_scalar::<f32>()? as f64);
+        let (loss, times) = w.step(i)?;
+        if i >= warmup {
+            phase.iter_mut().zip(times).for_each(|(p, t)| *p += t);
+        }
+        losses.push(loss);
     }
     let seconds = t_timed.elapsed().as_secs_f64();
     profile::enable(false);
@@ -177,31 +205,34 @@ pub fn run_supernet(args: &SupernetArgs) -> Result<SupernetBench> {
         ops,
         steps,
         batch: args.batch,
-        channels,
-        layers,
+        channels: w.channels,
+        layers: w.layers,
         threads: rayon::current_num_threads(),
     })
 }
 
 pub fn print(b: &SupernetBench, json: bool) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{}", serde_json::to_string(b)?);
+        writeln!(out, "{}", serde_json::to_string(b)?)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{} supernet, batch {}, {} channels, {} layers, {} threads: {:.1} images/s over {} steps ({:.2} s), peak RSS {:.0} MB",
         b.space, b.batch, b.channels, b.layers, b.threads, b.images_per_s, b.steps, b.seconds, b.peak_rss_mb
-    );
-    println!("first losses: {}", b.losses.iter().take(3).map(|l| format!("{l:.6}")).collect::<Vec<_>>().join(" "));
-    println!("share of step time:");
+    )?;
+    writeln!(out, "first losses: {}", b.losses.iter().take(3).map(|l| format!("{l:.6}")).collect::<Vec<_>>().join(" "))?;
+    writeln!(out, "share of step time:")?;
     for (name, share) in &b.phases {
-        println!("  {name:<24} {:>5.1}%", share * 100.0);
+        writeln!(out, "  {name:<24} {:>5.1}%", share * 100.0)?;
     }
-    println!("of which in:");
+    writeln!(out, "of which in:")?;
     for (name, share) in &b.ops {
-        println!("  {name:<24} {:>5.1}%", share * 100.0);
+        writeln!(out, "  {name:<24} {:>5.1}%", share * 100.0)?;
     }
     let known: f64 = b.ops.iter().map(|(_, s)| s).sum::<f64>() + b.phases[2].1;
-    println!("  {:<24} {:>5.1}%", "other (candle ops)", (1.0 - known).max(0.0) * 100.0);
+    writeln!(out, "  {:<24} {:>5.1}%", "other (candle ops)", (1.0 - known).max(0.0) * 100.0)?;
     Ok(())
 }
