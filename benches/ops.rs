@@ -17,6 +17,7 @@ fn fwd_bwd(out: candle_core::Result<Tensor>) {
 }
 
 fn custom_ops(c: &mut Criterion) {
+    enas::cli::configure_runtime();
     let (n, ch, hw) = (64, 20, 32);
     let x = var(&[n, ch, hw, hw], 1.0);
     let mut g = c.benchmark_group("ops");

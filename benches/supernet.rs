@@ -26,6 +26,7 @@ fn workload(space: SpaceKind, arcs: &str) -> Workload {
 }
 
 fn supernet_step(c: &mut Criterion) {
+    enas::cli::configure_runtime();
     let mut g = c.benchmark_group("supernet_step");
     g.sample_size(10);
     for (name, space, arcs) in [("micro", SpaceKind::Micro, "micro_arcs.txt"), ("macro", SpaceKind::Macro, "macro_arcs.txt")] {

@@ -94,3 +94,20 @@ fn retrain_and_eval_from_the_command_line() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.starts_with("test accuracy 0."), "{stdout}");
 }
+
+#[test]
+fn bench_supernet_prints_one_json_object_and_names_bad_arc_files() {
+    let arcs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/micro_arcs.txt");
+    let small = ["--batch", "4", "--channels", "4", "--layers", "3", "--image", "8", "--steps", "1", "--warmup", "1", "--json"];
+    let mut args = vec!["bench", "supernet", "--space", "micro", "--arcs", arcs];
+    args.extend(small);
+    let (code, out, err) = enas(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0 && v["peak_rss_mb"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["losses"].as_array().unwrap().len(), 2);
+    // A micro arc file given as macro: the file and the line are named.
+    let mut args = vec!["bench", "supernet", "--space", "macro", "--arcs", arcs];
+    args.extend(small);
+    assert_one_line_error(&args, &["micro_arcs.txt", "line 1"]);
+}

@@ -161,8 +161,7 @@ struct EvalArgs {
 
 /// Runs the CLI and returns the process exit code; errors print as one line.
 pub fn main() -> i32 {
-    configure_threads();
-    configure_allocator();
+    configure_runtime();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => 0,
@@ -178,6 +177,13 @@ pub fn main() -> i32 {
 /// of a training step here). On two cores candle's own pool for elementwise ops
 /// spins a worker after each op that competes with rayon's threads (our ops and
 /// the matmuls): one step at 12 channels went from 87 to 96-99 images/s without it.
+/// Thread and allocator settings for training on this machine; the binary and
+/// the criterion benches call it first.
+pub fn configure_runtime() {
+    configure_threads();
+    configure_allocator();
+}
+
 fn configure_threads() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
@@ -194,7 +200,7 @@ fn configure_threads() {
 /// 12% of a micro search step, and the macro step got 22% faster without it.
 fn configure_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any threads start.
+    // SAFETY: mallopt only sets allocator parameters, under glibc's own arena locks.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
