@@ -172,11 +172,6 @@ pub fn main() -> i32 {
     }
 }
 
-/// Thread settings for candle's CPU backend, unless the user set them. Without
-/// `RAYON_NUM_THREADS` candle re-reads the CPU list from /proc on every op (3%
-/// of a training step here). On two cores candle's own pool for elementwise ops
-/// spins a worker after each op that competes with rayon's threads (our ops and
-/// the matmuls): one step at 12 channels went from 87 to 96-99 images/s without it.
 /// Thread and allocator settings for training on this machine; the binary and
 /// the criterion benches call it first.
 pub fn configure_runtime() {
@@ -184,6 +179,11 @@ pub fn configure_runtime() {
     configure_allocator();
 }
 
+/// Thread settings for candle's CPU backend, unless the user set them. Without
+/// `RAYON_NUM_THREADS` candle re-reads the CPU list from /proc on every op (3%
+/// of a training step here). On two cores candle's own pool for elementwise ops
+/// spins a worker after each op that competes with rayon's threads (our ops and
+/// the matmuls): one step at 12 channels went from 87 to 96-99 images/s without it.
 fn configure_threads() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {

@@ -1,5 +1,6 @@
-//! Ops candle lacks, as custom ops with backward: depthwise convolution and
-//! padded pooling. CPU loops live here; CUDA launches arrive with `kernels/`
+//! Ops candle lacks or does slowly, as custom ops with backward: depthwise
+//! convolution, padded pooling, training-mode batch norm and convolution with
+//! a fused input ReLU. CPU loops live here; CUDA launches arrive with `kernels/`
 //! (each op's `cuda_fwd` is the seam, left at candle's default for now).
 pub mod batch_norm;
 pub mod conv;
