@@ -63,6 +63,7 @@ fn train_on_toy_reward(algo: Algo, space: SpaceKind) -> (f64, f64) {
         ppo_epochs: 4,
         ppo_clip: 0.2,
         ppo_target_kl: 0.05,
+        rank_advantages: false,
     };
     let ctrl = Controller::new(space, size, &settings.policy, 11, &Device::Cpu).unwrap();
     let mut opt = settings.optimizer();

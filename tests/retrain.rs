@@ -27,6 +27,7 @@ fn config(space: SpaceKind, arch: &str, data_dir: &Path, epochs: usize) -> Retra
             aux_head: space == SpaceKind::Micro,
             dropout: 0.1,
             drop_path: 0.2,
+            width: 1.0,
         },
         epochs,
         batch: 16,

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 fn config(layers: usize, aux: bool) -> NetConfig {
-    NetConfig { layers, channels: 4, in_channels: 1, image_size: 12, classes: 3, aux_head: aux, dropout: 0.0, drop_path: 0.0 }
+    NetConfig { layers, channels: 4, in_channels: 1, image_size: 12, classes: 3, aux_head: aux, dropout: 0.0, drop_path: 0.0, width: 1.0 }
 }
 
 fn input() -> Tensor {

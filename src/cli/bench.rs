@@ -21,12 +21,15 @@ pub enum BenchCommand {
     },
     /// The ENAS search step of the peer PyTorch scripts on our supernet: images/s, peak RSS, time per op kind.
     Supernet(super::bench_supernet::SupernetArgs),
+    /// Search strategies on a NAS-Bench-201 table: best accuracy found within a budget of lookups.
+    Nb201(super::bench_nb201::Nb201Args),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Ops { json, reps, shape } => bench_ops(json, reps, &shape),
         BenchCommand::Supernet(args) => super::bench_supernet::print(&super::bench_supernet::run_supernet(&args)?, args.json),
+        BenchCommand::Nb201(args) => super::bench_nb201::print(&args, &super::bench_nb201::run(&args)?),
     }
 }
 

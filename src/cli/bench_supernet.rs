@@ -110,11 +110,14 @@ pub struct Workload {
 
 impl Workload {
     pub fn new(args: &SupernetArgs) -> Result<Workload> {
+        if !args.space.has_supernet() {
+            bail!("--space {} has no supernet: the search-step bench is for micro and macro", args.space.name());
+        }
         let micro = args.space == SpaceKind::Micro;
         let arcs = read_arcs(args)?;
         let arc_layers = match &arcs[0] {
             Arch::Macro(a) => a.layers.len(),
-            Arch::Micro(_) => 6,
+            _ => 6,
         };
         let (channels, layers) = (args.channels.unwrap_or(if micro { 20 } else { 36 }), args.layers.unwrap_or(arc_layers));
         let (steps, warmup) = (args.steps.unwrap_or(if micro { 20 } else { 10 }), args.warmup.unwrap_or(if micro { 3 } else { 2 }));
@@ -122,6 +125,7 @@ impl Workload {
             let (have, want, what) = match arch {
                 Arch::Micro(a) => (a.num_nodes(), args.nodes, "nodes per cell (--nodes)"),
                 Arch::Macro(a) => (a.layers.len(), layers, "layers (--layers)"),
+                _ => unreachable!("checked above: micro or macro"),
             };
             if have != want {
                 bail!("{}, architecture {}: {have} {what}, but the supernet is built with {want}", args.arcs.display(), i + 1);
@@ -137,6 +141,7 @@ impl Workload {
             aux_head: false,
             dropout: 0.1,
             drop_path: 0.0,
+            width: 1.0,
         };
         let varmap = VarMap::new();
         let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), args.space, args.nodes, &cfg)?;

@@ -1,5 +1,6 @@
 //! The `enas` command line.
 pub mod bench;
+pub mod bench_nb201;
 pub mod bench_supernet;
 mod search;
 
@@ -281,6 +282,7 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
             aux_head: a.aux_weight > 0.0,
             dropout: a.dropout,
             drop_path: a.drop_path,
+            width: 1.0,
         },
         epochs: a.epochs,
         batch: a.batch,

@@ -8,17 +8,22 @@ pub mod macro_policy;
 pub mod micro_policy;
 pub mod params;
 pub mod ppo;
+pub mod qlearning;
 pub mod reinforce;
+pub mod searcher;
+pub mod seq_policy;
 
 pub use decide::Pick;
 pub use ppo::{Ppo, PpoConfig};
 pub use reinforce::{Reinforce, ReinforceConfig};
+pub use searcher::{Evolution, RandomSearcher, Searcher, Strategy};
 
-use crate::space::{Arch, MacroArch, MicroArch, SpaceKind};
+use crate::space::{Arch, MacroArch, MicroArch, Nb201Arch, SpaceKind};
 use candle_core::{Device, Result, Tensor};
 use decide::Choice;
 use macro_policy::MacroPolicy;
 use micro_policy::MicroPolicy;
+use seq_policy::SeqPolicy;
 use params::Params;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -86,6 +91,8 @@ impl Sample {
 enum Policy {
     Micro(MicroPolicy),
     Macro(MacroPolicy),
+    /// NAS-RL's plain sequence of choices (the NB201 cell).
+    Seq(SeqPolicy),
 }
 
 /// The LSTM policy and its parameters.
@@ -104,6 +111,11 @@ impl Controller {
         let policy = match space {
             SpaceKind::Micro => Policy::Micro(MicroPolicy::new(&mut params, size, cfg, &mut rng)?),
             SpaceKind::Macro => Policy::Macro(MacroPolicy::new(&mut params, size, cfg, &mut rng)?),
+            SpaceKind::Nb201 => {
+                let cards = crate::space::encoding::cardinalities(space, size).expect("NB201 has fixed choices");
+                Policy::Seq(SeqPolicy::new(&mut params, &cards, cfg, &mut rng)?)
+            }
+            SpaceKind::Metaqnn => candle_core::bail!("the LSTM controller has no MetaQNN policy: use --strategy qlearning or random there"),
         };
         Ok(Controller { params, policy, space, size })
     }
@@ -119,6 +131,11 @@ impl Controller {
                 let (a, t) = p.run(None, pick)?;
                 (Arch::Macro(a), t)
             }
+            Policy::Seq(p) => {
+                let (c, t) = p.run(None, pick)?;
+                let arch = Arch::from_choices(self.space, &c).ok_or_else(|| candle_core::Error::Msg("policy made an invalid choice".into()))?;
+                (arch, t)
+            }
         };
         Sample::from_trace(arch, trace)
     }
@@ -129,17 +146,25 @@ impl Controller {
         let trace = match (&self.policy, arch) {
             (Policy::Micro(p), Arch::Micro(a)) => p.run(Some(a), &mut pick)?.1,
             (Policy::Macro(p), Arch::Macro(a)) => p.run(Some(a), &mut pick)?.1,
+            (Policy::Seq(p), a) if a.space() == self.space => {
+                let c = a.choices().ok_or_else(|| candle_core::Error::Msg("architecture has no fixed choices".into()))?;
+                p.run(Some(&c), &mut pick)?.1
+            }
             _ => candle_core::bail!("architecture of the other space than the controller's"),
         };
         Sample::from_trace(arch.clone(), trace)
     }
 }
 
-/// A uniform draw from the space: every decision equally likely.
+/// A uniform draw from the space: every decision equally likely. `size`:
+/// micro nodes per cell, macro layers, MetaQNN the input image side (a walk of
+/// uniform legal steps).
 pub fn uniform_arch(space: SpaceKind, size: usize, rng: &mut ChaCha8Rng) -> Arch {
     match space {
         SpaceKind::Micro => Arch::Micro(MicroArch::random(size, rng)),
         SpaceKind::Macro => Arch::Macro(MacroArch::random(size, rng)),
+        SpaceKind::Nb201 => Arch::Nb201(Nb201Arch::random(rng)),
+        SpaceKind::Metaqnn => Arch::Metaqnn(qlearning::random_walk(size, rng)),
     }
 }
 
@@ -226,6 +251,9 @@ pub struct ControllerSettings {
     pub ppo_epochs: usize,
     pub ppo_clip: f64,
     pub ppo_target_kl: f64,
+    /// PPO: rank-based advantages (multi-trial search and the NB201 oracle).
+    #[serde(default)]
+    pub rank_advantages: bool,
 }
 
 impl ControllerSettings {
@@ -246,6 +274,7 @@ impl ControllerSettings {
                 baseline_decay: s.baseline_decay,
                 target_kl: s.ppo_target_kl,
                 skip_weight: s.skip_weight,
+                rank_advantages: s.rank_advantages,
             })),
             Algo::Random => Box::new(RandomSearch { samples_per_update: s.samples_per_update }),
         }

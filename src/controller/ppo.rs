@@ -20,6 +20,10 @@ pub struct PpoConfig {
     /// Stop the epochs once the approximate KL exceeds 1.5 x this.
     pub target_kl: f64,
     pub skip_weight: f64,
+    /// Advantages from the rewards' ranks within the batch instead of the
+    /// baseline: scale-free, and robust to the outliers of a table (docs/DESIGN.md).
+    #[serde(default)]
+    pub rank_advantages: bool,
 }
 
 pub struct Ppo {
@@ -43,6 +47,30 @@ fn advantages(rewards: &[f64], baselines: &[f64]) -> Vec<f64> {
     rewards.iter().zip(baselines).map(|(r, b)| (r - b) / scale).collect()
 }
 
+/// Centred ranks in [-0.5, 0.5]: only the order of the batch's rewards counts.
+fn rank_advantages(rewards: &[f64]) -> Vec<f64> {
+    let n = rewards.len();
+    if n < 2 {
+        return vec![0.0; n];
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| rewards[a].total_cmp(&rewards[b]));
+    let mut adv = vec![0.0; n];
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && rewards[order[j + 1]] == rewards[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0;
+        for k in i..=j {
+            adv[order[k]] = rank / (n - 1) as f64 - 0.5;
+        }
+        i = j + 1;
+    }
+    adv
+}
+
 impl PolicyOptimizer for Ppo {
     fn name(&self) -> &'static str {
         "ppo"
@@ -56,7 +84,7 @@ impl PolicyOptimizer for Ppo {
         let c = self.cfg.clone();
         let old: Vec<f64> = samples.iter().map(|s| s.log_prob_value()).collect::<Result<_>>()?;
         let baselines: Vec<f64> = accuracies.iter().map(|&r| self.baseline.update(r)).collect();
-        let adv = advantages(accuracies, &baselines);
+        let adv = if c.rank_advantages { rank_advantages(accuracies) } else { advantages(accuracies, &baselines) };
         let n = samples.len() as f64;
         let mut stats = UpdateStats { mean_reward: mean(accuracies), baseline: self.baseline.value, ..Default::default() };
         stats.entropy = mean(&samples.iter().map(|s| s.entropy_value()).collect::<Result<Vec<_>>>()?);

@@ -4,6 +4,7 @@ pub mod init;
 pub mod layers;
 pub mod macro_net;
 pub mod macro_supernet;
+pub mod metaqnn_net;
 pub mod micro_net;
 pub mod micro_supernet;
 
@@ -11,6 +12,7 @@ pub use init::{seeded_init, trainable_vars};
 pub use macro_net::MacroNet;
 pub use micro_net::MicroNet;
 pub use macro_supernet::MacroSupernet;
+pub use metaqnn_net::MetaqnnNet;
 pub use micro_supernet::MicroSupernet;
 
 use crate::space::{Arch, SpaceKind};
@@ -33,6 +35,13 @@ pub struct NetConfig {
     pub dropout: f32,
     /// Final drop-path probability (reached at the last layer and the last step).
     pub drop_path: f32,
+    /// MetaQNN: filters and units are the paper's times this (CPU-sized children).
+    #[serde(default = "full_width")]
+    pub width: f64,
+}
+
+fn full_width() -> f64 {
+    1.0
 }
 
 /// What one forward pass needs besides the input: training or evaluation,
@@ -52,6 +61,7 @@ pub struct Output {
 pub enum Network {
     Micro(MicroNet),
     Macro(MacroNet),
+    Metaqnn(MetaqnnNet),
 }
 
 impl Network {
@@ -66,6 +76,8 @@ impl Network {
         Ok(match arch {
             Arch::Micro(a) => Network::Micro(MicroNet::new(vb, a, cfg)?),
             Arch::Macro(a) => Network::Macro(MacroNet::new(vb, a, cfg)?),
+            Arch::Metaqnn(a) => Network::Metaqnn(MetaqnnNet::new(vb, a, cfg)?),
+            Arch::Nb201(_) => candle_core::bail!("NB201 cells are looked up in a table (enas bench nb201), not trained here"),
         })
     }
 
@@ -73,6 +85,7 @@ impl Network {
         match self {
             Network::Micro(n) => n.forward(x, ctx),
             Network::Macro(n) => n.forward(x, ctx),
+            Network::Metaqnn(n) => n.forward(x, ctx),
         }
     }
 }
@@ -95,6 +108,7 @@ impl Supernet {
         Ok(match space {
             SpaceKind::Micro => Supernet::Micro(MicroSupernet::new(vb, nodes, cfg)?),
             SpaceKind::Macro => Supernet::Macro(MacroSupernet::new(vb, cfg.layers, cfg)?),
+            other => candle_core::bail!("the {} space has no supernet (use --mode multi-trial)", other.name()),
         })
     }
 

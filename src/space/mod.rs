@@ -1,10 +1,15 @@
 //! Search spaces and their architecture types, with the authors' string
 //! formats and JSON.
+pub mod encoding;
 pub mod macro_space;
+pub mod metaqnn;
 pub mod micro;
+pub mod nb201;
 
 pub use macro_space::{MacroArch, MacroLayer, MACRO_OPS};
+pub use metaqnn::MetaArch;
 pub use micro::{Cell, MicroArch, Node, MICRO_OPS};
+pub use nb201::{Nb201Arch, NB201_OPS};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +18,26 @@ use serde::{Deserialize, Serialize};
 pub enum SpaceKind {
     Micro,
     Macro,
+    /// MetaQNN's layer chains (multi-trial search only: no shared weights).
+    Metaqnn,
+    /// The NAS-Bench-201 cell (tabular: `enas bench nb201`).
+    Nb201,
+}
+
+impl SpaceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SpaceKind::Micro => "micro",
+            SpaceKind::Macro => "macro",
+            SpaceKind::Metaqnn => "metaqnn",
+            SpaceKind::Nb201 => "nb201",
+        }
+    }
+
+    /// Spaces with an ENAS supernet (shared weights).
+    pub fn has_supernet(self) -> bool {
+        matches!(self, SpaceKind::Micro | SpaceKind::Macro)
+    }
 }
 
 /// A parse error that points at the offending token.
@@ -56,6 +81,8 @@ fn integers(text: &str) -> Result<Vec<usize>, ArchError> {
 pub enum Arch {
     Micro(MicroArch),
     Macro(MacroArch),
+    Metaqnn(MetaArch),
+    Nb201(Nb201Arch),
 }
 
 impl Arch {
@@ -63,6 +90,8 @@ impl Arch {
         match self {
             Arch::Micro(_) => SpaceKind::Micro,
             Arch::Macro(_) => SpaceKind::Macro,
+            Arch::Metaqnn(_) => SpaceKind::Metaqnn,
+            Arch::Nb201(_) => SpaceKind::Nb201,
         }
     }
 
@@ -71,6 +100,8 @@ impl Arch {
         match self {
             Arch::Micro(a) => a.to_string(),
             Arch::Macro(a) => a.to_string(),
+            Arch::Metaqnn(a) => a.to_string(),
+            Arch::Nb201(a) => a.to_string(),
         }
     }
 
@@ -78,6 +109,8 @@ impl Arch {
         Ok(match space {
             SpaceKind::Micro => Arch::Micro(text.parse()?),
             SpaceKind::Macro => Arch::Macro(text.parse()?),
+            SpaceKind::Metaqnn => Arch::Metaqnn(text.parse()?),
+            SpaceKind::Nb201 => Arch::Nb201(text.parse()?),
         })
     }
 
@@ -85,16 +118,15 @@ impl Arch {
         match self {
             Arch::Micro(a) => a.to_json(),
             Arch::Macro(a) => a.to_json(),
+            Arch::Metaqnn(a) => a.to_json(),
+            Arch::Nb201(a) => a.to_json(),
         }
     }
 
     pub fn from_json(space: SpaceKind, v: &serde_json::Value) -> Result<Arch, ArchError> {
         let text = v.to_string();
         if let Some(s) = v.get("space").and_then(|s| s.as_str()) {
-            let want = match space {
-                SpaceKind::Micro => "micro",
-                SpaceKind::Macro => "macro",
-            };
+            let want = space.name();
             if s != want {
                 return Err(ArchError::whole(&text, format!("JSON is a {s} architecture, expected {want}")));
             }

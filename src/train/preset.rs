@@ -67,6 +67,7 @@ fn net(c: &Choice, s: &Size) -> NetConfig {
         aux_head: s.aux_weight > 0.0 && c.space == SpaceKind::Micro,
         dropout: s.dropout,
         drop_path: s.drop_path,
+        width: 1.0,
     }
 }
 
@@ -149,6 +150,7 @@ pub fn plan(c: &Choice) -> Plan {
         ppo_epochs: 4,
         ppo_clip: 0.2,
         ppo_target_kl: 0.02,
+        rank_advantages: false,
     };
     let search_cfg = SearchConfig {
         space: c.space,

@@ -61,6 +61,8 @@ impl SearchConfig {
         match self.space {
             SpaceKind::Micro => self.nodes,
             SpaceKind::Macro => self.net.layers,
+            SpaceKind::Metaqnn => self.net.image_size,
+            SpaceKind::Nb201 => 0,
         }
     }
 }
