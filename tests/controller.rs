@@ -42,6 +42,8 @@ fn toy_reward(arch: &Arch) -> f64 {
             ids.iter().filter(|&&i| i == 0).count() as f64 / ids.len() as f64
         }
         Arch::Macro(a) => a.layers.iter().filter(|l| l.op == 5).count() as f64 / a.layers.len() as f64,
+        Arch::Nb201(a) => a.ops.iter().filter(|&&o| o == 3).count() as f64 / a.ops.len() as f64,
+        Arch::Metaqnn(_) => unreachable!("no LSTM policy over MetaQNN"),
     }
 }
 
