@@ -43,6 +43,7 @@ fn config(space: SpaceKind, arch: &str, data_dir: &Path, epochs: usize) -> Retra
         valid_size: 32,
         train_limit: None,
         seed: 5,
+        data_seed: None,
     }
 }
 

@@ -1,7 +1,6 @@
 //! `enas bench nb201`: search strategies against a tabular oracle
 //! (NAS-Bench-201), the table's accuracy as the reward, many seeds in seconds.
-use crate::controller::qlearning::QConfig;
-use crate::controller::{Algo, ControllerSettings, PolicyConfig, Strategy};
+use crate::controller::Strategy;
 use crate::space::{Arch, Nb201Arch, SpaceKind};
 use crate::train::trials::{run_budget, searcher, StrategyConfig};
 use anyhow::{bail, Context, Result};
@@ -37,31 +36,26 @@ pub struct Nb201Args {
     /// Write the best-so-far curves here (CSV) instead of printing them.
     #[arg(long)]
     pub curve: Option<PathBuf>,
-    /// PPO/REINFORCE: Adam's learning rate.
-    #[arg(long, default_value_t = 0.05)]
-    pub lr: f64,
-    /// PPO/REINFORCE: architectures per policy update.
-    #[arg(long, default_value_t = 5)]
-    pub samples_per_update: usize,
-    #[arg(long, default_value_t = 0.0)]
-    pub entropy_weight: f64,
-    /// PPO/REINFORCE: logits are c * tanh(logits/T), so no choice's probability saturates.
-    #[arg(long, default_value_t = 1.5)]
-    pub tanh_constant: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub baseline_decay: f64,
-    #[arg(long, default_value_t = 4)]
-    pub ppo_epochs: usize,
+    /// PPO/REINFORCE: Adam's learning rate (default 0.05).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// PPO/REINFORCE: architectures per policy update (default 5).
+    #[arg(long)]
+    pub samples_per_update: Option<usize>,
+    /// PPO/REINFORCE: weight of the entropy bonus (default 0).
+    #[arg(long)]
+    pub entropy_weight: Option<f64>,
+    /// PPO/REINFORCE: logits are c * tanh(logits), so no choice saturates (default 1.5; 0: off).
+    #[arg(long)]
+    pub tanh_constant: Option<f64>,
     /// PPO: advantages against the EMA baseline (the ENAS search's) instead of batch ranks.
     #[arg(long)]
     pub baseline_advantages: bool,
-    #[arg(long, default_value_t = 32)]
-    pub lstm_size: usize,
-    /// Evolution: population and tournament (sample) size.
-    #[arg(long, default_value_t = 20)]
-    pub population: usize,
-    #[arg(long, default_value_t = 5)]
-    pub tournament: usize,
+    /// Evolution: population and tournament (sample) size (default 20 and 5).
+    #[arg(long)]
+    pub population: Option<usize>,
+    #[arg(long)]
+    pub tournament: Option<usize>,
     /// One JSON object per strategy instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -114,22 +108,18 @@ pub struct StrategyResult {
 }
 
 pub fn strategy_config(a: &Nb201Args, strategy: Strategy) -> StrategyConfig {
-    let controller = ControllerSettings {
-        algo: Algo::Ppo,
-        policy: PolicyConfig { lstm_size: a.lstm_size, temperature: None, tanh_constant: Some(a.tanh_constant).filter(|c| *c > 0.0), op_tanh_reduce: 1.0, skip_target: 0.4 },
-        lr: a.lr,
-        updates_per_epoch: 1,
-        samples_per_update: a.samples_per_update,
-        reward_batches: 1,
-        entropy_weight: a.entropy_weight,
-        baseline_decay: a.baseline_decay,
-        skip_weight: 0.0,
-        ppo_epochs: a.ppo_epochs,
-        ppo_clip: 0.2,
-        ppo_target_kl: 0.02,
-        rank_advantages: !a.baseline_advantages,
-    };
-    StrategyConfig { strategy, controller, population: a.population, tournament: a.tournament, q: QConfig::paper(a.budget) }
+    let mut cfg = StrategyConfig::defaults(strategy, a.budget);
+    let c = &mut cfg.controller;
+    c.lr = a.lr.unwrap_or(c.lr);
+    c.samples_per_update = a.samples_per_update.unwrap_or(c.samples_per_update);
+    c.entropy_weight = a.entropy_weight.unwrap_or(c.entropy_weight);
+    if let Some(t) = a.tanh_constant {
+        c.policy.tanh_constant = Some(t).filter(|t| *t > 0.0);
+    }
+    c.rank_advantages = !a.baseline_advantages;
+    cfg.population = a.population.unwrap_or(cfg.population);
+    cfg.tournament = a.tournament.unwrap_or(cfg.tournament);
+    cfg
 }
 
 /// One search of `strategy` with `seed`: the best-so-far curve (true accuracy
@@ -150,7 +140,7 @@ fn one_search(a: &Nb201Args, table: &Table, strategy: Strategy, seed: u64) -> Re
         let observed = truth(arch, i)? + if a.noise > 0.0 { noise.sample(&mut noise_rng) } else { 0.0 };
         Ok(observed * scale)
     };
-    let out = run_budget(s.as_mut(), a.budget, a.budget * a.cap_factor.max(1), &mut rng, &mut cache, &mut evaluate, &mut |_, _, _| Ok(()))?;
+    let out = run_budget(s.as_mut(), a.budget, a.budget * a.cap_factor.max(1), &mut rng, &mut cache, &mut evaluate, &mut |_, _, _, _| Ok(()))?;
     let (mut curve, mut best) = (Vec::with_capacity(a.budget), (f64::NEG_INFINITY, 0.0));
     for (arch, observed) in &out.distinct {
         if *observed > best.0 {

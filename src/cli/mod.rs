@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod bench_nb201;
 pub mod bench_supernet;
+pub mod multi_trial;
 mod search;
 
 use crate::data::cifar::Variant;
@@ -230,7 +231,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Derive(a) => search::derive(a, &device),
         Command::Retrain(a) => {
             let cfg = retrain_config(&a)?;
-            let opts = retrain::RunOptions { resume: a.resume, show_progress: !a.quiet, stop_after: a.stop_after };
+            let opts = retrain::RunOptions { resume: a.resume, show_progress: !a.quiet, stop_after: a.stop_after, skip_test: false };
             let Some(s) = retrain::run(&cfg, &a.out, &opts, &device)? else {
                 println!("stopped as asked; continue with --resume");
                 return Ok(());
@@ -304,5 +305,6 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
         valid_size: a.valid_size,
         train_limit: a.train_limit,
         seed: a.seed,
+        data_seed: None,
     })
 }

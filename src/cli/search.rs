@@ -1,6 +1,6 @@
 //! `enas train`, `enas search` and `enas derive`.
 use super::DataArgs;
-use crate::controller::Algo;
+use crate::controller::{Algo, Strategy};
 use crate::data::cifar::Variant;
 use crate::data::{fetch, Dataset, DatasetKind};
 use crate::space::SpaceKind;
@@ -17,35 +17,62 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct TrainArgs {
     #[command(flatten)]
-    data: DataArgs,
+    pub(super) data: DataArgs,
     #[arg(long, value_enum, default_value = "micro")]
-    space: SpaceKind,
+    pub(super) space: SpaceKind,
     #[arg(long, value_enum, default_value = "ppo")]
-    controller: Algo,
+    pub(super) controller: Algo,
+    /// enas: one shared supernet (ENAS); multi-trial: every child trained from scratch (NAS-RL, MetaQNN; `enas search` only).
+    #[arg(long, value_enum, default_value = "enas")]
+    pub(super) mode: Mode,
+    /// Multi-trial: how architectures are chosen.
+    #[arg(long, value_enum, default_value = "reinforce")]
+    pub(super) strategy: Strategy,
+    /// Multi-trial: distinct children to train.
+    #[arg(long, default_value_t = 60)]
+    pub(super) budget: usize,
+    /// Multi-trial: epochs each child trains; its reward is its best validation accuracy.
+    #[arg(long, default_value_t = 2)]
+    pub(super) child_epochs: usize,
+    /// Multi-trial, MetaQNN: filters and units are the paper's times this.
+    #[arg(long, default_value_t = 1.0)]
+    pub(super) width: f64,
+    /// Multi-trial: children train on the first N training images only.
+    #[arg(long)]
+    pub(super) train_limit: Option<usize>,
+    /// Multi-trial: images held out of training for the children's rewards.
+    #[arg(long)]
+    pub(super) valid_size: Option<usize>,
     /// Sizes and schedules of every stage: smoke (seconds), quick (an hour on 2 cores), paper (the authors').
     #[arg(long, value_enum, default_value = "quick")]
-    preset: Preset,
+    pub(super) preset: Preset,
     #[arg(long)]
-    out: PathBuf,
+    pub(super) out: PathBuf,
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(super) seed: u64,
     /// Search epochs instead of the preset's.
     #[arg(long)]
-    search_epochs: Option<usize>,
+    pub(super) search_epochs: Option<usize>,
     /// Retrain epochs instead of the preset's.
     #[arg(long)]
-    retrain_epochs: Option<usize>,
+    pub(super) retrain_epochs: Option<usize>,
     /// Continue the run in --out where it stopped.
     #[arg(long)]
-    resume: bool,
+    pub(super) resume: bool,
     /// Download CIFAR-10/100 into the cache first if it is not there.
     #[arg(long)]
-    download: bool,
+    pub(super) download: bool,
     /// Stop after this many search epochs of this invocation (to test --resume).
     #[arg(long, hide = true)]
-    stop_after: Option<usize>,
+    pub(super) stop_after: Option<usize>,
     #[arg(long)]
-    quiet: bool,
+    pub(super) quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Enas,
+    MultiTrial,
 }
 
 #[derive(Args)]
@@ -63,7 +90,7 @@ pub struct DeriveArgs {
     quiet: bool,
 }
 
-fn ensure_data(kind: DatasetKind, dir: &Option<PathBuf>, download: bool, show: bool) -> Result<()> {
+pub(super) fn ensure_data(kind: DatasetKind, dir: &Option<PathBuf>, download: bool, show: bool) -> Result<()> {
     if Dataset::load(kind, dir.as_deref(), 0, 0).is_ok() {
         return Ok(());
     }
@@ -83,6 +110,9 @@ fn ensure_data(kind: DatasetKind, dir: &Option<PathBuf>, download: bool, show: b
 }
 
 fn plan_of(a: &TrainArgs) -> Result<preset::Plan> {
+    if a.mode == Mode::Enas && !a.space.has_supernet() {
+        anyhow::bail!("--space {} has no supernet: search it with --mode multi-trial (or `enas bench nb201` for the NB201 table)", a.space.name());
+    }
     let mut plan =
         preset::plan(&Choice { preset: a.preset, space: a.space, algo: a.controller, dataset: a.data.dataset, data_dir: a.data.data_dir.clone(), seed: a.seed });
     if a.search_epochs == Some(0) || a.retrain_epochs == Some(0) {
@@ -98,10 +128,13 @@ fn plan_of(a: &TrainArgs) -> Result<preset::Plan> {
 }
 
 pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
+    if a.mode == Mode::MultiTrial {
+        anyhow::bail!("--mode multi-trial runs as `enas search`; retrain its best child with `enas retrain`");
+    }
     let show = !a.quiet;
     ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
     let plan = plan_of(&a)?;
-    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after };
+    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: false };
     let Some(result) = pipeline::run(&plan, &a.out, &opts, device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());
@@ -120,10 +153,13 @@ pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
 
 /// The search stage alone, into `--out`/search.
 pub fn search(a: TrainArgs, device: &Device) -> Result<()> {
+    if a.mode == Mode::MultiTrial {
+        return super::multi_trial::search(&a, device);
+    }
     let show = !a.quiet;
     ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
     let plan = plan_of(&a)?;
-    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after };
+    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: false };
     let Some(history) = search::run(&plan.search, &a.out.join("search"), &opts, device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());

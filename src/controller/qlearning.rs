@@ -245,6 +245,10 @@ impl Searcher for QLearner {
         Ok(())
     }
 
+    fn note(&self) -> serde_json::Value {
+        serde_json::json!({"epsilon": self.epsilons.last()})
+    }
+
     fn report(&self) -> serde_json::Value {
         serde_json::json!({"epsilon_schedule": self.schedule, "epsilons": self.epsilons, "q": self.q})
     }

@@ -19,6 +19,10 @@ pub trait Searcher {
     fn report(&self) -> serde_json::Value {
         serde_json::json!({})
     }
+    /// What to record beside the latest proposal (Q-learning: its epsilon).
+    fn note(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// Strategies of `--strategy`.

@@ -10,6 +10,7 @@ pub mod progress;
 pub mod retrain;
 pub mod schedule;
 pub mod search;
+pub mod multi_trial;
 pub mod trials;
 
 pub use loss::cross_entropy;

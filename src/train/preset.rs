@@ -194,6 +194,7 @@ pub fn plan(c: &Choice) -> Plan {
         valid_size: if c.preset == Preset::Paper { 0 } else { valid_size },
         train_limit: retrain_limit,
         seed: c.seed,
+        data_seed: None,
     };
     Plan { search: search_cfg, derive: DeriveOptions { samples: derive, uniform: derive }, retrain: retrain_cfg }
 }

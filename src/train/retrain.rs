@@ -43,6 +43,10 @@ pub struct RetrainConfig {
     /// Train on only the first N training images (quick experiments and tests).
     pub train_limit: Option<usize>,
     pub seed: u64,
+    /// Seed of the validation split when it must not follow `seed` (the children
+    /// of a multi-trial search differ in seed but share one split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_seed: Option<u64>,
 }
 
 impl RetrainConfig {
@@ -87,7 +91,7 @@ pub struct Setup {
 }
 
 pub fn load_data(cfg: &RetrainConfig) -> Result<Dataset> {
-    let mut data = Dataset::load(cfg.dataset, cfg.data_dir.as_deref(), cfg.valid_size, cfg.seed)?;
+    let mut data = Dataset::load(cfg.dataset, cfg.data_dir.as_deref(), cfg.valid_size, cfg.data_seed.unwrap_or(cfg.seed))?;
     if let Some(n) = cfg.train_limit {
         let idx: Vec<usize> = (0..n.min(data.train.len())).collect();
         data.train = data.train.subset(&idx);
@@ -152,6 +156,8 @@ pub struct RunOptions {
     pub show_progress: bool,
     /// Stop after this many epochs of this invocation, as if interrupted (tests resume).
     pub stop_after: Option<usize>,
+    /// Skip the test set at the end (test accuracy reported as NaN).
+    pub skip_test: bool,
 }
 
 /// Trains `cfg` from scratch into `out` (or resumes it), then tests it.
@@ -275,12 +281,16 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         write_metrics(out, &history, None)?;
     }
 
-    let (test_accuracy, test_loss) = evaluate(&eval_net, &Arc::new(data.test.clone()), &data, cfg.eval_batch, show_progress, device)?;
+    let (test_accuracy, test_loss) = if opts.skip_test {
+        (f64::NAN, f64::NAN)
+    } else {
+        evaluate(&eval_net, &Arc::new(data.test.clone()), &data, cfg.eval_batch, show_progress, device)?
+    };
     let seconds = seconds_before + started.elapsed().as_secs_f64();
     varmap.save(out.join("model.safetensors")).context("cannot write model.safetensors")?;
     write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch.to_json())?)?;
     let summary = Summary { test_accuracy, test_loss, epochs: history, params, seconds };
-    write_metrics(out, &summary.epochs, Some((test_accuracy, test_loss)))?;
+    write_metrics(out, &summary.epochs, Some((test_accuracy, test_loss)).filter(|t| t.0.is_finite()))?;
     Ok(Some(summary))
 }
 

@@ -4,7 +4,7 @@
 use super::optim::{collect_grads, Adam};
 use super::search::controller_adam;
 use crate::controller::qlearning::{QConfig, QLearner, QSpace};
-use crate::controller::{Controller, ControllerSettings, Evolution, PolicyOptimizer, RandomSearcher, Sample, Searcher, Strategy};
+use crate::controller::{Controller, ControllerSettings, PolicyConfig, Evolution, PolicyOptimizer, RandomSearcher, Sample, Searcher, Strategy};
 use crate::space::{Arch, SpaceKind};
 use candle_core::{Device, Result, Tensor};
 use rand_chacha::ChaCha8Rng;
@@ -22,6 +22,31 @@ pub struct StrategyConfig {
     pub tournament: usize,
     /// Q-learning: the paper's constants; `models` is set to the budget.
     pub q: QConfig,
+}
+
+impl StrategyConfig {
+    /// Defaults for black-box search, tuned on the NB201 CIFAR-10 table
+    /// (BENCHMARKS.md): small batches, a high learning rate, rank advantages
+    /// for PPO, and tanh-bounded logits so no choice's probability saturates.
+    pub fn defaults(strategy: Strategy, budget: usize) -> StrategyConfig {
+        let controller = ControllerSettings {
+            algo: if strategy == Strategy::Reinforce { crate::controller::Algo::Reinforce } else { crate::controller::Algo::Ppo },
+            policy: PolicyConfig { lstm_size: 32, temperature: None, tanh_constant: Some(1.5), op_tanh_reduce: 1.0, skip_target: 0.4 },
+            lr: 0.05,
+            updates_per_epoch: 1,
+            samples_per_update: 5,
+            reward_batches: 1,
+            entropy_weight: 0.0,
+            baseline_decay: 0.9,
+            skip_weight: 0.0,
+            ppo_epochs: 4,
+            ppo_clip: 0.2,
+            ppo_target_kl: 0.02,
+            rank_advantages: true,
+        };
+        // The calibration figure of issue 5: population 20, tournament 5.
+        StrategyConfig { strategy, controller, population: 20, tournament: 5, q: QConfig::paper(budget) }
+    }
 }
 
 /// The ENAS controller as a black-box strategy: each update's samples are proposed, then learned from.
@@ -82,7 +107,8 @@ pub struct Outcome {
 /// Runs `searcher` until `budget` distinct architectures are evaluated or
 /// `cap` proposals are made (a policy that only repeats itself must end).
 /// `evaluate` is called once per architecture not in `cache`, and its reward
-/// added there; `on_new` hears of every distinct one, cached or not.
+/// added there; `on_new` hears of every distinct one, cached or not, with the
+/// strategy's note on it (Q-learning: its epsilon).
 pub fn run_budget(
     searcher: &mut dyn Searcher,
     budget: usize,
@@ -90,7 +116,7 @@ pub fn run_budget(
     rng: &mut ChaCha8Rng,
     cache: &mut HashMap<String, f64>,
     evaluate: &mut dyn FnMut(&Arch, usize) -> anyhow::Result<f64>,
-    on_new: &mut dyn FnMut(&Arch, f64, usize) -> anyhow::Result<()>,
+    on_new: &mut dyn FnMut(&Arch, f64, usize, serde_json::Value) -> anyhow::Result<()>,
 ) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
     let mut seen = HashSet::new();
@@ -115,7 +141,7 @@ pub fn run_budget(
                 };
                 seen.insert(key.clone());
                 out.distinct.push((arch.clone(), r));
-                on_new(arch, r, index)?;
+                on_new(arch, r, index, searcher.note())?;
             }
             rewards.push(cache[&key]);
         }

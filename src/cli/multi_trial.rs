@@ -1,0 +1,103 @@
+//! `enas search --mode multi-trial`: children trained from scratch, chosen by
+//! REINFORCE, PPO, Q-learning, regularised evolution or at random.
+use super::search::{ensure_data, TrainArgs};
+use crate::controller::Strategy;
+use crate::model::NetConfig;
+use crate::space::SpaceKind;
+use crate::train::multi_trial::{self, MultiTrialConfig, TrialRecord};
+use crate::train::preset::{self, Choice};
+use crate::train::retrain::RunOptions;
+use crate::train::trials::StrategyConfig;
+use anyhow::{bail, Result};
+use candle_core::Device;
+
+pub fn config(a: &TrainArgs) -> Result<MultiTrialConfig> {
+    if a.budget == 0 || a.child_epochs == 0 {
+        bail!("--budget and --child-epochs must be positive");
+    }
+    if !(a.width > 0.0 && a.width <= 4.0) {
+        bail!("--width must be in (0, 4], got {}", a.width);
+    }
+    match (a.space, a.strategy) {
+        (SpaceKind::Nb201, _) => bail!("--space nb201 is a table, not trained here: use `enas bench nb201 --table FILE`"),
+        (SpaceKind::Metaqnn, Strategy::Ppo | Strategy::Reinforce | Strategy::Evolution) => {
+            bail!("--space metaqnn takes --strategy qlearning or random (its chains vary in length; the LSTM and evolution need fixed choices)")
+        }
+        _ => {}
+    }
+    let plan = preset::plan(&Choice {
+        preset: a.preset,
+        space: if a.space == SpaceKind::Metaqnn { SpaceKind::Macro } else { a.space },
+        algo: a.controller,
+        dataset: a.data.dataset,
+        data_dir: a.data.data_dir.clone(),
+        seed: a.seed,
+    });
+    let mut child = plan.retrain.clone();
+    child.space = a.space;
+    child.aux_weight = 0.0;
+    child.net = NetConfig { aux_head: false, drop_path: 0.0, width: a.width, ..plan.search.net.clone() };
+    child.batch = plan.search.batch;
+    child.set_epochs(a.child_epochs);
+    child.train_limit = a.train_limit.or(child.train_limit);
+    child.valid_size = a.valid_size.unwrap_or(plan.search.valid_size);
+    if child.valid_size == 0 {
+        bail!("--valid-size must be positive: the children's rewards are validation accuracies");
+    }
+    let arch_size = match a.space {
+        SpaceKind::Metaqnn => child.net.image_size,
+        _ => plan.search.arch_size(),
+    };
+    Ok(MultiTrialConfig {
+        space: a.space,
+        strategy: StrategyConfig::defaults(a.strategy, a.budget),
+        budget: a.budget,
+        cap_factor: 50,
+        arch_size,
+        child,
+        seed: a.seed,
+    })
+}
+
+pub fn search(a: &TrainArgs, device: &Device) -> Result<()> {
+    let show = !a.quiet;
+    ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
+    let cfg = config(a)?;
+    let out = a.out.join("search");
+    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: true };
+    let Some(trials) = multi_trial::run(&cfg, &out, &opts, device)? else {
+        println!("stopped as asked; continue with --resume");
+        return Ok(());
+    };
+    let text = summary(&trials, cfg.space);
+    crate::train::checkpoint::write_atomic(&out.join("summary.md"), &text)?;
+    print!("{text}");
+    println!("children and their metrics in {}", out.display());
+    Ok(())
+}
+
+/// The best children, and for Q-learning the mean reward at each epsilon.
+pub fn summary(trials: &[TrialRecord], space: SpaceKind) -> String {
+    let mut s = format!("{} children trained ({} space)\n\nbest children:\n", trials.len(), space.name());
+    let mut best: Vec<&TrialRecord> = trials.iter().collect();
+    best.sort_by(|a, b| b.reward.total_cmp(&a.reward).then(a.index.cmp(&b.index)));
+    for t in best.iter().take(5) {
+        s.push_str(&format!("  #{:<3} valid {:.4}  {:>9} params  {:>6.0}s  {}\n", t.index, t.reward, t.params, t.seconds, t.arch));
+    }
+    let mut by_eps: Vec<(f64, Vec<f64>)> = Vec::new();
+    for t in trials {
+        if let Some(e) = t.note.get("epsilon").and_then(|e| e.as_f64()) {
+            match by_eps.iter_mut().find(|(x, _)| *x == e) {
+                Some((_, v)) => v.push(t.reward),
+                None => by_eps.push((e, vec![t.reward])),
+            }
+        }
+    }
+    if !by_eps.is_empty() {
+        s.push_str("\nmean validation accuracy by epsilon:\n");
+        for (e, v) in &by_eps {
+            s.push_str(&format!("  epsilon {e:.1}: {:.4} over {} models\n", v.iter().sum::<f64>() / v.len() as f64, v.len()));
+        }
+    }
+    s
+}
