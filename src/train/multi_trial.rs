@@ -86,11 +86,16 @@ pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, device: &Devic
         child.data_seed = Some(cfg.seed);
         let dir = out.join("children").join(format!("{index:04}"));
         let child_opts = RunOptions { resume: true, show_progress: false, stop_after: None, skip_test: true };
-        let summary = retrain::run(&child, &dir, &child_opts, device)
-            .with_context(|| format!("child {index} ({})", child.arch))?
-            .expect("a child runs to its end");
-        let reward = summary.epochs.iter().map(|e| e.valid_accuracy).fold(0.0, f64::max);
-        finished.borrow_mut().insert(child.arch.clone(), (summary.params, summary.seconds));
+        let (reward, params, seconds) = match retrain::run(&child, &dir, &child_opts, device) {
+            Ok(summary) => {
+                let summary = summary.expect("a child runs to its end");
+                (summary.epochs.iter().map(|e| e.valid_accuracy).fold(0.0, f64::max), summary.params, summary.seconds)
+            }
+            // A child whose training diverged is a bad architecture, not a failed search.
+            Err(e) if e.is::<retrain::Diverged>() => (0.0, 0, 0.0),
+            Err(e) => return Err(e.context(format!("child {index} ({})", child.arch))),
+        };
+        finished.borrow_mut().insert(child.arch.clone(), (params, seconds));
         trained += 1;
         Ok(reward)
     };

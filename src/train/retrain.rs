@@ -148,6 +148,15 @@ fn model_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
 
+/// A loss that became NaN or infinite (a multi-trial search scores the child 0).
+#[derive(Debug, thiserror::Error)]
+#[error("training diverged at epoch {epoch} step {step}: loss is {loss}; try a lower --lr")]
+pub struct Diverged {
+    pub epoch: usize,
+    pub step: usize,
+    pub loss: f64,
+}
+
 /// How one invocation runs, as opposed to what it trains (`RetrainConfig`).
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -231,7 +240,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
             sgd.step(&grads)?;
             let l = loss.to_scalar::<f32>()? as f64;
             if !l.is_finite() {
-                bail!("training diverged at epoch {} step {i}: loss is {l}; try a lower --lr", epoch + 1);
+                return Err(Diverged { epoch: epoch + 1, step: i, loss: l }.into());
             }
             loss_sum += l * n as f64;
             right += correct(&out.logits, &y)?;
