@@ -33,13 +33,14 @@ impl QConfig {
 pub const PAPER_SCHEDULE: [(f64, usize); 10] =
     [(1.0, 1500), (0.9, 100), (0.8, 100), (0.7, 100), (0.6, 150), (0.5, 150), (0.4, 150), (0.3, 150), (0.2, 150), (0.1, 150)];
 
-/// The paper's schedule scaled to `models` in all (largest remainders keep the total).
+/// The paper's schedule scaled to `models` in all (largest remainders keep the
+/// total; ties go to the later, greedier levels, so the last level is not empty).
 pub fn schedule(models: usize) -> Vec<(f64, usize)> {
     let total: usize = PAPER_SCHEDULE.iter().map(|p| p.1).sum();
     let exact: Vec<f64> = PAPER_SCHEDULE.iter().map(|p| p.1 as f64 * models as f64 / total as f64).collect();
     let mut counts: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
     let mut order: Vec<usize> = (0..exact.len()).collect();
-    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(b.cmp(&a)));
     let short = models - counts.iter().sum::<usize>();
     for &i in order.iter().take(short) {
         counts[i] += 1;
@@ -215,8 +216,14 @@ impl QLearner {
         QLearner { cfg, space, q: QTable::new(), memory: Vec::new(), schedule, pending: Vec::new(), epsilons: Vec::new() }
     }
 
+    /// Epsilon of the next proposal.
     pub fn epsilon(&self) -> f64 {
         epsilon_at(&self.schedule, self.epsilons.len())
+    }
+
+    /// Epsilon the latest proposal was made with.
+    pub fn epsilon_of_last(&self) -> f64 {
+        self.epsilons.last().copied().unwrap_or(1.0)
     }
 }
 
