@@ -132,8 +132,8 @@ fn metaqnn_networks_follow_their_chain() {
     for (text, params) in [
         // 1*16*9 + BN(16: gamma, beta) + classifier 16*10.
         ("C(64,3) GAP", 16 * 9 + 32 + 160),
-        // conv 1->16 (3x3), pool 28->8, FC on 16*8*8 -> 32, classifier 32*10.
-        ("C(64,3) P(5,3) FC(128) SM", 16 * 9 + 32 + 16 * 8 * 8 * 32 + 32 * 10),
+        // conv 1->16 (3x3), pool 28->8, FC on 16*8*8 -> 32 with BN, classifier 32*10.
+        ("C(64,3) P(5,3) FC(128) SM", 16 * 9 + 32 + 16 * 8 * 8 * 32 + 64 + 32 * 10),
         // pool 28->8, conv 1->32 (1x1), pool 8->3, classifier on 32*3*3.
         ("P(5,3) C(128,1) P(3,2) SM", 32 + 64 + 32 * 3 * 3 * 10),
     ] {

@@ -1,7 +1,9 @@
 //! A MetaQNN network (Baker et al. 2017, Sec. 4.1): the layers of the chain in
 //! order, then global average pooling or a flatten, and the softmax classifier.
 //! Convolutions are conv-BN-ReLU at stride 1 with 'same' padding; pooling is
-//! max pooling without padding; fully connected layers are linear-ReLU.
+//! max pooling without padding; fully connected layers are linear-BN-ReLU
+//! (docs/DESIGN.md: without BN, SGD at our learning rate killed every ReLU of
+//! some fully connected children).
 use super::layers::{global_avg_pool, BatchNorm, Conv, Linear};
 use super::{Ctx, NetConfig, Output};
 use crate::ops::{self, PoolKind, Window};
@@ -13,7 +15,7 @@ use candle_nn::VarBuilder;
 enum Block {
     Conv(Conv, BatchNorm),
     Pool { field: usize, stride: usize },
-    Fc(Linear),
+    Fc(Linear, BatchNorm),
 }
 
 pub struct MetaqnnNet {
@@ -47,7 +49,7 @@ impl MetaqnnNet {
                 }
                 Layer::Fc { units } => {
                     let u = scaled(units, cfg.width);
-                    let block = Block::Fc(Linear::new(vb.pp("fc"), flat.unwrap_or(channels * size * size), u)?);
+                    let block = Block::Fc(Linear::new(vb.pp("fc"), flat.unwrap_or(channels * size * size), u)?, BatchNorm::new(vb.pp("bn"), u)?);
                     flat = Some(u);
                     block
                 }
@@ -68,7 +70,11 @@ impl MetaqnnNet {
                     let (_, _, h, w) = x.dims4()?;
                     ops::pool2d(&x, PoolKind::Max, Window::valid(h, w, *field, *stride))?
                 }
-                Block::Fc(fc) => fc.forward(&x.flatten_from(1)?)?.relu()?,
+                Block::Fc(fc, bn) => {
+                    let y = fc.forward(&x.flatten_from(1)?)?;
+                    let (n, u) = y.dims2()?;
+                    bn.forward(&y.reshape((n, u, 1, 1))?, ctx.train)?.relu()?.reshape((n, u))?
+                }
             };
         }
         let features = if self.gap { global_avg_pool(&x)? } else { x.flatten_from(1)? };

@@ -1,0 +1,142 @@
+//! Multi-trial search (NAS-RL's REINFORCE over the macro space) end to end on
+//! smoke-sized Fashion-MNIST data, and a run killed with SIGKILL that resumes
+//! without training a finished child again.
+mod common;
+
+use enas::space::{Arch, SpaceKind};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+fn args(data: &str, out: &str, strategy: &str, space: &str) -> Vec<String> {
+    [
+        "search", "--mode", "multi-trial", "--space", space, "--strategy", strategy, "--preset", "smoke", "--budget", "6",
+        "--child-epochs", "1", "--data-dir", data, "--out", out, "--seed", "4", "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn enas(args: &[String]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_enas")).args(args).env_remove("RUST_BACKTRACE").output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn trials(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("search").join("trials.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// (index, arch, reward) of every child, in index order.
+fn outcome(run: &Path) -> Vec<(u64, String, f64)> {
+    let mut v: Vec<_> = trials(run)
+        .iter()
+        .map(|t| (t["index"].as_u64().unwrap(), t["arch"].as_str().unwrap().to_string(), t["reward"].as_f64().unwrap()))
+        .collect();
+    v.sort_by_key(|t| t.0);
+    v
+}
+
+fn modified(path: &Path) -> SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+#[test]
+fn reinforce_over_the_macro_space_resumes_after_sigkill_without_retraining() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 256, 40, true);
+    let (data_s, whole, killed) = (data.to_str().unwrap(), t.path().join("whole"), t.path().join("killed"));
+
+    let started = Instant::now();
+    let (code, stdout, err) = enas(&args(data_s, whole.to_str().unwrap(), "reinforce", "macro"));
+    assert_eq!(code, 0, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(180), "smoke multi-trial took {:?}", started.elapsed());
+    let whole_outcome = outcome(&whole);
+    assert_eq!(whole_outcome.len(), 6, "{stdout}");
+    for (i, (index, arch, reward)) in whole_outcome.iter().enumerate() {
+        assert_eq!(*index, i as u64);
+        Arch::parse(SpaceKind::Macro, arch).unwrap();
+        assert!((0.0..=1.0).contains(reward));
+        assert!(whole.join("search").join("children").join(format!("{i:04}")).join("metrics.jsonl").exists());
+    }
+    let summary = std::fs::read_to_string(whole.join("search").join("summary.md")).unwrap();
+    assert!(summary.contains("6 children trained") && summary.contains(&whole_outcome[0].1[..3]), "{summary}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enas"))
+        .args(args(data_s, killed.to_str().unwrap(), "reinforce", "macro"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while trials(&killed).len() < 2 {
+        assert!(Instant::now() < deadline, "no two children after two minutes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the search finished before it could be killed");
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let before = trials(&killed).len();
+    assert!(before < 6, "killed after every child had finished");
+    let finished: Vec<_> = (0..before)
+        .map(|i| killed.join("search").join("children").join(format!("{i:04}")).join("checkpoint.safetensors"))
+        .map(|p| (modified(&p), p))
+        .collect();
+
+    let (code, _, err) = enas(&[args(data_s, killed.to_str().unwrap(), "reinforce", "macro"), vec!["--resume".into()]].concat());
+    assert_eq!(code, 0, "{err}");
+    for (when, path) in finished {
+        assert_eq!(modified(&path), when, "{} was trained again", path.display());
+    }
+    assert_eq!(outcome(&killed), whole_outcome, "the resumed search differs from the uninterrupted one");
+
+    // Without --resume the finished run is not overwritten.
+    let (code, _, err) = enas(&args(data_s, killed.to_str().unwrap(), "reinforce", "macro"));
+    assert_eq!(code, 1);
+    assert!(err.contains("--resume"), "{err}");
+}
+
+#[test]
+fn metaqnn_q_learning_runs_and_records_epsilons() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 256, 40, true);
+    let out = t.path().join("run");
+    let mut a = args(data.to_str().unwrap(), out.to_str().unwrap(), "qlearning", "metaqnn");
+    a.extend(["--width".into(), "0.0625".into()]);
+    let (code, stdout, err) = enas(&a);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("mean validation accuracy by epsilon"), "{stdout}");
+    let records = trials(&out);
+    assert_eq!(records.len(), 6);
+    assert_eq!(records[0]["note"]["epsilon"].as_f64(), Some(1.0));
+    let strategy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("search").join("strategy.json")).unwrap()).unwrap();
+    assert!(strategy["q"]["start"].as_object().is_some_and(|m| !m.is_empty()), "{strategy}");
+}
+
+#[test]
+fn bad_multi_trial_requests_are_one_line_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 256, 40, true);
+    let d = data.to_str().unwrap();
+    let out = t.path().join("o");
+    let o = out.to_str().unwrap();
+    for (extra, says) in [
+        (args(d, o, "ppo", "metaqnn"), "--space metaqnn takes --strategy qlearning or random"),
+        (args(d, o, "random", "nb201"), "enas bench nb201"),
+        (args(d, o, "random", "macro").into_iter().map(|a| if a == "6" { "0".to_string() } else { a }).collect(), "--budget"),
+    ] {
+        let (code, _, err) = enas(&extra);
+        assert_eq!(code, 1, "{extra:?}");
+        assert!(err.contains(says) && err.lines().count() == 1 && !err.contains("panicked"), "{err}");
+    }
+    let (code, _, err) = enas(&["search".into(), "--space".into(), "metaqnn".into(), "--data-dir".into(), d.into(), "--out".into(), o.into()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--mode multi-trial"), "{err}");
+}
