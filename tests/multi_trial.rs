@@ -111,7 +111,9 @@ fn metaqnn_q_learning_runs_and_records_epsilons() {
     a.extend(["--width".into(), "0.0625".into()]);
     let (code, stdout, err) = enas(&a);
     assert_eq!(code, 0, "{err}");
-    assert!(stdout.contains("mean validation accuracy by epsilon"), "{stdout}");
+    for says in ["mean validation accuracy by epsilon", "epsilon schedule (epsilon x models): 1.0 x 4, 0.9 x 0", "Q-values", "first layer, best by Q"] {
+        assert!(stdout.contains(says), "{says}: {stdout}");
+    }
     let records = trials(&out);
     assert_eq!(records.len(), 6);
     assert_eq!(records[0]["note"]["epsilon"].as_f64(), Some(1.0));

@@ -69,15 +69,17 @@ pub fn search(a: &TrainArgs, device: &Device) -> Result<()> {
         println!("stopped as asked; continue with --resume");
         return Ok(());
     };
-    let text = summary(&trials, cfg.space);
+    let report: serde_json::Value = std::fs::read_to_string(out.join("strategy.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let text = summary(&trials, cfg.space, &report);
     crate::train::checkpoint::write_atomic(&out.join("summary.md"), &text)?;
     print!("{text}");
     println!("children and their metrics in {}", out.display());
     Ok(())
 }
 
-/// The best children, and for Q-learning the mean reward at each epsilon.
-pub fn summary(trials: &[TrialRecord], space: SpaceKind) -> String {
+/// The best children, and for Q-learning the epsilon schedule, the mean
+/// reward at each epsilon and the largest Q-values.
+pub fn summary(trials: &[TrialRecord], space: SpaceKind, report: &serde_json::Value) -> String {
     let mut s = format!("{} children trained ({} space)\n\nbest children:\n", trials.len(), space.name());
     let mut best: Vec<&TrialRecord> = trials.iter().collect();
     best.sort_by(|a, b| b.reward.total_cmp(&a.reward).then(a.index.cmp(&b.index)));
@@ -97,6 +99,27 @@ pub fn summary(trials: &[TrialRecord], space: SpaceKind) -> String {
         s.push_str("\nmean validation accuracy by epsilon:\n");
         for (e, v) in &by_eps {
             s.push_str(&format!("  epsilon {e:.1}: {:.4} over {} models\n", v.iter().sum::<f64>() / v.len() as f64, v.len()));
+        }
+    }
+    if let Some(schedule) = report["epsilon_schedule"].as_array() {
+        let parts: Vec<String> = schedule.iter().map(|p| format!("{} x {}", p[0], p[1])).collect();
+        s.push_str(&format!("\nepsilon schedule (epsilon x models): {}\n", parts.join(", ")));
+    }
+    if let Some(q) = report["q"].as_object() {
+        let mut values: Vec<(f64, &str, &str)> = q
+            .iter()
+            .flat_map(|(state, actions)| actions.as_object().into_iter().flatten().map(move |(a, v)| (v.as_f64().unwrap_or(0.0), state.as_str(), a.as_str())))
+            .collect();
+        values.sort_by(|a, b| b.0.total_cmp(&a.0));
+        s.push_str(&format!("\nlargest of {} Q-values (state -> action: Q; all start at 0.5):\n", values.len()));
+        for (v, state, action) in values.iter().take(10) {
+            s.push_str(&format!("  {state} -> {action}: {v:.4}\n"));
+        }
+        if let Some(start) = q.get("start").and_then(|m| m.as_object()) {
+            let mut first: Vec<(&String, f64)> = start.iter().map(|(a, v)| (a, v.as_f64().unwrap_or(0.0))).collect();
+            first.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let parts: Vec<String> = first.iter().take(5).map(|(a, v)| format!("{a} {v:.4}")).collect();
+            s.push_str(&format!("first layer, best by Q: {}\n", parts.join(", ")));
         }
     }
     s

@@ -65,6 +65,9 @@ fn child_seed(seed: u64, index: usize) -> u64 {
 /// Runs (or resumes) the search into `out`; returns every child in the order
 /// proposed, or None when `stop_after` children were trained in this invocation.
 pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, device: &Device) -> Result<Option<Vec<TrialRecord>>> {
+    if !opts.resume && out.join("children").exists() {
+        anyhow::bail!("{}: a run is already there; pass --resume to continue it or choose another --out", out.display());
+    }
     checkpoint::prepare_run_dir(out, cfg, opts.resume, LOG)?;
     let log_path = out.join(LOG);
     let mut log = read_log(&log_path)?;
