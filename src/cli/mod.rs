@@ -87,6 +87,9 @@ struct RetrainArgs {
     layers: usize,
     #[arg(long, default_value_t = 16)]
     channels: usize,
+    /// MetaQNN: filters and units are the paper's times this.
+    #[arg(long, default_value_t = 1.0)]
+    width: f64,
     #[arg(long, default_value_t = 128)]
     batch: usize,
     /// Peak learning rate of the cosine schedule (the authors' lr_max).
@@ -283,7 +286,7 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
             aux_head: a.aux_weight > 0.0,
             dropout: a.dropout,
             drop_path: a.drop_path,
-            width: 1.0,
+            width: a.width,
         },
         epochs: a.epochs,
         batch: a.batch,
