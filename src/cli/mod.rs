@@ -41,6 +41,19 @@ enum Command {
     /// Speed measurements.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Draw an architecture: micro cells, the macro chain with its skips, an NB201 cell or a MetaQNN chain.
+    Draw(DrawArgs),
+}
+
+#[derive(Args)]
+struct DrawArgs {
+    /// Architecture: its string, a file holding one, or an arch.json.
+    arch: String,
+    #[arg(long, value_enum, default_value = "micro")]
+    space: SpaceKind,
+    /// Output file; its extension picks the format: .svg or .dot.
+    #[arg(short, long)]
+    output: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -164,6 +177,20 @@ struct EvalArgs {
     data_dir: Option<PathBuf>,
 }
 
+fn draw(a: &DrawArgs) -> Result<()> {
+    use crate::report::draw::{graphs, to_dot, to_svg};
+    let arch = Arch::load(a.space, &a.arch)?;
+    let g = graphs(&arch);
+    let text = match a.output.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("svg") => to_svg(&g),
+        Some("dot") | Some("gv") => to_dot(&g),
+        _ => anyhow::bail!("{}: the extension must be .svg or .dot", a.output.display()),
+    };
+    std::fs::write(&a.output, text).map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", a.output.display()))?;
+    println!("drew {} into {}", arch.to_arc_string(), a.output.display());
+    Ok(())
+}
+
 /// Runs the CLI and returns the process exit code; errors print as one line.
 pub fn main() -> i32 {
     configure_runtime();
@@ -255,6 +282,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(b) => bench::run(b),
+        Command::Draw(a) => draw(&a),
     }
 }
 

@@ -1,5 +1,7 @@
 //! What a run found and what it cost: `report.md` for people, `result.json`
 //! for scripts.
+pub mod draw;
+
 use crate::train::checkpoint::write_atomic;
 use crate::train::pipeline::TrainResult;
 use anyhow::Result;
