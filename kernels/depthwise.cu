@@ -97,7 +97,7 @@ extern "C" __global__ void depthwise_bwd_weight_f32(const float* __restrict__ x,
     partial[threadIdx.x] = acc;
     __syncthreads();
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
+        if ((int)threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
         __syncthreads();
     }
     if (threadIdx.x == 0) gw[(long)ch * g.k * g.k + tap] = partial[0];

@@ -12,6 +12,8 @@ missing=()
 # Fashion-MNIST, the default dataset, as Debian packages it.
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# The CUDA kernels compile as C++ for the emulated kernel tests.
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     sudo_if_needed apt-get update -qq

@@ -1,0 +1,74 @@
+// Runs one kernel of kernels/ on f32 files and writes its outputs:
+//   harness depthwise N C H W K STRIDE DILATION PAD_TOP PAD_LEFT OUT_H OUT_W RELU X WT GY  Y GX GW
+//   harness pool      N C H W K STRIDE PAD_TOP PAD_LEFT OUT_H OUT_W IS_MAX X GY  Y GX
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+float partial[1];  // the weight gradient's shared memory, one thread per block
+
+struct Geometry { int n, c, h, w, k, stride, dilation, pad_top, pad_left, out_h, out_w; };
+struct Window { int n, c, h, w, k, stride, pad_top, pad_left, out_h, out_w; };
+extern "C" void depthwise_fwd_f32(const float*, const float*, float*, Geometry, int);
+extern "C" void depthwise_bwd_input_f32(const float*, const float*, const float*, float*, Geometry, int);
+extern "C" void depthwise_bwd_weight_f32(const float*, const float*, float*, Geometry, int);
+extern "C" void pool_fwd_f32(const float*, float*, Window, int);
+extern "C" void pool_bwd_f32(const float*, const float*, float*, Window, int);
+
+static std::vector<float> load(const char* path, size_t n) {
+    std::vector<float> v(n);
+    FILE* f = fopen(path, "rb");
+    if (!f || fread(v.data(), 4, n, f) != n) { fprintf(stderr, "cannot read %s\n", path); exit(2); }
+    fclose(f);
+    return v;
+}
+
+static void save(const char* path, const std::vector<float>& v) {
+    FILE* f = fopen(path, "wb");
+    if (!f || fwrite(v.data(), 4, v.size(), f) != v.size()) { fprintf(stderr, "cannot write %s\n", path); exit(2); }
+    fclose(f);
+}
+
+// One launch: `blocks` blocks of one thread each.
+template <class F> static void launch(unsigned blocks, F kernel) {
+    gridDim.x = blocks;
+    blockDim.x = 1;
+    threadIdx.x = 0;
+    for (unsigned b = 0; b < blocks; ++b) { blockIdx.x = b; kernel(); }
+}
+
+int main(int argc, char** argv) {
+    if (argc > 1 && !strcmp(argv[1], "depthwise") && argc == 20) {
+        int a[12];
+        for (int i = 0; i < 12; ++i) a[i] = atoi(argv[2 + i]);
+        Geometry g{a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]};
+        int relu = a[11];
+        size_t nx = (size_t)g.n * g.c * g.h * g.w, nw = (size_t)g.c * g.k * g.k, ny = (size_t)g.n * g.c * g.out_h * g.out_w;
+        auto x = load(argv[14], nx), wt = load(argv[15], nw), gy = load(argv[16], ny);
+        std::vector<float> y(ny), gx(nx), gw(nw);
+        launch(1, [&] { depthwise_fwd_f32(x.data(), wt.data(), y.data(), g, relu); });
+        launch(1, [&] { depthwise_bwd_input_f32(gy.data(), wt.data(), x.data(), gx.data(), g, relu); });
+        launch(g.c * g.k * g.k, [&] { depthwise_bwd_weight_f32(x.data(), gy.data(), gw.data(), g, relu); });
+        save(argv[17], y);
+        save(argv[18], gx);
+        save(argv[19], gw);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "pool") && argc == 17) {
+        int a[11];
+        for (int i = 0; i < 11; ++i) a[i] = atoi(argv[2 + i]);
+        Window g{a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]};
+        int is_max = a[10];
+        size_t nx = (size_t)g.n * g.c * g.h * g.w, ny = (size_t)g.n * g.c * g.out_h * g.out_w;
+        auto x = load(argv[13], nx), gy = load(argv[14], ny);
+        std::vector<float> y(ny), gx(nx);
+        launch(1, [&] { pool_fwd_f32(x.data(), y.data(), g, is_max); });
+        launch(1, [&] { pool_bwd_f32(x.data(), gy.data(), gx.data(), g, is_max); });
+        save(argv[15], y);
+        save(argv[16], gx);
+        return 0;
+    }
+    fprintf(stderr, "usage: see the comment at the top of harness.cpp\n");
+    return 2;
+}

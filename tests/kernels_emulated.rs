@@ -1,0 +1,143 @@
+//! The CUDA kernels of kernels/ compiled as plain C++ (tests/kernels/emulate.h:
+//! one thread per block, blocks in turn) and checked against the CPU ops,
+//! forward and backward, so their index arithmetic is tested without a GPU.
+//! On a GPU the `cuda` feature's tests run the same kernels for real.
+use candle_core::{Device, Tensor, Var};
+use enas::ops::{self, PoolKind, Window};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn harness() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::temp_dir().join(format!("enas-kernel-harness-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let header = root.join("tests/kernels/emulate.h");
+        let mut objects = Vec::new();
+        let mut sources: Vec<PathBuf> = std::fs::read_dir(root.join("kernels")).unwrap().map(|e| e.unwrap().path()).collect();
+        sources.retain(|p| p.extension().is_some_and(|e| e == "cu"));
+        sources.sort();
+        sources.push(root.join("tests/kernels/harness.cpp"));
+        for src in &sources {
+            let obj = dir.join(format!("{}.o", src.file_name().unwrap().to_string_lossy()));
+            let out = Command::new("c++")
+                .args(["-O2", "-std=c++17", "-Wall", "-Werror", "-include"])
+                .arg(&header)
+                .args(["-x", "c++", "-c"])
+                .arg(src)
+                .arg("-o")
+                .arg(&obj)
+                .output()
+                .expect("a C++ compiler (scripts/setup.sh installs g++)");
+            assert!(out.status.success(), "{}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+            objects.push(obj);
+        }
+        let bin = dir.join("harness");
+        let out = Command::new("c++").args(&objects).arg("-o").arg(&bin).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        bin
+    })
+}
+
+fn rand_vec(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+fn write(dir: &Path, name: &str, v: &[f32]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    p
+}
+
+fn read(p: &Path) -> Vec<f32> {
+    std::fs::read(p).unwrap().chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &Tensor) {
+    let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(got.len(), want.len(), "{what}");
+    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * scale, "{what}[{i}]: kernel {g}, CPU op {w}");
+    }
+}
+
+fn run(args: &[String]) {
+    let out = Command::new(harness()).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn depthwise_kernels_match_the_cpu_op() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for &(k, stride, dilation) in &[(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2), (5, 1, 2)] {
+        for &(n, c, h, w) in &[(2, 3, 7, 9), (1, 4, 8, 8)] {
+            for relu in [false, true] {
+                let win = Window::same(h, w, k, stride, dilation);
+                let (xv, wv) = (rand_vec(n * c * h * w, &mut rng), rand_vec(c * k * k, &mut rng));
+                let gyv = rand_vec(n * c * win.out_h * win.out_w, &mut rng);
+                let x = Var::from_vec(xv.clone(), (n, c, h, w), &Device::Cpu).unwrap();
+                let wt = Var::from_vec(wv.clone(), (c, 1, k, k), &Device::Cpu).unwrap();
+                let gy = Tensor::from_vec(gyv.clone(), (n, c, win.out_h, win.out_w), &Device::Cpu).unwrap();
+                let y = if relu { ops::relu_depthwise_conv2d(&x, &wt, stride, dilation) } else { ops::depthwise_conv2d(&x, &wt, stride, dilation) }.unwrap();
+                let grads = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+                let geo = [n, c, h, w, k, stride, dilation, win.pad_top, win.pad_left, win.out_h, win.out_w, relu as usize];
+                let mut args: Vec<String> = std::iter::once("depthwise".to_string()).chain(geo.iter().map(|v| v.to_string())).collect();
+                for (name, v) in [("x", &xv), ("w", &wv), ("gy", &gyv)] {
+                    args.push(write(d, name, v).to_string_lossy().into());
+                }
+                for name in ["y", "gx", "gw"] {
+                    args.push(d.join(name).to_string_lossy().into());
+                }
+                run(&args);
+                let case = format!("k {k} stride {stride} dilation {dilation} {n}x{c}x{h}x{w} relu {relu}");
+                assert_close(&format!("{case}: forward"), &read(&d.join("y")), &y);
+                assert_close(&format!("{case}: grad input"), &read(&d.join("gx")), grads.get(&x).unwrap());
+                assert_close(&format!("{case}: grad weight"), &read(&d.join("gw")), grads.get(&wt).unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn pooling_kernels_match_the_cpu_op() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (n, c) = (2, 3);
+    for &(h, w) in &[(7, 9), (8, 8), (28, 28)] {
+        let windows = [
+            Window::same(h, w, 3, 1, 1),
+            Window::same(h, w, 3, 2, 1),
+            Window::valid(h, w, 5, 3),
+            Window::valid(h, w, 3, 2),
+            Window::valid(h, w, 2, 2),
+        ];
+        for win in windows {
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let xv = rand_vec(n * c * h * w, &mut rng);
+                let gyv = rand_vec(n * c * win.out_h * win.out_w, &mut rng);
+                let x = Var::from_vec(xv.clone(), (n, c, h, w), &Device::Cpu).unwrap();
+                let gy = Tensor::from_vec(gyv.clone(), (n, c, win.out_h, win.out_w), &Device::Cpu).unwrap();
+                let y = ops::pool2d(&x, kind, win).unwrap();
+                let grads = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+                let geo = [n, c, h, w, win.k, win.stride, win.pad_top, win.pad_left, win.out_h, win.out_w, (kind == PoolKind::Max) as usize];
+                let mut args: Vec<String> = std::iter::once("pool".to_string()).chain(geo.iter().map(|v| v.to_string())).collect();
+                args.push(write(d, "x", &xv).to_string_lossy().into());
+                args.push(write(d, "gy", &gyv).to_string_lossy().into());
+                args.push(d.join("y").to_string_lossy().into());
+                args.push(d.join("gx").to_string_lossy().into());
+                run(&args);
+                let case = format!("{kind:?} {win:?}");
+                assert_close(&format!("{case}: forward"), &read(&d.join("y")), &y);
+                assert_close(&format!("{case}: backward"), &read(&d.join("gx")), grads.get(&x).unwrap());
+            }
+        }
+    }
+}
