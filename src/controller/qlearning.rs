@@ -34,7 +34,7 @@ pub const PAPER_SCHEDULE: [(f64, usize); 10] =
     [(1.0, 1500), (0.9, 100), (0.8, 100), (0.7, 100), (0.6, 150), (0.5, 150), (0.4, 150), (0.3, 150), (0.2, 150), (0.1, 150)];
 
 /// The paper's schedule scaled to `models` in all (largest remainders keep the
-/// total; ties go to the later, greedier levels, so the last level is not empty).
+/// total; exact ties go to the later, greedier levels).
 pub fn schedule(models: usize) -> Vec<(f64, usize)> {
     let total: usize = PAPER_SCHEDULE.iter().map(|p| p.1).sum();
     let exact: Vec<f64> = PAPER_SCHEDULE.iter().map(|p| p.1 as f64 * models as f64 / total as f64).collect();
