@@ -18,7 +18,8 @@ pub fn config(a: &TrainArgs) -> Result<MultiTrialConfig> {
     if !(a.width > 0.0 && a.width <= 4.0) {
         bail!("--width must be in (0, 4], got {}", a.width);
     }
-    match (a.space, a.strategy) {
+    let strategy = a.strategy.unwrap_or(if a.space == SpaceKind::Metaqnn { Strategy::Qlearning } else { Strategy::Reinforce });
+    match (a.space, strategy) {
         (SpaceKind::Nb201, _) => bail!("--space nb201 is a table, not trained here: use `enas bench nb201 --table FILE`"),
         (SpaceKind::Metaqnn, Strategy::Ppo | Strategy::Reinforce | Strategy::Evolution) => {
             bail!("--space metaqnn takes --strategy qlearning or random (its chains vary in length; the LSTM and evolution need fixed choices)")
@@ -50,7 +51,7 @@ pub fn config(a: &TrainArgs) -> Result<MultiTrialConfig> {
     };
     Ok(MultiTrialConfig {
         space: a.space,
-        strategy: StrategyConfig::defaults(a.strategy, a.budget),
+        strategy: StrategyConfig::defaults(strategy, a.budget),
         budget: a.budget,
         cap_factor: 50,
         arch_size,

@@ -25,9 +25,9 @@ pub struct TrainArgs {
     /// enas: one shared supernet (ENAS); multi-trial: every child trained from scratch (NAS-RL, MetaQNN; `enas search` only).
     #[arg(long, value_enum, default_value = "enas")]
     pub(super) mode: Mode,
-    /// Multi-trial: how architectures are chosen.
-    #[arg(long, value_enum, default_value = "reinforce")]
-    pub(super) strategy: Strategy,
+    /// Multi-trial: how architectures are chosen (default: reinforce, as NAS-RL; qlearning on metaqnn, as MetaQNN).
+    #[arg(long, value_enum)]
+    pub(super) strategy: Option<Strategy>,
     /// Multi-trial: distinct children to train.
     #[arg(long, default_value_t = 60)]
     pub(super) budget: usize,
