@@ -11,10 +11,10 @@ nvcc="$dir/venv/lib/python3*/site-packages/nvidia/cu13/bin/nvcc"
 if ! compgen -G "$nvcc" >/dev/null; then
     echo "check-kernels: installing nvcc 13.0 from PyPI into $dir"
     mkdir -p "$dir"
-    if ! python3 -m venv "$dir/venv" >/dev/null 2>&1; then
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv "$dir/venv" >/dev/null 2>&1; then
         if [ "$(id -u)" -eq 0 ]; then s=(); else s=(sudo); fi
         "${s[@]}" apt-get update -qq
-        "${s[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+        "${s[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv
         rm -rf "$dir/venv"
         python3 -m venv "$dir/venv"
     fi
