@@ -184,6 +184,12 @@ impl CustomOp2 for Depthwise {
         "depthwise-conv2d"
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, _, _) = l1.shape().dims4()?;
+        super::cuda::depthwise(super::cuda::DepthwiseKernel::Forward, &[(s1, l1), (s2, l2)], n, c, &self.win, self.relu)
+    }
+
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
@@ -222,6 +228,20 @@ struct DepthwiseGradInput {
 impl CustomOp3 for DepthwiseGradInput {
     fn name(&self) -> &'static str {
         "depthwise-conv2d-grad-input"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, _, _) = l3.shape().dims4()?;
+        super::cuda::depthwise(super::cuda::DepthwiseKernel::GradInput, &[(s1, l1), (s2, l2), (s3, l3)], n, c, &self.win, self.relu)
     }
 
     fn cpu_fwd(
@@ -265,6 +285,12 @@ struct DepthwiseGradWeight {
 impl CustomOp2 for DepthwiseGradWeight {
     fn name(&self) -> &'static str {
         "depthwise-conv2d-grad-weight"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, _, _) = l1.shape().dims4()?;
+        super::cuda::depthwise(super::cuda::DepthwiseKernel::GradWeight, &[(s1, l1), (s2, l2)], n, c, &self.win, self.relu)
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {

@@ -1,9 +1,11 @@
 //! Ops candle lacks or does slowly, as custom ops with backward: depthwise
 //! convolution, padded pooling, training-mode batch norm and convolution with
-//! a fused input ReLU. CPU loops live here; CUDA launches arrive with `kernels/`
-//! (each op's `cuda_fwd` is the seam, left at candle's default for now).
+//! a fused input ReLU. CPU loops live here; with the `cuda` feature the
+//! depthwise and pooling ops launch our kernels (kernels/, `cuda.rs`).
 pub mod batch_norm;
 pub mod conv;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod depthwise;
 mod gemm;
 mod plane;

@@ -199,6 +199,12 @@ impl CustomOp1 for Pool {
         }
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, _, _) = l.shape().dims4()?;
+        super::cuda::pool((s, l), None, n, c, &self.win, self.kind == PoolKind::Max)
+    }
+
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s, l, self.name())?;
         let (n, c, _, _) = l.shape().dims4()?;
@@ -232,6 +238,12 @@ struct PoolGrad {
 impl CustomOp2 for PoolGrad {
     fn name(&self) -> &'static str {
         "pool2d-grad"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, _, _) = l1.shape().dims4()?;
+        super::cuda::pool((s1, l1), Some((s2, l2)), n, c, &self.win, self.kind == PoolKind::Max)
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {

@@ -1,0 +1,165 @@
+//! Launches of our kernels (kernels/*.cu, compiled to PTX by build.rs) on
+//! candle's CUDA stream, for the custom ops' `cuda_fwd`. The geometry structs
+//! mirror the kernels' by field order.
+use super::Window;
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{CudaStorage, Layout, Result, Shape};
+
+const DEPTHWISE_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/depthwise.ptx"));
+const POOL_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/pool.ptx"));
+
+/// `Geometry` of kernels/depthwise.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DepthwiseGeometry {
+    n: i32,
+    c: i32,
+    h: i32,
+    w: i32,
+    k: i32,
+    stride: i32,
+    dilation: i32,
+    pad_top: i32,
+    pad_left: i32,
+    out_h: i32,
+    out_w: i32,
+}
+
+// SAFETY: plain old data with the kernel's layout.
+unsafe impl DeviceRepr for DepthwiseGeometry {}
+
+/// `Window` of kernels/pool.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PoolGeometry {
+    n: i32,
+    c: i32,
+    h: i32,
+    w: i32,
+    k: i32,
+    stride: i32,
+    pad_top: i32,
+    pad_left: i32,
+    out_h: i32,
+    out_w: i32,
+}
+
+// SAFETY: plain old data with the kernel's layout.
+unsafe impl DeviceRepr for PoolGeometry {}
+
+fn depthwise_geometry(n: usize, c: usize, win: &Window) -> DepthwiseGeometry {
+    let i = |v: usize| v as i32;
+    DepthwiseGeometry {
+        n: i(n),
+        c: i(c),
+        h: i(win.in_h),
+        w: i(win.in_w),
+        k: i(win.k),
+        stride: i(win.stride),
+        dilation: i(win.dilation),
+        pad_top: i(win.pad_top),
+        pad_left: i(win.pad_left),
+        out_h: i(win.out_h),
+        out_w: i(win.out_w),
+    }
+}
+
+fn pool_geometry(n: usize, c: usize, win: &Window) -> PoolGeometry {
+    let i = |v: usize| v as i32;
+    PoolGeometry {
+        n: i(n),
+        c: i(c),
+        h: i(win.in_h),
+        w: i(win.in_w),
+        k: i(win.k),
+        stride: i(win.stride),
+        pad_top: i(win.pad_top),
+        pad_left: i(win.pad_left),
+        out_h: i(win.out_h),
+        out_w: i(win.out_w),
+    }
+}
+
+/// The contiguous f32 elements of a storage, or an error naming the op.
+fn f32_view<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, f32>> {
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{op}: input must be contiguous")))?;
+    Ok(s.as_cuda_slice::<f32>()?.slice(a..b))
+}
+
+/// Which of the depthwise kernels; each reads its own inputs.
+pub enum DepthwiseKernel {
+    /// (x, weight) -> y.
+    Forward,
+    /// (grad_out, weight, x) -> grad_input.
+    GradInput,
+    /// (x, grad_out) -> grad_weight.
+    GradWeight,
+}
+
+const THREADS: u32 = 256;
+
+/// Runs one depthwise kernel on `inputs` (storages with their layouts, in the
+/// order the kernel takes them); `n`, `c` describe the input x.
+pub fn depthwise(kernel: DepthwiseKernel, inputs: &[(&CudaStorage, &Layout)], n: usize, c: usize, win: &Window, relu: bool) -> Result<(CudaStorage, Shape)> {
+    let dev = inputs[0].0.device().clone();
+    let views = inputs.iter().map(|(s, l)| f32_view(s, l, "depthwise-conv2d")).collect::<Result<Vec<_>>>()?;
+    let g = depthwise_geometry(n, c, win);
+    let relu = relu as i32;
+    let (name, count, shape, cfg) = match kernel {
+        DepthwiseKernel::Forward => {
+            let count = n * c * win.out_h * win.out_w;
+            ("depthwise_fwd_f32", count, Shape::from((n, c, win.out_h, win.out_w)), LaunchConfig::for_num_elems(count as u32))
+        }
+        DepthwiseKernel::GradInput => {
+            let count = n * c * win.in_h * win.in_w;
+            ("depthwise_bwd_input_f32", count, Shape::from((n, c, win.in_h, win.in_w)), LaunchConfig::for_num_elems(count as u32))
+        }
+        DepthwiseKernel::GradWeight => {
+            let count = c * win.k * win.k;
+            let cfg = LaunchConfig { grid_dim: (count as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: THREADS * 4 };
+            ("depthwise_bwd_weight_f32", count, Shape::from((c, 1, win.k, win.k)), cfg)
+        }
+    };
+    let func = dev.get_or_load_custom_func(name, "enas_depthwise", DEPTHWISE_PTX)?;
+    // SAFETY: every element is written by the kernel.
+    let out = unsafe { dev.alloc::<f32>(count)? };
+    let mut b = func.builder();
+    for v in &views {
+        b.arg(v);
+    }
+    b.arg(&out);
+    b.arg(&g);
+    b.arg(&relu);
+    // SAFETY: the arguments match the kernel's signature in kernels/depthwise.cu.
+    unsafe { b.launch(cfg) }.w()?;
+    Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+}
+
+/// Pooling forward (`x` -> y) or, with `grad` (`x`, grad_out), its backward -> grad_input.
+pub fn pool(x: (&CudaStorage, &Layout), grad: Option<(&CudaStorage, &Layout)>, n: usize, c: usize, win: &Window, is_max: bool) -> Result<(CudaStorage, Shape)> {
+    let dev = x.0.device().clone();
+    let xv = f32_view(x.0, x.1, "pool2d")?;
+    let g = pool_geometry(n, c, win);
+    let is_max = is_max as i32;
+    let (name, count, shape) = match grad {
+        None => ("pool_fwd_f32", n * c * win.out_h * win.out_w, Shape::from((n, c, win.out_h, win.out_w))),
+        Some(_) => ("pool_bwd_f32", n * c * win.in_h * win.in_w, Shape::from((n, c, win.in_h, win.in_w))),
+    };
+    let func = dev.get_or_load_custom_func(name, "enas_pool", POOL_PTX)?;
+    // SAFETY: every element is written by the kernel.
+    let out = unsafe { dev.alloc::<f32>(count)? };
+    let gv = grad.map(|(s, l)| f32_view(s, l, "pool2d")).transpose()?;
+    let mut b = func.builder();
+    b.arg(&xv);
+    if let Some(gv) = &gv {
+        b.arg(gv);
+    }
+    b.arg(&out);
+    b.arg(&g);
+    b.arg(&is_max);
+    // SAFETY: the arguments match the kernel's signature in kernels/pool.cu.
+    unsafe { b.launch(LaunchConfig::for_num_elems(count as u32)) }.w()?;
+    Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+}
