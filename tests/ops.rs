@@ -197,3 +197,36 @@ fn conv_same_matches_candle_forward_and_backward() {
     assert!(d == 0.0, "{d}");
     assert!(ops::conv2d_same(&rand_tensor(&[1, 3, 4, 4], 1), &rand_tensor(&[2, 3, 2, 2], 2), false).is_err());
 }
+
+/// Batch norm and the convolution run candle's compositions (ops::reference)
+/// on CUDA: they must agree with our CPU loops, forward and backward.
+#[test]
+fn device_fallbacks_match_the_cpu_ops() {
+    let x = Var::from_tensor(&rand_tensor(&[3, 4, 7, 6], 21)).unwrap();
+    let gamma = Var::from_tensor(&(rand_tensor(&[4], 22) + 1.5).unwrap()).unwrap();
+    let beta = Var::from_tensor(&rand_tensor(&[4], 23)).unwrap();
+    let probe = rand_tensor(&[3, 4, 7, 6], 24);
+    let (ours, s1) = ops::batch_norm_train(&x, &gamma, &beta, 1e-5).unwrap();
+    let (theirs, s2) = reference::batch_norm_train(&x, &gamma, &beta, 1e-5).unwrap();
+    assert!(max_abs_diff(&ours, &theirs) < 1e-4);
+    for (a, b) in s1.mean.iter().zip(&s2.mean).chain(s1.var.iter().zip(&s2.var)) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    for v in [&x, &gamma, &beta] {
+        assert!(max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap()) < 1e-3, "batch norm gradient");
+    }
+    for (w_shape, relu) in [(vec![5, 4], false), (vec![5, 4, 3, 3], true), (vec![2, 4, 5, 5], false)] {
+        let w = Var::from_tensor(&rand_tensor(&w_shape, 25)).unwrap();
+        let ours = ops::conv2d_same(&x, &w, relu).unwrap();
+        let theirs = reference::conv2d_same(&x, &w, relu).unwrap();
+        assert!(max_abs_diff(&ours, &theirs) < 1e-4, "conv {w_shape:?}");
+        let p = rand_tensor(ours.dims(), 26);
+        let g1 = (&ours * &p).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&theirs * &p).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&x, &w] {
+            assert!(max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap()) < 1e-3, "conv {w_shape:?} gradient");
+        }
+    }
+}

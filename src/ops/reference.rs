@@ -1,5 +1,7 @@
 //! The same computations composed from candle's own ops: the references our
-//! custom ops are tested and timed against.
+//! custom ops are tested and timed against, and what batch norm and the
+//! convolution run on devices our CPU loops do not (CUDA).
+use super::BatchStats;
 use candle_core::{Result, Tensor};
 
 /// The nine shifted copies of `x` padded by one pixel with `fill`.
@@ -33,4 +35,24 @@ pub fn avg_pool3x3(x: &Tensor) -> Result<Tensor> {
     let counts = shifted(&ones, 0.0)?;
     let count = counts[1..].iter().try_fold(counts[0].clone(), |a, t| a + t)?;
     sum.broadcast_div(&count)
+}
+
+/// Training-mode batch norm from candle's ops, with the batch statistics.
+pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
+    let c = x.dim(1)?;
+    let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+    let y = centred.broadcast_div(&(&var + eps)?.sqrt()?)?;
+    let y = y.broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?.broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    let stats = BatchStats { mean: mean.flatten_all()?.to_vec1()?, var: var.flatten_all()?.to_vec1()? };
+    Ok((y, stats))
+}
+
+/// Stride-1 'same' convolution (odd k; a (C_out, C) weight is a 1x1) of x or ReLU(x), by candle's conv2d.
+pub fn conv2d_same(x: &Tensor, w: &Tensor, relu_input: bool) -> Result<Tensor> {
+    let x = if relu_input { x.relu()? } else { x.clone() };
+    let w = if w.rank() == 2 { w.reshape((w.dim(0)?, w.dim(1)?, 1, 1))? } else { w.clone() };
+    let k = w.dim(2)?;
+    x.conv2d(&w, k / 2, 1, 1, 1)
 }
