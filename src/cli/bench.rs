@@ -25,10 +25,10 @@ pub enum BenchCommand {
     Nb201(super::bench_nb201::Nb201Args),
 }
 
-pub fn run(cmd: BenchCommand) -> Result<()> {
+pub fn run(cmd: BenchCommand, device: &Device) -> Result<()> {
     match cmd {
-        BenchCommand::Ops { json, reps, shape } => bench_ops(json, reps, &shape),
-        BenchCommand::Supernet(args) => super::bench_supernet::print(&super::bench_supernet::run_supernet(&args)?, args.json),
+        BenchCommand::Ops { json, reps, shape } => bench_ops(json, reps, &shape, device),
+        BenchCommand::Supernet(args) => super::bench_supernet::print(&super::bench_supernet::run_supernet_on(&args, device)?, args.json),
         BenchCommand::Nb201(args) => super::bench_nb201::print(&args, &super::bench_nb201::run(&args)?),
     }
 }
@@ -53,8 +53,8 @@ fn fwd_bwd(out: candle_core::Result<Tensor>) -> candle_core::Result<()> {
     Ok(())
 }
 
-pub fn bench_ops(json: bool, reps: usize, shape: &[usize]) -> Result<()> {
-    let dev = Device::Cpu;
+pub fn bench_ops(json: bool, reps: usize, shape: &[usize], device: &Device) -> Result<()> {
+    let dev = device.clone();
     let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev)?)?;
     let mut rows = Vec::new();

@@ -109,7 +109,12 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// The workload on the CPU.
     pub fn new(args: &SupernetArgs) -> Result<Workload> {
+        Workload::on(args, &Device::Cpu)
+    }
+
+    pub fn on(args: &SupernetArgs, dev: &Device) -> Result<Workload> {
         if !args.space.has_supernet() {
             bail!("--space {} has no supernet: the search-step bench is for micro and macro", args.space.name());
         }
@@ -131,7 +136,6 @@ impl Workload {
                 bail!("{}, architecture {}: {have} {what}, but the supernet is built with {want}", args.arcs.display(), i + 1);
             }
         }
-        let dev = Device::Cpu;
         let cfg = NetConfig {
             layers,
             channels,
@@ -144,7 +148,7 @@ impl Workload {
             width: 1.0,
         };
         let varmap = VarMap::new();
-        let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), args.space, args.nodes, &cfg)?;
+        let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, dev), args.space, args.nodes, &cfg)?;
         seeded_init(&varmap, args.seed)?;
         // The peer scripts' optimiser: SGD, Nesterov momentum 0.9, L2 1e-4 (micro) or 2.5e-4 (macro).
         let sgd_cfg = SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: if micro { 1e-4 } else { 2.5e-4 }, decoupled: false };
@@ -152,9 +156,9 @@ impl Workload {
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0xbe4c);
         let n_in = args.batch * args.in_channels * args.image * args.image;
         let x: Vec<f32> = (0..n_in).map(|_| rng.sample(StandardNormal)).collect();
-        let x = Tensor::from_vec(x, (args.batch, args.in_channels, args.image, args.image), &dev)?;
+        let x = Tensor::from_vec(x, (args.batch, args.in_channels, args.image, args.image), dev)?;
         let y: Vec<u32> = (0..args.batch).map(|_| rng.gen_range(0..10)).collect();
-        let y = Tensor::from_vec(y, args.batch, &dev)?;
+        let y = Tensor::from_vec(y, args.batch, dev)?;
         Ok(Workload { net, sgd, x, y, arcs, rng, channels, layers, steps, warmup })
     }
 
@@ -177,7 +181,12 @@ impl Workload {
 }
 
 pub fn run_supernet(args: &SupernetArgs) -> Result<SupernetBench> {
-    let mut w = Workload::new(args)?;
+    run_supernet_on(args, &Device::Cpu)
+}
+
+/// The bench on `device` (each step ends by reading its loss back, so the time is the device's).
+pub fn run_supernet_on(args: &SupernetArgs, device: &Device) -> Result<SupernetBench> {
+    let mut w = Workload::on(args, device)?;
     let (steps, warmup) = (w.steps, w.warmup);
     let mut losses = Vec::with_capacity(warmup + steps);
     let mut phase = [0f64; 3];

@@ -19,8 +19,30 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "enas", version, about = "Neural architecture search by reinforcement learning, on candle")]
 struct Cli {
+    /// Where to compute: cpu, cuda, cuda:N, or auto (the first GPU when built with the cuda feature and one is there).
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The device `--device` names.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let cuda = |ordinal: usize| -> Result<Device> {
+        if !cfg!(feature = "cuda") {
+            anyhow::bail!("--device {name}: this enas was built without CUDA; build it with `cargo build --release --features cuda`");
+        }
+        Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("--device {name}: {e}"))
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(if cfg!(feature = "cuda") { Device::new_cuda(0).unwrap_or(Device::Cpu) } else { Device::Cpu }),
+        "cuda" => cuda(0),
+        _ => match name.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(ordinal) => cuda(ordinal),
+            None => anyhow::bail!("--device {name}: expected cpu, cuda, cuda:N or auto"),
+        },
+    }
 }
 
 #[derive(Subcommand)]
@@ -240,7 +262,7 @@ fn configure_allocator() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device = Device::Cpu;
+    let device = parse_device(&cli.device)?;
     match cli.command {
         Command::Data(DataCommand::Fetch { dataset, dir, url, md5 }) => {
             let variant = if dataset == "cifar10" { Variant::Cifar10 } else { Variant::Cifar100 };
@@ -281,7 +303,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("test accuracy {acc:.4}");
             Ok(())
         }
-        Command::Bench(b) => bench::run(b),
+        Command::Bench(b) => bench::run(b, &device),
         Command::Draw(a) => draw(&a),
     }
 }
