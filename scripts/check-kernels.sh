@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Compiles every CUDA kernel in kernels/ to PTX for sm_90 and sm_80 with all
-# warnings as errors, so a kernel that does not compile fails CI. There is no
+# warnings as errors, so a kernel that does not compile fails CI, then
+# type-checks the crate and its tests with the `cuda` feature (no GPU or
+# libcuda needed for either; ENAS_SKIP_CUDA_CHECK=1 skips the second). There is no
 # CUDA toolkit from Debian here: nvcc 13.0 comes from PyPI into a virtual
 # environment under $ENAS_NVCC_DIR (default ~/.cache/enas-nvcc), once.
 set -euo pipefail
@@ -44,3 +46,10 @@ if [ "$count" -eq 0 ]; then
 fi
 [ "$failed" -eq 0 ] || exit 1
 echo "check-kernels: $count PTX builds ok ($(ls kernels/*.cu | wc -l) kernel files x sm_90, sm_80) with $("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+
+if [ "${ENAS_SKIP_CUDA_CHECK:-0}" != 1 ]; then
+    bin=$(dirname "$nvcc")
+    PATH="$bin:$PATH" NVCC="$nvcc" CUDA_ROOT="$(dirname "$bin")" CUDA_PATH="$(dirname "$bin")" CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" \
+        cargo check --release --locked --features cuda --tests --quiet
+    echo "check-kernels: cargo check --features cuda (library, binary and tests) ok"
+fi
