@@ -185,6 +185,9 @@ struct RetrainArgs {
     stop_after: Option<usize>,
     #[arg(long)]
     quiet: bool,
+    /// Also write each epoch's metrics as TensorBoard scalars (OUT/tensorboard/).
+    #[arg(long)]
+    tensorboard: bool,
 }
 
 #[derive(Args)]
@@ -283,7 +286,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Derive(a) => search::derive(a, &device),
         Command::Retrain(a) => {
             let cfg = retrain_config(&a)?;
-            let opts = retrain::RunOptions { resume: a.resume, show_progress: !a.quiet, stop_after: a.stop_after, skip_test: false };
+            let opts = retrain::RunOptions { resume: a.resume, show_progress: !a.quiet, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
             let Some(s) = retrain::run(&cfg, &a.out, &opts, &device)? else {
                 println!("stopped as asked; continue with --resume");
                 return Ok(());

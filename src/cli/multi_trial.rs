@@ -65,7 +65,7 @@ pub fn search(a: &TrainArgs, device: &Device) -> Result<()> {
     ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
     let cfg = config(a)?;
     let out = a.out.join("search");
-    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: true };
+    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: true, tensorboard: false };
     let Some(trials) = multi_trial::run(&cfg, &out, &opts, device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());

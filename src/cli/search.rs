@@ -67,6 +67,9 @@ pub struct TrainArgs {
     pub(super) stop_after: Option<usize>,
     #[arg(long)]
     pub(super) quiet: bool,
+    /// Also write each stage's per-epoch metrics as TensorBoard scalars (STAGE/tensorboard/).
+    #[arg(long)]
+    pub(super) tensorboard: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -134,7 +137,7 @@ pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
     let show = !a.quiet;
     ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
     let plan = plan_of(&a)?;
-    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: false };
+    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
     let Some(result) = pipeline::run(&plan, &a.out, &opts, device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());
@@ -159,7 +162,7 @@ pub fn search(a: TrainArgs, device: &Device) -> Result<()> {
     let show = !a.quiet;
     ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
     let plan = plan_of(&a)?;
-    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: false };
+    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
     let Some(history) = search::run(&plan.search, &a.out.join("search"), &opts, device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());

@@ -10,6 +10,7 @@ pub mod progress;
 pub mod retrain;
 pub mod schedule;
 pub mod search;
+pub mod tensorboard;
 pub mod multi_trial;
 pub mod trials;
 

@@ -167,6 +167,8 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
     /// Skip the test set at the end (test accuracy reported as NaN).
     pub skip_test: bool,
+    /// Also write every epoch's metrics as TensorBoard scalars into `out/tensorboard`.
+    pub tensorboard: bool,
 }
 
 /// Trains `cfg` from scratch into `out` (or resumes it), then tests it.
@@ -197,6 +199,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         seconds_before = meta["seconds"].as_f64().unwrap_or(0.0);
     }
     let start_epoch = history.len();
+    let mut board = if opts.tensorboard { Some(super::tensorboard::EventWriter::create(&out.join("tensorboard"))?) } else { None };
     let train_set = Arc::new(data.train.clone());
     let valid_set = Arc::new(data.valid.clone());
     let started = Instant::now();
@@ -272,6 +275,9 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
                 "epoch {:>3}/{}: train loss {:.4} acc {:.4} | valid loss {:.4} acc {:.4} | {:.0} img/s, {:.0}s",
                 m.epoch, cfg.epochs, m.train_loss, m.train_accuracy, m.valid_loss, m.valid_accuracy, m.images_per_s, m.seconds
             );
+        }
+        if let Some(b) = board.as_mut() {
+            b.metrics("retrain", m.epoch as i64, &serde_json::to_value(&m)?)?;
         }
         history.push(m);
         let mut tensors = varmap_tensors(&varmap, "model.")?;

@@ -227,6 +227,7 @@ pub fn run(cfg: &SearchConfig, out: &Path, opts: &RunOptions, device: &Device) -
         seconds_before = meta["seconds"].as_f64().unwrap_or(0.0);
     }
     let start_epoch = history.len();
+    let mut board = if opts.tensorboard { Some(super::tensorboard::EventWriter::create(&out.join("tensorboard"))?) } else { None };
     let train_set = Arc::new(data.train.clone());
     let valid_set = Arc::new(data.valid.clone());
     let started = Instant::now();
@@ -332,6 +333,9 @@ pub fn run(cfg: &SearchConfig, out: &Path, opts: &RunOptions, device: &Device) -
                 "search {:>3}/{}: shared loss {:.4} acc {:.4} | reward {:.4} baseline {:.4} entropy {:.2} | favoured arch valid acc {:.4} | {:.0}s",
                 m.epoch, cfg.epochs, m.train_loss, m.train_accuracy, m.mean_reward, m.baseline, m.entropy, m.valid_accuracy, m.seconds
             );
+        }
+        if let Some(b) = board.as_mut() {
+            b.metrics("search", m.epoch as i64, &serde_json::to_value(&m)?)?;
         }
         history.push(m);
         let mut tensors = varmap_tensors(&varmap, "model.")?;
