@@ -14,6 +14,8 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # The CUDA kernels compile as C++ for the emulated kernel tests.
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
+# Headless Chromium opens report.html in the report test.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     sudo_if_needed apt-get update -qq

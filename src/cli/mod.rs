@@ -65,6 +65,11 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Draw an architecture: micro cells, the macro chain with its skips, an NB201 cell or a MetaQNN chain.
     Draw(DrawArgs),
+    /// Write DIR/report.html for a run or stage directory (also while it runs).
+    Report {
+        /// A directory written by `enas train`, `search`, `derive` or `retrain`.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -216,6 +221,21 @@ fn draw(a: &DrawArgs) -> Result<()> {
     Ok(())
 }
 
+/// Writes this invocation, shell-quoted and without `--resume`, to `out/command.txt` for the report.
+pub(crate) fn record_command(out: &std::path::Path) -> Result<()> {
+    let quote = |a: String| {
+        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,+".contains(c)) {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    let mut args = std::env::args();
+    let program = args.next().map(|_| "enas".to_string()).unwrap_or_default();
+    let line: Vec<String> = std::iter::once(program).chain(args.filter(|a| a != "--resume").map(quote)).collect();
+    crate::train::checkpoint::write_atomic(&out.join("command.txt"), &(line.join(" ") + "\n"))
+}
+
 /// Runs the CLI and returns the process exit code; errors print as one line.
 pub fn main() -> i32 {
     configure_runtime();
@@ -291,6 +311,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("stopped as asked; continue with --resume");
                 return Ok(());
             };
+            record_command(&a.out)?;
             println!(
                 "test accuracy {:.4} ({} parameters, {} epochs, {:.0}s); model in {}",
                 s.test_accuracy,
@@ -308,6 +329,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(b) => bench::run(b, &device),
         Command::Draw(a) => draw(&a),
+        Command::Report { dir } => {
+            let path = crate::report::html::write(&dir)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
     }
 }
 

@@ -73,6 +73,7 @@ pub fn search(a: &TrainArgs, device: &Device) -> Result<()> {
     let report: serde_json::Value = std::fs::read_to_string(out.join("strategy.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
     let text = summary(&trials, cfg.space, &report);
     crate::train::checkpoint::write_atomic(&out.join("summary.md"), &text)?;
+    super::record_command(&a.out)?;
     print!("{text}");
     println!("children and their metrics in {}", out.display());
     Ok(())

@@ -143,6 +143,8 @@ pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
         return Ok(());
     };
     crate::report::write(&a.out, &result)?;
+    super::record_command(&a.out)?;
+    crate::report::html::write(&a.out)?;
     println!(
         "test accuracy {:.4} with {} (shared-weight valid {:.4}, uniform mean {:.4}); report in {}",
         result.retrain.test_accuracy,
@@ -167,6 +169,7 @@ pub fn search(a: TrainArgs, device: &Device) -> Result<()> {
         println!("stopped as asked; continue with --resume");
         return Ok(());
     };
+    super::record_command(&a.out)?;
     let last = history.last().map(|e| (e.favoured_arch.clone(), e.valid_accuracy)).unwrap_or_default();
     println!("search done: favoured architecture {} (shared-weight valid {:.4}); derive with `enas derive --run {}`", last.0, last.1, a.out.display());
     Ok(())

@@ -131,7 +131,7 @@ pub fn to_dot(graphs: &[Graph]) -> String {
     s
 }
 
-const COL_W: f64 = 190.0;
+const COL_W: f64 = 280.0;
 const ROW_H: f64 = 70.0;
 const BOX_W: f64 = 150.0;
 const BOX_H: f64 = 34.0;

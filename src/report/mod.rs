@@ -1,6 +1,8 @@
 //! What a run found and what it cost: `report.md` for people, `result.json`
 //! for scripts.
 pub mod draw;
+pub mod html;
+pub mod plots;
 
 use crate::train::checkpoint::write_atomic;
 use crate::train::pipeline::TrainResult;

@@ -1,0 +1,73 @@
+//! Line charts as self-contained SVG strings (plotters' SVG backend: no fonts,
+//! no bitmaps), for the HTML report and `enas bench nb201 --plot`.
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+
+/// One line, optionally with a band (lower, upper) around it.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub band: Option<Vec<(f64, f64, f64)>>,
+}
+
+impl Series {
+    pub fn line(name: &str, points: Vec<(f64, f64)>) -> Series {
+        Series { name: name.to_string(), points, band: None }
+    }
+}
+
+const COLORS: [RGBColor; 6] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+
+fn bounds(series: &[Series]) -> Option<((f64, f64), (f64, f64))> {
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let ys = series.iter().flat_map(|s| {
+        s.points.iter().map(|p| p.1).chain(s.band.iter().flatten().flat_map(|b| [b.1, b.2]))
+    });
+    let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let (y0, y1) = ys.filter(|y| y.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
+    if !x0.is_finite() || !y0.is_finite() {
+        return None;
+    }
+    let pad = |a: f64, b: f64| if b > a { (b - a) * 0.05 } else { a.abs().max(1.0) * 0.05 };
+    Some(((x0, if x1 > x0 { x1 } else { x0 + 1.0 }), (y0 - pad(y0, y1), y1 + pad(y0, y1))))
+}
+
+/// A titled line chart; None when there is nothing to draw.
+pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<Option<String>> {
+    let Some(((x0, x1), (y0, y1))) = bounds(series) else { return Ok(None) };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 360)).into_drawing_area();
+        let e = |e: DrawingAreaErrorKind<_>| anyhow!("plot {title}: {e:?}");
+        root.fill(&WHITE).map_err(e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(e)?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).light_line_style(WHITE.mix(0.0)).draw().map_err(e)?;
+        for (i, s) in series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            if let Some(band) = &s.band {
+                let upper = band.iter().map(|b| (b.0, b.2));
+                let lower = band.iter().rev().map(|b| (b.0, b.1));
+                chart.draw_series(std::iter::once(Polygon::new(upper.chain(lower).collect::<Vec<_>>(), color.mix(0.15)))).map_err(e)?;
+            }
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                .map_err(e)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            if s.points.len() <= 30 {
+                chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(e)?;
+            }
+        }
+        if series.len() > 1 {
+            chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK.mix(0.3)).draw().map_err(e)?;
+        }
+        root.present().map_err(e)?;
+    }
+    Ok(Some(svg))
+}

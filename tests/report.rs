@@ -1,0 +1,86 @@
+//! `report.html` of a smoke run: every section there, self-contained, and
+//! opened in headless Chromium (Debian's `chromium`, installed by
+//! scripts/setup.sh) with no console error and no resource that fails to load.
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn enas(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_enas")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A copy of `page` with a probe that logs every failed resource and script error to the console.
+const PROBE: &str = r#"<script>addEventListener("error", e => console.error("failed: " + (e.target && (e.target.src || e.target.href) || e.message)), true)</script>"#;
+
+/// Loads `page` in headless Chromium with the probe; returns the console lines and the screenshot's bytes.
+fn open_in_chromium(page: &Path, shot: &Path) -> (Vec<String>, Vec<u8>) {
+    let html = std::fs::read_to_string(page).unwrap();
+    let probed = page.with_file_name("probed.html");
+    std::fs::write(&probed, html.replacen("<head>", &format!("<head>{PROBE}"), 1)).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        .args(["--no-first-run", "--hide-scrollbars", "--enable-logging=stderr", "--v=0", "--window-size=1200,2400"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", probed.display()))
+        .output()
+        .expect("chromium (scripts/setup.sh installs Debian's chromium)");
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    let console = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains(":CONSOLE")).map(String::from).collect();
+    (console, std::fs::read(shot).unwrap_or_default())
+}
+
+#[test]
+fn smoke_run_report_opens_in_chromium_without_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 256, 40, true);
+    let run = t.path().join("run");
+    let (code, _, err) = enas(&["train", "--preset", "smoke", "--data-dir", data.to_str().unwrap(), "--out", run.to_str().unwrap(), "--seed", "2", "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    let page = run.join("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    for must in ["Test accuracy", "Reproduce with:", "enas train --preset smoke", "<h2>Stages", "<h2>Architecture", "normal cell", "<h2>Search", "<h2>Derive", "<h2>Retrain", "<h2>Configuration"] {
+        assert!(html.contains(must), "{must} missing");
+    }
+    assert!(html.contains(result["arch"].as_str().unwrap()));
+    assert!(html.matches("<svg").count() >= 7, "drawing and plots");
+    // Only in-page references (the drawings' arrow marker, url(#...)).
+    let outside = html.replace("url(#", "");
+    for external in ["src=", "href=", "url(", "@import", "<script"] {
+        assert!(!outside.contains(external), "the report must be self-contained: found {external}");
+    }
+
+    let shot = t.path().join("report.png");
+    let (console, png) = open_in_chromium(&page, &shot);
+    assert!(console.is_empty(), "console: {console:?}");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "screenshot of {} bytes", png.len());
+
+    // The probe does catch a missing resource.
+    let bad = t.path().join("bad.html");
+    std::fs::write(&bad, "<html><head></head><body><img src=\"missing.png\"></body></html>").unwrap();
+    let (console, _) = open_in_chromium(&bad, &t.path().join("bad.png"));
+    assert!(console.iter().any(|l| l.contains("missing.png")), "{console:?}");
+}
+
+#[test]
+fn report_works_on_a_stage_directory_and_names_a_bad_one() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 256, 40, true);
+    let run = t.path().join("run");
+    let (code, _, err) = enas(&["search", "--preset", "smoke", "--data-dir", data.to_str().unwrap(), "--out", run.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = enas(&["report", run.join("search").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("report.html"));
+    let html = std::fs::read_to_string(run.join("search").join("report.html")).unwrap();
+    assert!(html.contains("<h2>Search") && !html.contains("<h2>Retrain"));
+    let (code, _, err) = enas(&["report", t.path().join("nothing").to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing") && err.contains("not a directory"), "{err}");
+}
