@@ -51,6 +51,7 @@ fn args(table: PathBuf, strategies: &[Strategy], budget: usize, seeds: u64) -> N
         noise: 0.0,
         cap_factor: 50,
         curve: None,
+        plot: None,
         lr: None,
         samples_per_update: None,
         entropy_weight: None,
@@ -160,7 +161,7 @@ fn cli_prints_one_json_object_per_strategy() {
     let curve = t.path().join("curve.csv");
     let out = Command::new(env!("CARGO_BIN_EXE_enas"))
         .args(["bench", "nb201", "--table", table.to_str().unwrap(), "--strategy", "random,evolution", "--budget", "30"])
-        .args(["--seeds", "3", "--json", "--curve", curve.to_str().unwrap()])
+        .args(["--seeds", "3", "--json", "--curve", curve.to_str().unwrap(), "--plot", t.path().join("curves.svg").to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -177,4 +178,7 @@ fn cli_prints_one_json_object_per_strategy() {
     let csv = std::fs::read_to_string(curve).unwrap();
     assert_eq!(csv.lines().count(), 31);
     assert!(csv.starts_with("queries,random,evolution"));
+    let svg = std::fs::read_to_string(t.path().join("curves.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("random") && svg.contains("evolution"), "legend of the plot");
+    assert!(svg.matches("<polygon").count() >= 2 && svg.matches("<polyline").count() >= 2, "a line and a band per strategy");
 }

@@ -1,6 +1,7 @@
 //! `enas bench nb201`: search strategies against a tabular oracle
 //! (NAS-Bench-201), the table's accuracy as the reward, many seeds in seconds.
 use crate::controller::Strategy;
+use crate::report::plots::{line_chart, Series};
 use crate::space::{Arch, Nb201Arch, SpaceKind};
 use crate::train::trials::{run_budget, searcher, StrategyConfig};
 use anyhow::{bail, Context, Result};
@@ -36,6 +37,9 @@ pub struct Nb201Args {
     /// Write the best-so-far curves here (CSV) instead of printing them.
     #[arg(long)]
     pub curve: Option<PathBuf>,
+    /// Also plot the curves (mean, with a band of one standard deviation over seeds) as SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// PPO/REINFORCE: Adam's learning rate (default 0.05).
     #[arg(long)]
     pub lr: Option<f64>,
@@ -101,6 +105,8 @@ pub struct StrategyResult {
     pub std_best: f64,
     /// Mean over seeds of the best (true) accuracy after k queries, k = 1..budget.
     pub curve: Vec<f64>,
+    /// Its standard deviation over seeds.
+    pub curve_std: Vec<f64>,
     /// Mean distinct architectures reached and proposals made per seed.
     pub mean_distinct: f64,
     pub mean_samples: f64,
@@ -175,7 +181,8 @@ pub fn run(a: &Nb201Args) -> Result<Vec<StrategyResult>> {
         let n = a.seeds as f64;
         let mean = bests.iter().sum::<f64>() / n;
         let std = (bests.iter().map(|b| (b - mean) * (b - mean)).sum::<f64>() / n).sqrt();
-        let curve = (0..a.budget).map(|k| curves.iter().map(|c| c[k]).sum::<f64>() / n).collect();
+        let curve: Vec<f64> = (0..a.budget).map(|k| curves.iter().map(|c| c[k]).sum::<f64>() / n).collect();
+        let curve_std = (0..a.budget).map(|k| (curves.iter().map(|c| (c[k] - curve[k]).powi(2)).sum::<f64>() / n).sqrt()).collect();
         results.push(StrategyResult {
             strategy: strategy.name().to_string(),
             budget: a.budget,
@@ -183,6 +190,7 @@ pub fn run(a: &Nb201Args) -> Result<Vec<StrategyResult>> {
             mean_best: mean,
             std_best: std,
             curve,
+            curve_std,
             mean_distinct: distinct as f64 / n,
             mean_samples: samples as f64 / n,
             seconds: t0.elapsed().as_secs_f64(),
@@ -199,6 +207,27 @@ pub fn print(a: &Nb201Args, results: &[StrategyResult]) -> Result<()> {
     }
     if let Some(path) = &a.curve {
         std::fs::write(path, &csv).with_context(|| format!("{}: cannot write the curve", path.display()))?;
+    }
+    if let Some(path) = &a.plot {
+        let series: Vec<Series> = results
+            .iter()
+            .map(|r| {
+                let points = r.curve.iter().enumerate().map(|(k, &m)| (k as f64 + 1.0, m)).collect();
+                let band = r.curve.iter().zip(&r.curve_std).enumerate().map(|(k, (&m, &s))| (k as f64 + 1.0, m - s, m + s)).collect();
+                Series { name: r.strategy.clone(), points, band: Some(band) }
+            })
+            .collect();
+        // From the tenth query on, where the strategies start to differ.
+        let tail: Vec<Series> = series
+            .into_iter()
+            .map(|s| {
+                let skip = (a.budget / 10).min(s.points.len().saturating_sub(1));
+                Series { name: s.name, points: s.points[skip..].to_vec(), band: s.band.map(|b| b[skip..].to_vec()) }
+            })
+            .collect();
+        let title = format!("best accuracy found (mean +- sd over {} seeds)", a.seeds);
+        let svg = line_chart(&title, "distinct architectures looked up", "accuracy", &tail)?.context("nothing to plot")?;
+        std::fs::write(path, svg).with_context(|| format!("{}: cannot write the plot", path.display()))?;
     }
     if a.json {
         for r in results {
