@@ -105,6 +105,11 @@ fn nb201_cell_shows_all_six_edges() {
 #[test]
 fn cli_writes_svg_and_dot_and_names_a_bad_extension() {
     let t = tempfile::tempdir().unwrap();
+    let png = t.path().join("cell.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_enas")).args(["draw", MICRO, "-o", png.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000, "PNG of {} bytes", bytes.len());
     for ext in ["svg", "dot"] {
         let path = t.path().join(format!("cell.{ext}"));
         let out = Command::new(env!("CARGO_BIN_EXE_enas")).args(["draw", MICRO, "-o", path.to_str().unwrap()]).output().unwrap();
@@ -115,5 +120,5 @@ fn cli_writes_svg_and_dot_and_names_a_bad_extension() {
     let out = Command::new(env!("CARGO_BIN_EXE_enas")).args(["draw", MICRO, "-o", bad.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cell.jpg") && err.contains(".svg"), "{err}");
+    assert!(err.contains("cell.jpg") && err.contains(".svg, .png or .dot"), "{err}");
 }

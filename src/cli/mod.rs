@@ -78,7 +78,7 @@ struct DrawArgs {
     arch: String,
     #[arg(long, value_enum, default_value = "micro")]
     space: SpaceKind,
-    /// Output file; its extension picks the format: .svg or .dot.
+    /// Output file; its extension picks the format: .svg, .png or .dot.
     #[arg(short, long)]
     output: PathBuf,
 }
@@ -208,15 +208,16 @@ struct EvalArgs {
 }
 
 fn draw(a: &DrawArgs) -> Result<()> {
-    use crate::report::draw::{graphs, to_dot, to_svg};
+    use crate::report::draw::{graphs, to_dot, to_png, to_svg};
     let arch = Arch::load(a.space, &a.arch)?;
     let g = graphs(&arch);
-    let text = match a.output.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
-        Some("svg") => to_svg(&g),
-        Some("dot") | Some("gv") => to_dot(&g),
-        _ => anyhow::bail!("{}: the extension must be .svg or .dot", a.output.display()),
+    let bytes = match a.output.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("svg") => to_svg(&g).into_bytes(),
+        Some("png") => to_png(&to_svg(&g))?,
+        Some("dot") | Some("gv") => to_dot(&g).into_bytes(),
+        _ => anyhow::bail!("{}: the extension must be .svg, .png or .dot", a.output.display()),
     };
-    std::fs::write(&a.output, text).map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", a.output.display()))?;
+    std::fs::write(&a.output, bytes).map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", a.output.display()))?;
     println!("drew {} into {}", arch.to_arc_string(), a.output.display());
     Ok(())
 }

@@ -137,7 +137,8 @@ const BOX_W: f64 = 150.0;
 const BOX_H: f64 = 34.0;
 const TITLE_H: f64 = 36.0;
 
-/// Positions (box centres) of a graph's nodes: columns left to right, rows in order of creation.
+/// Positions (box centres) of a graph's nodes: columns left to right, rows in
+/// order of creation; room above where edges that skip columns bow upwards.
 fn layout(g: &Graph) -> (Vec<(f64, f64)>, f64, f64) {
     let cols = g.nodes.iter().map(|n| n.column).max().map_or(0, |m| m + 1);
     let mut rows = vec![0usize; cols];
@@ -146,13 +147,15 @@ fn layout(g: &Graph) -> (Vec<(f64, f64)>, f64, f64) {
         pos.push((n.column, rows[n.column]));
         rows[n.column] += 1;
     }
+    let bows = g.edges.iter().any(|e| g.nodes[e.to].column > g.nodes[e.from].column + 1);
+    let top_pad = if bows { 60.0 } else { 0.0 };
     let tallest = rows.iter().copied().max().unwrap_or(1) as f64;
-    let height = tallest * ROW_H + 20.0;
+    let height = tallest * ROW_H + 20.0 + top_pad;
     let centred = pos
         .iter()
         .map(|&(c, r)| {
             let in_col = rows[c] as f64;
-            let top = (height - in_col * ROW_H) / 2.0;
+            let top = top_pad + (height - top_pad - in_col * ROW_H) / 2.0;
             (30.0 + BOX_W / 2.0 + c as f64 * COL_W, top + (r as f64 + 0.5) * ROW_H)
         })
         .collect();
@@ -204,4 +207,24 @@ pub fn to_svg(graphs: &[Graph]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The SVG rasterised to PNG (text in the system's fonts; none installed means no labels).
+pub fn to_png(svg: &str) -> anyhow::Result<Vec<u8>> {
+    use resvg::{tiny_skia, usvg};
+    let mut opt = usvg::Options::default();
+    let db = opt.fontdb_mut();
+    db.load_system_fonts();
+    // fontdb maps sans-serif to Arial; fall back to a sans face that is installed.
+    let installed: Vec<String> = db.faces().flat_map(|f| f.families.iter().map(|(name, _)| name.clone())).collect();
+    if let Some(family) = ["Arial", "Liberation Sans", "DejaVu Sans", "Noto Sans"].iter().find(|f| installed.iter().any(|i| i == *f)) {
+        db.set_sans_serif_family(*family);
+    } else if let Some(any) = installed.first() {
+        db.set_sans_serif_family(any.clone());
+    }
+    let tree = usvg::Tree::from_str(svg, &opt).map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height()).ok_or_else(|| anyhow::anyhow!("drawing: empty image"))?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| anyhow::anyhow!("drawing: cannot encode PNG: {e}"))
 }
