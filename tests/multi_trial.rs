@@ -142,3 +142,20 @@ fn bad_multi_trial_requests_are_one_line_errors() {
     assert_eq!(code, 1);
     assert!(err.contains("--mode multi-trial"), "{err}");
 }
+
+#[test]
+fn json_prints_one_object_with_the_best_child() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 256, 40, true);
+    let out = t.path().join("run");
+    let mut a = args(data.to_str().unwrap(), out.to_str().unwrap(), "random", "macro");
+    a.retain(|x| x != "--quiet");
+    a.push("--json".into());
+    let (code, stdout, err) = enas(&a);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v["children"], 6);
+    let best = v["best"]["reward"].as_f64().unwrap();
+    assert!(outcome(&out).iter().all(|t| t.2 <= best));
+}

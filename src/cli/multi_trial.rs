@@ -61,7 +61,7 @@ pub fn config(a: &TrainArgs) -> Result<MultiTrialConfig> {
 }
 
 pub fn search(a: &TrainArgs, device: &Device) -> Result<()> {
-    let show = !a.quiet;
+    let show = !a.quiet && !a.json;
     ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
     let cfg = config(a)?;
     let out = a.out.join("search");
@@ -74,6 +74,11 @@ pub fn search(a: &TrainArgs, device: &Device) -> Result<()> {
     let text = summary(&trials, cfg.space, &report);
     crate::train::checkpoint::write_atomic(&out.join("summary.md"), &text)?;
     super::record_command(&a.out)?;
+    if a.json {
+        let best = trials.iter().max_by(|x, y| x.reward.total_cmp(&y.reward));
+        println!("{}", serde_json::json!({"children": trials.len(), "best": best, "out": out}));
+        return Ok(());
+    }
     print!("{text}");
     println!("children and their metrics in {}", out.display());
     Ok(())

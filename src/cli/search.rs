@@ -70,6 +70,9 @@ pub struct TrainArgs {
     /// Also write each stage's per-epoch metrics as TensorBoard scalars (STAGE/tensorboard/).
     #[arg(long)]
     pub(super) tensorboard: bool,
+    /// Print the outcome as one JSON object (no progress bars) instead of a sentence.
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -134,7 +137,7 @@ pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
     if a.mode == Mode::MultiTrial {
         anyhow::bail!("--mode multi-trial runs as `enas search`; retrain its best child with `enas retrain`");
     }
-    let show = !a.quiet;
+    let show = !a.quiet && !a.json;
     ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
     let plan = plan_of(&a)?;
     let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
@@ -145,6 +148,10 @@ pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
     crate::report::write(&a.out, &result)?;
     super::record_command(&a.out)?;
     crate::report::html::write(&a.out)?;
+    if a.json {
+        println!("{}", crate::report::result_json(&result));
+        return Ok(());
+    }
     println!(
         "test accuracy {:.4} with {} (shared-weight valid {:.4}, uniform mean {:.4}); report in {}",
         result.retrain.test_accuracy,
@@ -161,7 +168,7 @@ pub fn search(a: TrainArgs, device: &Device) -> Result<()> {
     if a.mode == Mode::MultiTrial {
         return super::multi_trial::search(&a, device);
     }
-    let show = !a.quiet;
+    let show = !a.quiet && !a.json;
     ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
     let plan = plan_of(&a)?;
     let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
@@ -170,6 +177,10 @@ pub fn search(a: TrainArgs, device: &Device) -> Result<()> {
         return Ok(());
     };
     super::record_command(&a.out)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&history.last())?);
+        return Ok(());
+    }
     let last = history.last().map(|e| (e.favoured_arch.clone(), e.valid_accuracy)).unwrap_or_default();
     println!("search done: favoured architecture {} (shared-weight valid {:.4}); derive with `enas derive --run {}`", last.0, last.1, a.out.display());
     Ok(())
