@@ -20,8 +20,9 @@ fn open_in_chromium(page: &Path, shot: &Path) -> (Vec<String>, Vec<u8>) {
     let probed = page.with_file_name("probed.html");
     std::fs::write(&probed, html.replacen("<head>", &format!("<head>{PROBE}"), 1)).unwrap();
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+    // `timeout` so a hung browser fails the test instead of stalling CI.
+    let out = Command::new("timeout")
+        .args(["120", "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
         .args(["--no-first-run", "--hide-scrollbars", "--enable-logging=stderr", "--v=0", "--window-size=1200,2400"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", shot.display()))
