@@ -3,11 +3,7 @@
 // and dilation as the CPU op in src/ops/depthwise.rs. With `relu` set the
 // input is ReLU(x): applied on read in the forward, as a mask in the backward.
 
-struct Geometry {
-    int n, c, h, w;      // input
-    int k, stride, dilation, pad_top, pad_left;
-    int out_h, out_w;
-};
+#include "geometry.cuh"
 
 __device__ __forceinline__ float relu_if(float v, int relu) {
     return relu ? fmaxf(v, 0.0f) : v;

@@ -4,13 +4,9 @@
 // from the outputs whose window covers each input pixel (no atomics); max
 // pooling recomputes each window's first maximum, as the forward picks it.
 
-struct Window {
-    int n, c, h, w;
-    int k, stride, pad_top, pad_left;
-    int out_h, out_w;
-};
+#include "geometry.cuh"
 
-__device__ __forceinline__ int window_argmax(const float* xp, const Window& g, int oy, int ox) {
+__device__ __forceinline__ int window_argmax(const float* xp, const Geometry& g, int oy, int ox) {
     int best = -1;
     float best_v = 0.0f;
     for (int ky = 0; ky < g.k; ++ky) {
@@ -29,14 +25,14 @@ __device__ __forceinline__ int window_argmax(const float* xp, const Window& g, i
     return best;
 }
 
-__device__ __forceinline__ int window_count(const Window& g, int oy, int ox) {
+__device__ __forceinline__ int window_count(const Geometry& g, int oy, int ox) {
     int y0 = max(oy * g.stride - g.pad_top, 0), y1 = min(oy * g.stride - g.pad_top + g.k, g.h);
     int x0 = max(ox * g.stride - g.pad_left, 0), x1 = min(ox * g.stride - g.pad_left + g.k, g.w);
     return max(y1 - y0, 0) * max(x1 - x0, 0);
 }
 
 // is_max: 1 for max pooling, 0 for average. One thread per output element.
-extern "C" __global__ void pool_fwd_f32(const float* __restrict__ x, float* __restrict__ y, Window g, int is_max) {
+extern "C" __global__ void pool_fwd_f32(const float* __restrict__ x, float* __restrict__ y, Geometry g, int is_max) {
     long total = (long)g.n * g.c * g.out_h * g.out_w;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
         int ox = i % g.out_w;
@@ -64,7 +60,7 @@ extern "C" __global__ void pool_fwd_f32(const float* __restrict__ x, float* __re
 
 // One thread per input element: the sum over the outputs whose window covers it.
 extern "C" __global__ void pool_bwd_f32(const float* __restrict__ x, const float* __restrict__ gy,
-                                        float* __restrict__ gx, Window g, int is_max) {
+                                        float* __restrict__ gx, Geometry g, int is_max) {
     long total = (long)g.n * g.c * g.h * g.w;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
         int ix = i % g.w;

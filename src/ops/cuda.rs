@@ -1,6 +1,5 @@
 //! Launches of our kernels (kernels/*.cu, compiled to PTX by build.rs) on
-//! candle's CUDA stream, for the custom ops' `cuda_fwd`. The geometry structs
-//! mirror the kernels' by field order.
+//! candle's CUDA stream, for the custom ops' `cuda_fwd`.
 use super::Window;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
@@ -10,10 +9,10 @@ use candle_core::{CudaStorage, Layout, Result, Shape};
 const DEPTHWISE_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/depthwise.ptx"));
 const POOL_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/pool.ptx"));
 
-/// `Geometry` of kernels/depthwise.cu.
+/// `Geometry` of kernels/geometry.cuh, shared by every kernel.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct DepthwiseGeometry {
+struct Geometry {
     n: i32,
     c: i32,
     h: i32,
@@ -27,31 +26,12 @@ struct DepthwiseGeometry {
     out_w: i32,
 }
 
-// SAFETY: plain old data with the kernel's layout.
-unsafe impl DeviceRepr for DepthwiseGeometry {}
+// SAFETY: plain old data with the kernels' layout.
+unsafe impl DeviceRepr for Geometry {}
 
-/// `Window` of kernels/pool.cu.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct PoolGeometry {
-    n: i32,
-    c: i32,
-    h: i32,
-    w: i32,
-    k: i32,
-    stride: i32,
-    pad_top: i32,
-    pad_left: i32,
-    out_h: i32,
-    out_w: i32,
-}
-
-// SAFETY: plain old data with the kernel's layout.
-unsafe impl DeviceRepr for PoolGeometry {}
-
-fn depthwise_geometry(n: usize, c: usize, win: &Window) -> DepthwiseGeometry {
+fn geometry(n: usize, c: usize, win: &Window) -> Geometry {
     let i = |v: usize| v as i32;
-    DepthwiseGeometry {
+    Geometry {
         n: i(n),
         c: i(c),
         h: i(win.in_h),
@@ -59,22 +39,6 @@ fn depthwise_geometry(n: usize, c: usize, win: &Window) -> DepthwiseGeometry {
         k: i(win.k),
         stride: i(win.stride),
         dilation: i(win.dilation),
-        pad_top: i(win.pad_top),
-        pad_left: i(win.pad_left),
-        out_h: i(win.out_h),
-        out_w: i(win.out_w),
-    }
-}
-
-fn pool_geometry(n: usize, c: usize, win: &Window) -> PoolGeometry {
-    let i = |v: usize| v as i32;
-    PoolGeometry {
-        n: i(n),
-        c: i(c),
-        h: i(win.in_h),
-        w: i(win.in_w),
-        k: i(win.k),
-        stride: i(win.stride),
         pad_top: i(win.pad_top),
         pad_left: i(win.pad_left),
         out_h: i(win.out_h),
@@ -105,7 +69,7 @@ const THREADS: u32 = 256;
 pub fn depthwise(kernel: DepthwiseKernel, inputs: &[(&CudaStorage, &Layout)], n: usize, c: usize, win: &Window, relu: bool) -> Result<(CudaStorage, Shape)> {
     let dev = inputs[0].0.device().clone();
     let views = inputs.iter().map(|(s, l)| f32_view(s, l, "depthwise-conv2d")).collect::<Result<Vec<_>>>()?;
-    let g = depthwise_geometry(n, c, win);
+    let g = geometry(n, c, win);
     let relu = relu as i32;
     let (name, count, shape, cfg) = match kernel {
         DepthwiseKernel::Forward => {
@@ -141,7 +105,7 @@ pub fn depthwise(kernel: DepthwiseKernel, inputs: &[(&CudaStorage, &Layout)], n:
 pub fn pool(x: (&CudaStorage, &Layout), grad: Option<(&CudaStorage, &Layout)>, n: usize, c: usize, win: &Window, is_max: bool) -> Result<(CudaStorage, Shape)> {
     let dev = x.0.device().clone();
     let xv = f32_view(x.0, x.1, "pool2d")?;
-    let g = pool_geometry(n, c, win);
+    let g = geometry(n, c, win);
     let is_max = is_max as i32;
     let (name, count, shape) = match grad {
         None => ("pool_fwd_f32", n * c * win.out_h * win.out_w, Shape::from((n, c, win.out_h, win.out_w))),

@@ -8,13 +8,12 @@
 
 float partial[1];  // the weight gradient's shared memory, one thread per block
 
-struct Geometry { int n, c, h, w, k, stride, dilation, pad_top, pad_left, out_h, out_w; };
-struct Window { int n, c, h, w, k, stride, pad_top, pad_left, out_h, out_w; };
+#include "../../kernels/geometry.cuh"
 extern "C" void depthwise_fwd_f32(const float*, const float*, float*, Geometry, int);
 extern "C" void depthwise_bwd_input_f32(const float*, const float*, const float*, float*, Geometry, int);
 extern "C" void depthwise_bwd_weight_f32(const float*, const float*, float*, Geometry, int);
-extern "C" void pool_fwd_f32(const float*, float*, Window, int);
-extern "C" void pool_bwd_f32(const float*, const float*, float*, Window, int);
+extern "C" void pool_fwd_f32(const float*, float*, Geometry, int);
+extern "C" void pool_bwd_f32(const float*, const float*, float*, Geometry, int);
 
 static std::vector<float> load(const char* path, size_t n) {
     std::vector<float> v(n);
@@ -58,7 +57,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "pool") && argc == 17) {
         int a[11];
         for (int i = 0; i < 11; ++i) a[i] = atoi(argv[2 + i]);
-        Window g{a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]};
+        Geometry g{a[0], a[1], a[2], a[3], a[4], a[5], 1, a[6], a[7], a[8], a[9]};
         int is_max = a[10];
         size_t nx = (size_t)g.n * g.c * g.h * g.w, ny = (size_t)g.n * g.c * g.out_h * g.out_w;
         auto x = load(argv[13], nx), gy = load(argv[14], ny);
