@@ -4,6 +4,7 @@
 //! or DOT.
 use crate::space::metaqnn::{end_token, layer_token};
 use crate::space::{Arch, Cell, MACRO_OPS, MICRO_OPS, NB201_OPS};
+use super::escape;
 use std::fmt::Write;
 
 pub struct Node {
@@ -107,10 +108,6 @@ pub fn graphs(arch: &Arch) -> Vec<Graph> {
             vec![g]
         }
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Graphviz DOT, one cluster per graph.

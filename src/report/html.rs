@@ -3,6 +3,7 @@
 //! far, so it also works while the run goes on: the command, the stages, the
 //! chosen architecture drawn, the curves, the derive table, the test accuracy.
 use super::draw::{graphs, to_svg};
+use super::escape;
 use super::plots::{line_chart, Series};
 use crate::space::{Arch, SpaceKind};
 use anyhow::Result;
@@ -12,10 +13,6 @@ use std::path::{Path, PathBuf};
 
 fn jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()).unwrap_or_default()
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn series(rows: &[Value], field: &str, name: &str) -> Series {
@@ -33,14 +30,7 @@ fn chart(html: &mut String, title: &str, y: &str, s: Vec<Series>) -> Result<()> 
 fn arch_of(dir: &Path) -> Option<Arch> {
     ["derive/arch.json", "retrain/arch.json", "arch.json"].iter().find_map(|p| {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(p)).ok()?).ok()?;
-        let space = match v["space"].as_str()? {
-            "micro" => SpaceKind::Micro,
-            "macro" => SpaceKind::Macro,
-            "metaqnn" => SpaceKind::Metaqnn,
-            "nb201" => SpaceKind::Nb201,
-            _ => return None,
-        };
-        Arch::from_json(space, &v).ok()
+        Arch::from_json(SpaceKind::from_name(v["space"].as_str()?)?, &v).ok()
     })
 }
 

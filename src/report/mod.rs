@@ -10,6 +10,11 @@ use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
 
+/// Text made safe inside SVG and HTML elements and attributes.
+pub(crate) fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
 /// Mean reward of the controller's samples in the first and the last search epoch.
 pub fn reward_trend(r: &TrainResult) -> (f64, f64) {
     let first = r.search.first().map_or(0.0, |e| e.mean_reward);

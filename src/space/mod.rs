@@ -34,6 +34,11 @@ impl SpaceKind {
         }
     }
 
+    /// The space `name` names (the inverse of `name`).
+    pub fn from_name(name: &str) -> Option<SpaceKind> {
+        [SpaceKind::Micro, SpaceKind::Macro, SpaceKind::Metaqnn, SpaceKind::Nb201].into_iter().find(|s| s.name() == name)
+    }
+
     /// Spaces with an ENAS supernet (shared weights).
     pub fn has_supernet(self) -> bool {
         matches!(self, SpaceKind::Micro | SpaceKind::Macro)
