@@ -162,13 +162,13 @@ impl CustomOp3 for ConvSameGrad {
         let (wm, relu) = (Mat::new(wt, cout, ckk), self.relu);
         let mut gx = vec![0f32; nx + nw];
         let (gx_part, _) = gx.split_at_mut(nx);
-        let gw = gx_part
+        let gw_t = gx_part
             .par_chunks_mut(c * hw)
             .with_min_len(min_images(n))
             .enumerate()
             .fold(
                 || (vec![0f32; nw], Vec::new(), Vec::new()),
-                |(mut gw, mut col, mut gcol), (b, gxb)| {
+                |(mut gw_t, mut col, mut gcol), (b, gxb)| {
                     let xb = &x[b * c * hw..(b + 1) * c * hw];
                     let gm = Mat::new(&g[b * cout * hw..(b + 1) * cout * hw], cout, hw);
                     let cols = if k == 1 && !relu {
@@ -177,7 +177,9 @@ impl CustomOp3 for ConvSameGrad {
                         im2col(xb, c, h, w, k, relu, &mut col);
                         &col[..]
                     };
-                    matmul(&mut gw, gm, Mat::new(cols, ckk, hw).t(), true);
+                    // The transpose (C k k, C_out) = cols G^T: gemm then packs only the
+                    // small G, not the column matrix (a transposing copy: a quarter of the step).
+                    matmul(&mut gw_t, Mat::new(cols, ckk, hw), gm.t(), true);
                     if k == 1 {
                         matmul(gxb, wm.t(), gm, false);
                     } else {
@@ -188,10 +190,10 @@ impl CustomOp3 for ConvSameGrad {
                     if relu {
                         super::relu_mask(gxb, xb);
                     }
-                    (gw, col, gcol)
+                    (gw_t, col, gcol)
                 },
             )
-            .map(|(gw, _, _)| gw)
+            .map(|(gw_t, _, _)| gw_t)
             .reduce(
                 || vec![0f32; nw],
                 |mut a, b| {
@@ -199,7 +201,9 @@ impl CustomOp3 for ConvSameGrad {
                     a
                 },
             );
-        gx[nx..].copy_from_slice(&gw);
+        for (o, row) in gx[nx..].chunks_exact_mut(ckk).enumerate() {
+            row.iter_mut().enumerate().for_each(|(j, v)| *v = gw_t[j * cout + o]);
+        }
         Ok((CpuStorage::F32(gx), Shape::from(nx + nw)))
     }
 }
