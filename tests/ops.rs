@@ -103,10 +103,11 @@ fn check_grad(f: &dyn Fn(&Tensor) -> Tensor, x0: &Tensor, seed: u64, what: &str)
 
 #[test]
 fn depthwise_gradients_match_finite_differences() {
-    for &(k, stride, dilation) in &[(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2)] {
-        let x = rand_tensor(&[2, 3, 7, 8], 10);
+    // 12 x 13 at stride 1 runs the taps in groups of four blocks and a remainder.
+    for &(k, stride, dilation, h, wd) in &[(3, 1, 1, 7, 8), (5, 1, 1, 7, 8), (3, 2, 1, 7, 8), (5, 2, 1, 7, 8), (3, 1, 2, 7, 8), (3, 1, 1, 12, 13), (5, 1, 1, 12, 13)] {
+        let x = rand_tensor(&[2, 3, h, wd], 10);
         let w = rand_tensor(&[3, 1, k, k], 11);
-        let what = format!("depthwise k{k} s{stride} d{dilation}");
+        let what = format!("depthwise k{k} s{stride} d{dilation} {h}x{wd}");
         check_grad(&|x| ops::depthwise_conv2d(x, &w, stride, dilation).unwrap(), &x, 12, &format!("{what} input"));
         check_grad(&|w| ops::depthwise_conv2d(&x, w, stride, dilation).unwrap(), &w, 13, &format!("{what} weight"));
     }

@@ -4,6 +4,7 @@
 //! a padded, flattened plane so each tap is one long loop the compiler can
 //! vectorise; stride 2 (reduction cells only) walks the strided rows.
 use super::plane::{pad_into, unflatten};
+use super::taps;
 use super::{f32_data, Window};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -61,67 +62,70 @@ fn scatter_row(gin: &mut [f32], grad: &[f32], wv: f32, win: &Window, kx: usize) 
     }
 }
 
-/// Stride 1 on a padded plane: every tap is one long contiguous multiply-add
-/// over the flattened rows (the columns past `w` are computed and dropped).
-/// `acc[i] += w[t] * src[i + offset(t)]`; `flipped` reads the kernel rotated by 180 degrees.
-fn taps_flat(src: &[f32], wts: &[f32], win: &Window, wp: usize, acc: &mut Vec<f32>, flipped: bool) {
-    let (k, d) = (win.k, win.dilation);
-    let len = (win.out_h - 1) * wp + win.out_w;
-    acc.clear();
-    acc.resize(len, 0.0);
-    for ky in 0..k {
-        for kx in 0..k {
-            let wv = if flipped { wts[(k - 1 - ky) * k + (k - 1 - kx)] } else { wts[ky * k + kx] };
-            let off = ky * d * wp + kx * d;
-            for (a, s) in acc.iter_mut().zip(&src[off..off + len]) {
-                *a += wv * s;
-            }
-        }
-    }
-}
-
 fn span(win: &Window) -> usize {
     (win.k - 1) * win.dilation + 1
 }
 
-fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, relu: bool, buf: &mut (Vec<f32>, Vec<f32>)) {
-    let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
-    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.0);
-    if relu {
-        relu_in_place(&mut buf.0);
+/// Buffers one worker reuses across planes: the padded plane, the flat
+/// result (or the widened gradient), the tap offsets and the rotated kernel.
+#[derive(Default)]
+struct Scratch {
+    padded: Vec<f32>,
+    flat: Vec<f32>,
+    offs: Vec<usize>,
+    rotated: Vec<f32>,
+}
+
+impl Scratch {
+    /// The tap offsets for row width `wp` (the same for every plane of one op).
+    fn offsets(&mut self, win: &Window, wp: usize) -> &[usize] {
+        if self.offs.len() != win.k * win.k || self.offs.last() != Some(&((win.k - 1) * win.dilation * (wp + 1))) {
+            self.offs = taps::offsets(win.k, win.dilation, wp);
+        }
+        &self.offs
     }
-    taps_flat(&buf.0, w, win, wp, &mut buf.1, false);
-    unflatten(&buf.1, out, win.out_h, win.out_w, wp, 0, 0);
+}
+
+fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, relu: bool, buf: &mut Scratch) {
+    let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
+    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.padded);
+    if relu {
+        relu_in_place(&mut buf.padded);
+    }
+    // Flattened, the rows run on into each other: the columns past `out_w` are computed and dropped.
+    let len = (win.out_h - 1) * wp + win.out_w;
+    buf.offsets(win, wp);
+    taps::weighted_taps(&buf.padded, w, &buf.offs, len, &mut buf.flat);
+    unflatten(&buf.flat, out, win.out_h, win.out_w, wp, 0, 0);
 }
 
 /// The gradient of a stride-1 'same' convolution is a correlation of the padded
-/// gradient with the flipped kernel.
-fn grad_input_plane_s1(g: &[f32], w: &[f32], gin: &mut [f32], win: &Window, buf: &mut (Vec<f32>, Vec<f32>)) {
+/// gradient with the kernel rotated by 180 degrees.
+fn grad_input_plane_s1(g: &[f32], w: &[f32], gin: &mut [f32], win: &Window, buf: &mut Scratch) {
     let sp = span(win);
     let (hp, wp) = (win.in_h + sp - 1, win.in_w + sp - 1);
-    pad_into(g, win.out_h, win.out_w, sp - 1 - win.pad_top, sp - 1 - win.pad_left, hp, wp, 0.0, &mut buf.0);
-    let flipped_win = Window { out_h: win.in_h, out_w: win.in_w, ..*win };
-    taps_flat(&buf.0, w, &flipped_win, wp, &mut buf.1, true);
-    unflatten(&buf.1, gin, win.in_h, win.in_w, wp, 0, 0);
+    pad_into(g, win.out_h, win.out_w, sp - 1 - win.pad_top, sp - 1 - win.pad_left, hp, wp, 0.0, &mut buf.padded);
+    buf.rotated.clear();
+    buf.rotated.extend(w.iter().rev());
+    let len = (win.in_h - 1) * wp + win.in_w;
+    buf.offsets(win, wp);
+    taps::weighted_taps(&buf.padded, &buf.rotated, &buf.offs, len, &mut buf.flat);
+    unflatten(&buf.flat, gin, win.in_h, win.in_w, wp, 0, 0);
 }
 
-/// Stride-1 weight gradient: one long dot product per tap between the gradient
-/// (widened with zero columns to the padded width) and the shifted padded input.
-fn grad_weight_plane_s1(x: &[f32], g: &[f32], gw: &mut [f32], win: &Window, relu: bool, buf: &mut (Vec<f32>, Vec<f32>)) {
-    let (k, d) = (win.k, win.dilation);
+/// Stride-1 weight gradient: per tap, the dot product of the gradient (widened
+/// with zero columns to the padded width) and the shifted padded input.
+/// Accumulates into `acc`, one lane-wise accumulator per tap (see `taps::tap_dots`).
+fn grad_weight_plane_s1(x: &[f32], g: &[f32], acc: &mut [[f32; taps::V]], win: &Window, relu: bool, buf: &mut Scratch) {
     let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
-    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.0);
+    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.padded);
     if relu {
-        relu_in_place(&mut buf.0);
+        relu_in_place(&mut buf.padded);
     }
-    pad_into(g, win.out_h, win.out_w, 0, 0, win.out_h, wp, 0.0, &mut buf.1);
+    pad_into(g, win.out_h, win.out_w, 0, 0, win.out_h, wp, 0.0, &mut buf.flat);
     let len = (win.out_h - 1) * wp + win.out_w;
-    for ky in 0..k {
-        for kx in 0..k {
-            let off = ky * d * wp + kx * d;
-            gw[ky * k + kx] += super::dot(&buf.1[..len], &buf.0[off..off + len]);
-        }
-    }
+    buf.offsets(win, wp);
+    taps::tap_dots(&buf.flat, &buf.padded, &buf.offs, len, acc);
 }
 
 fn forward_plane(x: &[f32], w: &[f32], out: &mut [f32], win: &Window) {
@@ -300,15 +304,19 @@ impl CustomOp2 for DepthwiseGradWeight {
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
         let mut gw = vec![0f32; c * kk];
-        gw.par_chunks_mut(kk).enumerate().for_each_init(Default::default, |buf, (ch, gwc)| {
+        gw.par_chunks_mut(kk).enumerate().for_each_init(Default::default, |buf: &mut Scratch, (ch, gwc)| {
+            let mut lanes = vec![[0f32; taps::V]; kk];
             for b in 0..n {
                 let p = b * c + ch;
                 let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
                 if win.stride == 1 {
-                    grad_weight_plane_s1(xp, gp, gwc, &win, self.relu, buf);
+                    grad_weight_plane_s1(xp, gp, &mut lanes, &win, self.relu, buf);
                 } else {
                     grad_weight_plane(xp, gp, gwc, &win);
                 }
+            }
+            if win.stride == 1 {
+                gwc.iter_mut().zip(&lanes).for_each(|(o, l)| *o = super::sum(l));
             }
         });
         Ok((CpuStorage::F32(gw), Shape::from((c, 1, win.k, win.k))))

@@ -12,6 +12,7 @@ mod plane;
 pub mod pool;
 pub mod profile;
 pub mod reference;
+mod taps;
 mod window;
 
 pub use batch_norm::{batch_norm_train, BatchStats};

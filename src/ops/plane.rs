@@ -1,11 +1,11 @@
 //! Helpers for the stride-1 kernels that work on one padded plane, flattened,
 //! so each tap is a single long contiguous loop.
 
-/// Copies plane `x` (h x w) into `buf` (hp x wp) at (`top`, `left`), the border set to `fill`.
+/// Copies plane `x` (h x w) into `buf` (hp x wp, then `SLACK` more) at (`top`, `left`), the border set to `fill`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pad_into(x: &[f32], h: usize, w: usize, top: usize, left: usize, hp: usize, wp: usize, fill: f32, buf: &mut Vec<f32>) {
     buf.clear();
-    buf.resize(hp * wp, fill);
+    buf.resize(hp * wp + super::taps::SLACK, fill);
     for y in 0..h {
         buf[(y + top) * wp + left..(y + top) * wp + left + w].copy_from_slice(&x[y * w..(y + 1) * w]);
     }
