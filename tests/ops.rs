@@ -151,6 +151,53 @@ fn batch_norm_matches_formula_and_finite_differences() {
     check_grad(&|b| ops::batch_norm_train(&x, &gamma, b, 1e-5).unwrap().0, &beta, 35, "batch norm beta");
 }
 
+#[test]
+fn batch_norm_relu_is_relu_of_batch_norm_forward_and_backward() {
+    let x = rand_tensor(&[4, 3, 5, 5], 40);
+    let (gamma, beta) = (rand_tensor(&[3], 41), rand_tensor(&[3], 42));
+    let r = rand_tensor(&[4, 3, 5, 5], 43);
+    let grads = |fused: bool| {
+        let (xv, gv, bv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&gamma).unwrap(), Var::from_tensor(&beta).unwrap());
+        let y = if fused {
+            ops::batch_norm_relu_train(xv.as_tensor(), gv.as_tensor(), bv.as_tensor(), 1e-5).unwrap().0
+        } else {
+            ops::batch_norm_train(xv.as_tensor(), gv.as_tensor(), bv.as_tensor(), 1e-5).unwrap().0.relu().unwrap()
+        };
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let get = |v: &Var| g.get(v.as_tensor()).unwrap().clone();
+        (y, get(&xv), get(&gv), get(&bv))
+    };
+    let (ours, theirs) = (grads(true), grads(false));
+    // About half the outputs are clipped, so the mask is exercised.
+    let zeros = ours.0.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().filter(|v| **v == 0.0).count();
+    assert!(zeros > 50 && zeros < 250, "{zeros} of 300 outputs clipped");
+    for (what, a, b) in [("output", &ours.0, &theirs.0), ("input grad", &ours.1, &theirs.1), ("gamma grad", &ours.2, &theirs.2), ("beta grad", &ours.3, &theirs.3)] {
+        let d = max_abs_diff(a, b);
+        assert!(d < 1e-5, "fused BN-ReLU {what}: max diff {d}");
+    }
+}
+
+#[test]
+fn subsample_matches_composition_forward_and_backward() {
+    for &(h, w) in &[(8, 8), (7, 9), (1, 2)] {
+        for offset in [0, 1] {
+            let x = rand_tensor(&[2, 3, h, w], 50);
+            let ours = ops::subsample2(&x, offset).unwrap();
+            let theirs = reference::subsample2(&x, offset).unwrap();
+            assert_eq!(ours.dims(), &[2, 3, h.div_ceil(2), w.div_ceil(2)]);
+            assert_eq!(max_abs_diff(&ours, &theirs), 0.0, "{h}x{w} offset {offset}");
+            let r = rand_tensor(ours.dims(), 51);
+            let grad = |f: &dyn Fn(&Tensor) -> Tensor| {
+                let v = Var::from_tensor(&x).unwrap();
+                let g = (f(v.as_tensor()) * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                g.get(v.as_tensor()).unwrap().clone()
+            };
+            let d = max_abs_diff(&grad(&|x| ops::subsample2(x, offset).unwrap()), &grad(&|x| reference::subsample2(x, offset).unwrap()));
+            assert_eq!(d, 0.0, "{h}x{w} offset {offset}: gradient");
+        }
+    }
+}
+
 /// Forward and both gradients of `ours` against candle's composition `theirs`
 /// (candle's conv2d and its backward, slow but trusted), to 1e-4 relative.
 fn compare_with_candle(ours: &dyn Fn(&Tensor, &Tensor) -> Tensor, theirs: &dyn Fn(&Tensor, &Tensor) -> Tensor, x0: &Tensor, w0: &Tensor, what: &str) {

@@ -69,9 +69,19 @@ impl BatchNorm {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.run(x, train, false)
+    }
+
+    /// ReLU(BN(x)), fused in training.
+    pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.run(x, train, true)
+    }
+
+    fn run(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         if train {
-            let (y, stats) = ops::batch_norm_train(x, &self.gamma, &self.beta, BN_EPS)?;
+            let bn = if relu { ops::batch_norm_relu_train } else { ops::batch_norm_train };
+            let (y, stats) = bn(x, &self.gamma, &self.beta, BN_EPS)?;
             self.update_running(&stats, (n * h * w) as f64)?;
             return Ok(y);
         }
@@ -79,7 +89,12 @@ impl BatchNorm {
         let scale = (self.gamma.reshape((1, c, 1, 1))? / (var + BN_EPS)?.sqrt()?)?;
         let mean = self.running_mean.reshape((1, c, 1, 1))?;
         let shift = (self.beta.reshape((1, c, 1, 1))? - mean.broadcast_mul(&scale)?)?;
-        x.broadcast_mul(&scale)?.broadcast_add(&shift)
+        let y = x.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
     }
 
     fn update_running(&self, stats: &ops::BatchStats, count: f64) -> Result<()> {
@@ -141,18 +156,6 @@ impl SepConv {
     }
 }
 
-/// Every second pixel starting at `offset` (0 or 1) on both axes; odd sizes are zero-padded first.
-pub fn subsample2(x: &Tensor, offset: usize) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let x = if h % 2 == 1 { x.pad_with_zeros(2, 0, 1)? } else { x.clone() };
-    let x = if w % 2 == 1 { x.pad_with_zeros(3, 0, 1)? } else { x };
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h / 2, 2, w / 2, 2))?
-        .narrow(3, offset, 1)?
-        .narrow(5, offset, 1)?
-        .reshape((n, c, h / 2, w / 2))
-}
-
 /// Halves the resolution without losing pixels to the stride: two 1x1 convs on
 /// the even and the odd grid, concatenated, then BN (the authors' `_factorized_reduction`).
 pub struct FactorizedReduce {
@@ -180,8 +183,8 @@ impl FactorizedReduce {
         self.run(x, true, train)
     }
     fn run(&self, x: &Tensor, relu: bool, train: bool) -> Result<Tensor> {
-        let p1 = ops::conv2d_same(&subsample2(x, 0)?, &self.path1.w, relu)?;
-        let p2 = ops::conv2d_same(&subsample2(x, 1)?, &self.path2.w, relu)?;
+        let p1 = ops::conv2d_same(&ops::subsample2(x, 0)?, &self.path1.w, relu)?;
+        let p2 = ops::conv2d_same(&ops::subsample2(x, 1)?, &self.path2.w, relu)?;
         self.bn.forward(&Tensor::cat(&[p1, p2], 1)?, train)
     }
 }

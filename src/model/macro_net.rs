@@ -50,16 +50,16 @@ impl MacroOp {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        // The ReLU after the input BN is fused into whichever op follows.
-        let x = self.inp_bn.forward(&self.inp.forward(x)?, train)?;
+        // The ReLU after the input BN is fused into the op that follows (convolutions) or the BN (pools).
+        let x = self.inp.forward(x)?;
         let y = match &self.op {
-            Op::Conv(conv) => conv.forward_relu(&x)?,
-            Op::Sep(dw, point) => point.forward(&ops::relu_depthwise_conv2d(&x, dw, 1, 1)?)?,
-            Op::Pool(PoolKind::Avg) => ops::avg_pool2d(&x.relu()?, 3, 1)?,
-            Op::Pool(PoolKind::Max) => ops::max_pool2d(&x.relu()?, 3, 1)?,
+            Op::Conv(conv) => conv.forward_relu(&self.inp_bn.forward(&x, train)?)?,
+            Op::Sep(dw, point) => point.forward(&ops::relu_depthwise_conv2d(&self.inp_bn.forward(&x, train)?, dw, 1, 1)?)?,
+            Op::Pool(PoolKind::Avg) => ops::avg_pool2d(&self.inp_bn.forward_relu(&x, train)?, 3, 1)?,
+            Op::Pool(PoolKind::Max) => ops::max_pool2d(&self.inp_bn.forward_relu(&x, train)?, 3, 1)?,
         };
         match &self.op_bn {
-            Some(bn) => bn.forward(&y, train)?.relu(),
+            Some(bn) => bn.forward_relu(&y, train),
             None => Ok(y),
         }
     }

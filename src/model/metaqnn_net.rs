@@ -65,7 +65,7 @@ impl MetaqnnNet {
         let mut x = x.clone();
         for block in &self.blocks {
             x = match block {
-                Block::Conv(conv, bn) => bn.forward(&conv.forward(&x)?, ctx.train)?.relu()?,
+                Block::Conv(conv, bn) => bn.forward_relu(&conv.forward(&x)?, ctx.train)?,
                 Block::Pool { field, stride } => {
                     let (_, _, h, w) = x.dims4()?;
                     ops::pool2d(&x, PoolKind::Max, Window::valid(h, w, *field, *stride))?
@@ -73,7 +73,7 @@ impl MetaqnnNet {
                 Block::Fc(fc, bn) => {
                     let y = fc.forward(&x.flatten_from(1)?)?;
                     let (n, u) = y.dims2()?;
-                    bn.forward(&y.reshape((n, u, 1, 1))?, ctx.train)?.relu()?.reshape((n, u))?
+                    bn.forward_relu(&y.reshape((n, u, 1, 1))?, ctx.train)?.reshape((n, u))?
                 }
             };
         }

@@ -210,10 +210,10 @@ impl AuxHead {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = ops::pool2d(&x.relu()?, PoolKind::Avg, self.window)?;
-        let x = self.proj_bn.forward(&self.proj.forward(&x)?, train)?.relu()?;
+        let x = self.proj_bn.forward_relu(&self.proj.forward(&x)?, train)?;
         let n = x.dim(0)?;
         let x = self.wide.forward(&x.flatten_from(1)?)?.reshape((n, 768, 1, 1))?;
-        let x = self.wide_bn.forward(&x, train)?.relu()?;
+        let x = self.wide_bn.forward_relu(&x, train)?;
         self.fc.forward(&x.flatten_from(1)?)
     }
 }

@@ -17,11 +17,21 @@ pub struct BatchStats {
 /// Normalises `x` (N, C, H, W) with its own batch statistics, then scales by
 /// `gamma` and shifts by `beta` (both (C,)). Returns the output and the statistics.
 pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
+    batch_norm(x, gamma, beta, eps, false)
+}
+
+/// `batch_norm_train` followed by ReLU, in the same pass (and its mask in the backward).
+pub fn batch_norm_relu_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
+    batch_norm(x, gamma, beta, eps, true)
+}
+
+fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -> Result<(Tensor, BatchStats)> {
     if !x.device().is_cpu() {
-        return super::reference::batch_norm_train(x, gamma, beta, eps);
+        let (y, stats) = super::reference::batch_norm_train(x, gamma, beta, eps)?;
+        return Ok((if relu { y.relu()? } else { y }, stats));
     }
     let stats = Arc::new(Mutex::new(BatchStats::default()));
-    let op = BatchNormTrain { eps: eps as f32, stats: stats.clone() };
+    let op = BatchNormTrain { eps: eps as f32, relu, stats: stats.clone() };
     let y = super::profile::timed("batchnorm fwd", || x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op))?;
     let s = stats.lock().expect("stats lock").clone();
     Ok((y, s))
@@ -29,6 +39,8 @@ pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> 
 
 struct BatchNormTrain {
     eps: f32,
+    /// ReLU of the output.
+    relu: bool,
     stats: Arc<Mutex<BatchStats>>,
 }
 
@@ -75,6 +87,9 @@ impl CustomOp3 for BatchNormTrain {
             for (o, &v) in yp.iter_mut().zip(xp) {
                 *o = v * a + b;
             }
+            if self.relu {
+                yp.iter_mut().for_each(|o| *o = o.max(0.0));
+            }
         });
         *self.stats.lock().expect("stats lock") = BatchStats { mean, var };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -85,13 +100,13 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         super::profile::timed("batchnorm bwd", || {
             let stats = self.stats.lock().expect("stats lock").clone();
             let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-            let grad = grad.contiguous()?;
+            let grad = if self.relu { grad.apply_op2_no_bwd(res, &PositiveMask)? } else { grad.contiguous()? };
             let sums = x.apply_op2_no_bwd(&grad, &GradSums { mean: stats.mean.clone(), invstd: invstd.clone() })?;
             let sums_v = sums.to_vec2::<f32>()?;
             let gx = x.apply_op2_no_bwd(
@@ -106,6 +121,25 @@ impl CustomOp3 for BatchNormTrain {
             )?;
             Ok((Some(gx), Some(sums.get(1)?), Some(sums.get(0)?)))
         })
+    }
+}
+
+/// (dy, y) -> dy where y > 0: the backward of the fused ReLU (y is its output).
+struct PositiveMask;
+
+impl CustomOp2 for PositiveMask {
+    fn name(&self) -> &'static str {
+        "positive-mask"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = f32_data(s1, l1, self.name())?;
+        let y = f32_data(s2, l2, self.name())?;
+        let mut out = g.to_vec();
+        out.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(o, y)| {
+            o.iter_mut().zip(y).for_each(|(d, &v)| *d = if v > 0.0 { *d } else { 0.0 });
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 

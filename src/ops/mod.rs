@@ -12,13 +12,15 @@ mod plane;
 pub mod pool;
 pub mod profile;
 pub mod reference;
+pub mod subsample;
 mod taps;
 mod window;
 
-pub use batch_norm::{batch_norm_train, BatchStats};
+pub use batch_norm::{batch_norm_relu_train, batch_norm_train, BatchStats};
 pub use conv::conv2d_same;
 pub use depthwise::{depthwise_conv2d, relu_depthwise_conv2d};
 pub use pool::{avg_pool2d, max_pool2d, pool2d, PoolKind};
+pub use subsample::subsample2;
 pub use window::Window;
 
 use candle_core::{CpuStorage, Layout, Result};

@@ -56,3 +56,15 @@ pub fn conv2d_same(x: &Tensor, w: &Tensor, relu_input: bool) -> Result<Tensor> {
     let k = w.dim(2)?;
     x.conv2d(&w, k / 2, 1, 1, 1)
 }
+
+/// Every second pixel starting at `offset` (0 or 1) on both axes; odd sizes are zero-padded first.
+pub fn subsample2(x: &Tensor, offset: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let x = if h % 2 == 1 { x.pad_with_zeros(2, 0, 1)? } else { x.clone() };
+    let x = if w % 2 == 1 { x.pad_with_zeros(3, 0, 1)? } else { x };
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h / 2, 2, w / 2, 2))?
+        .narrow(3, offset, 1)?
+        .narrow(5, offset, 1)?
+        .reshape((n, c, h / 2, w / 2))
+}
