@@ -2,6 +2,7 @@
 //! rejects arc files that do not fit, and its numbers do not drift when the ops
 //! are optimised.
 use enas::cli::bench_supernet::{run_supernet, SupernetArgs};
+use enas::model::MacroSkips;
 use enas::space::SpaceKind;
 use std::path::PathBuf;
 
@@ -18,6 +19,8 @@ fn args(space: SpaceKind, arcs: PathBuf, layers: usize) -> SupernetArgs {
         steps: Some(2),
         warmup: Some(2),
         seed: 0,
+        // The pinned losses below were recorded with concatenated skips.
+        macro_skips: MacroSkips::Concat,
         json: true,
     }
 }

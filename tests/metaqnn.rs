@@ -128,7 +128,7 @@ fn q_learning_exploits_what_it_learned() {
 
 #[test]
 fn metaqnn_networks_follow_their_chain() {
-    let cfg = NetConfig { layers: 0, channels: 0, in_channels: 1, image_size: 28, classes: 10, aux_head: false, dropout: 0.0, drop_path: 0.0, width: 0.25 };
+    let cfg = NetConfig { layers: 0, channels: 0, in_channels: 1, image_size: 28, classes: 10, aux_head: false, dropout: 0.0, drop_path: 0.0, width: 0.25, macro_skips: Default::default() };
     for (text, params) in [
         // 1*16*9 + BN(16: gamma, beta) + classifier 16*10.
         ("C(64,3) GAP", 16 * 9 + 32 + 160),

@@ -28,6 +28,7 @@ fn config(space: SpaceKind, arch: &str, data_dir: &Path, epochs: usize) -> Retra
             dropout: 0.1,
             drop_path: 0.2,
             width: 1.0,
+            macro_skips: Default::default(),
         },
         epochs,
         batch: 16,

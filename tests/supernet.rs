@@ -3,13 +3,13 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use enas::model::init::sorted_vars;
-use enas::model::{seeded_init, Ctx, NetConfig, Supernet};
+use enas::model::{seeded_init, Ctx, MacroSkips, NetConfig, Supernet};
 use enas::space::{Arch, SpaceKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 fn config(layers: usize, aux: bool) -> NetConfig {
-    NetConfig { layers, channels: 4, in_channels: 1, image_size: 12, classes: 3, aux_head: aux, dropout: 0.0, drop_path: 0.0, width: 1.0 }
+    NetConfig { layers, channels: 4, in_channels: 1, image_size: 12, classes: 3, aux_head: aux, dropout: 0.0, drop_path: 0.0, width: 1.0, macro_skips: Default::default() }
 }
 
 fn input() -> Tensor {
@@ -90,4 +90,28 @@ fn the_same_architecture_gives_the_same_output_and_another_does_not() {
     let a = run("0 0 1 1 2 3 0 4 0 0 1 1 2 3 0 4");
     assert_eq!(a, run("0 0 1 1 2 3 0 4 0 0 1 1 2 3 0 4"));
     assert_ne!(a, run("1 0 1 1 2 3 0 4 0 0 1 1 2 3 0 4"));
+}
+
+#[test]
+fn summed_macro_skips_need_no_projection_and_change_the_output() {
+    let cfg = NetConfig { macro_skips: MacroSkips::Sum, ..config(4, false) };
+    let arch = "0 1 0 4 1 0 5 0 0 1";
+    let (with, without, _, _) = touched(SpaceKind::Macro, 0, &cfg, arch);
+    let all: Vec<&String> = with.iter().chain(&without).collect();
+    assert!(!all.iter().any(|n| n.contains("skip.w")), "summed skips have no 1x1 projection: {all:?}");
+    let has = |s: &str| with.iter().any(|n| n.starts_with(s));
+    // As the authors' search code: BN after every layer but the first, skips or not.
+    assert!(has("layer_1.skip.bn") && has("layer_2.skip.bn") && has("layer_3.skip.bn"));
+    let varmap = VarMap::new();
+    let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), SpaceKind::Macro, 0, &cfg).unwrap();
+    seeded_init(&varmap, 1).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut run = |a: &str| {
+        let out = net.forward(&input(), &Arch::parse(SpaceKind::Macro, a).unwrap(), &mut Ctx { train: true, rng: &mut rng, progress: 0.0 }).unwrap();
+        out.logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let a = run(arch);
+    assert_eq!(a, run(arch));
+    // Layer 3 also takes the stem.
+    assert_ne!(a, run("0 1 0 4 1 0 5 1 0 1"));
 }

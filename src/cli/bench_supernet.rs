@@ -2,7 +2,7 @@
 //! on our supernet: one architecture of an arc file per step, a fixed random
 //! batch, SGD with Nesterov momentum and coupled weight decay, gradient norm
 //! clipped at 5. Prints images/s, peak RSS and where the time went.
-use crate::model::{seeded_init, trainable_vars, Ctx, NetConfig, Supernet};
+use crate::model::{seeded_init, trainable_vars, Ctx, MacroSkips, NetConfig, Supernet};
 use crate::ops::profile;
 use crate::space::{Arch, SpaceKind};
 use crate::train::loss::cross_entropy;
@@ -46,6 +46,10 @@ pub struct SupernetArgs {
     pub warmup: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Macro: skips summed then BN (the peer's and the authors' search code) or
+    /// concatenated and projected (our search default).
+    #[arg(long, value_enum, default_value = "sum")]
+    pub macro_skips: MacroSkips,
     /// One JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -55,6 +59,8 @@ pub struct SupernetArgs {
 #[derive(serde::Serialize, Debug)]
 pub struct SupernetBench {
     pub space: String,
+    /// Macro only: how skips were joined.
+    pub macro_skips: Option<MacroSkips>,
     pub images_per_s: f64,
     pub seconds: f64,
     pub peak_rss_mb: f64,
@@ -146,6 +152,7 @@ impl Workload {
             dropout: 0.1,
             drop_path: 0.0,
             width: 1.0,
+            macro_skips: args.macro_skips,
         };
         let varmap = VarMap::new();
         let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, dev), args.space, args.nodes, &cfg)?;
@@ -210,7 +217,8 @@ pub fn run_supernet_on(args: &SupernetArgs, device: &Device) -> Result<SupernetB
     let mut ops: Vec<(String, f64)> = profile::take().into_iter().map(|(k, s, _)| (k.to_string(), s / total)).collect();
     ops.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(SupernetBench {
-        space: format!("{:?}", args.space).to_lowercase(),
+        space: args.space.name().to_string(),
+        macro_skips: (args.space == SpaceKind::Macro).then_some(args.macro_skips),
         images_per_s: (steps * args.batch) as f64 / total,
         seconds,
         peak_rss_mb: peak_rss_mb(),
@@ -234,8 +242,14 @@ pub fn print(b: &SupernetBench, json: bool) -> Result<()> {
     }
     writeln!(
         out,
-        "{} supernet, batch {}, {} channels, {} layers, {} threads: {:.1} images/s over {} steps ({:.2} s), peak RSS {:.0} MB",
-        b.space, b.batch, b.channels, b.layers, b.threads, b.images_per_s, b.steps, b.seconds, b.peak_rss_mb
+        "{} supernet{}, batch {}, {} channels, {} layers, {} threads: {:.1} images/s over {} steps ({:.2} s), peak RSS {:.0} MB",
+        b.space,
+        match b.macro_skips {
+            Some(MacroSkips::Sum) => " (skips summed)",
+            Some(MacroSkips::Concat) => " (skips concatenated)",
+            None => "",
+        },
+        b.batch, b.channels, b.layers, b.threads, b.images_per_s, b.steps, b.seconds, b.peak_rss_mb
     )?;
     writeln!(out, "first losses: {}", b.losses.iter().take(3).map(|l| format!("{l:.6}")).collect::<Vec<_>>().join(" "))?;
     writeln!(out, "share of step time:")?;

@@ -367,6 +367,7 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
             dropout: a.dropout,
             drop_path: a.drop_path,
             width: a.width,
+            macro_skips: Default::default(),
         },
         epochs: a.epochs,
         batch: a.batch,

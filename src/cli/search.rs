@@ -3,6 +3,7 @@ use super::DataArgs;
 use crate::controller::{Algo, Strategy};
 use crate::data::cifar::Variant;
 use crate::data::{fetch, Dataset, DatasetKind};
+use crate::model::MacroSkips;
 use crate::space::SpaceKind;
 use crate::train::derive::{self, DeriveOptions};
 use crate::train::pipeline;
@@ -43,6 +44,10 @@ pub struct TrainArgs {
     /// Multi-trial: images held out of training for the children's rewards.
     #[arg(long)]
     pub(super) valid_size: Option<usize>,
+    /// Macro search: skips concatenated and projected (the shape the child is
+    /// retrained in) or summed, as the authors' search code.
+    #[arg(long, value_enum, default_value = "concat")]
+    pub(super) macro_skips: MacroSkips,
     /// Sizes and schedules of every stage: smoke (seconds), quick (an hour on 2 cores), paper (the authors').
     #[arg(long, value_enum, default_value = "quick")]
     pub(super) preset: Preset,
@@ -127,6 +132,7 @@ fn plan_of(a: &TrainArgs) -> Result<preset::Plan> {
     if let Some(e) = a.search_epochs {
         plan.search.set_epochs(e);
     }
+    plan.search.net.macro_skips = a.macro_skips;
     if let Some(e) = a.retrain_epochs {
         plan.retrain.set_epochs(e);
     }

@@ -4,10 +4,11 @@
 //! op's output and projected back by ReLU-1x1-BN, the 1x1 sliced from a
 //! per-layer weight by the chosen inputs. Width stays constant (the authors
 //! double it only in the fixed child); a forward runs only the sampled path,
-//! with batch statistics in every batch norm.
+//! with batch statistics in every batch norm. `MacroSkips::Sum` sums the skips
+//! instead and applies BN, as the authors' search code does.
 use super::layers::{dropout, global_avg_pool, param, BatchNorm, Conv, FactorizedReduce, Linear};
 use super::macro_net::{pool_layers, MacroOp};
-use super::{Ctx, NetConfig, Output};
+use super::{Ctx, MacroSkips, NetConfig, Output};
 use crate::ops;
 use crate::space::{MacroArch, MACRO_OPS};
 use candle_core::{Result, Tensor};
@@ -15,7 +16,8 @@ use candle_nn::VarBuilder;
 
 struct SharedLayer {
     ops: Vec<MacroOp>,
-    /// (layer + 1, C, C): slot i < layer for earlier output i, the last for the op.
+    /// (layer + 1, C, C): slot i < layer for earlier output i, the last for the
+    /// op; none when skips are summed.
     skip_w: Option<Tensor>,
     skip_bn: Option<BatchNorm>,
 }
@@ -40,10 +42,10 @@ impl MacroSupernet {
         for i in 0..num_layers {
             let vb = vb.pp(format!("layer_{i}"));
             let ops = (0..MACRO_OPS.len()).map(|op| MacroOp::new(vb.pp(format!("op_{op}")), op, c)).collect::<Result<Vec<_>>>()?;
-            let (skip_w, skip_bn) = if i > 0 {
-                (Some(param(&vb.pp("skip"), &[i + 1, c, c], "w")?), Some(BatchNorm::new(vb.pp("skip").pp("bn"), c)?))
-            } else {
-                (None, None)
+            let (skip_w, skip_bn) = match (i, cfg.macro_skips) {
+                (0, _) => (None, None),
+                (_, MacroSkips::Concat) => (Some(param(&vb.pp("skip"), &[i + 1, c, c], "w")?), Some(BatchNorm::new(vb.pp("skip").pp("bn"), c)?)),
+                (_, MacroSkips::Sum) => (None, Some(BatchNorm::new(vb.pp("skip").pp("bn"), c)?)),
             };
             layers.push(SharedLayer { ops, skip_w, skip_bn });
             if pools.contains(&i) && i + 1 < num_layers {
@@ -73,6 +75,13 @@ impl MacroSupernet {
                     let idx = Tensor::from_vec(slots, k, w.device())?;
                     let w = w.index_select(&idx, 0)?.transpose(0, 1)?.reshape((c, k * c))?;
                     bn.forward(&ops::conv2d_same(&Tensor::cat(&cat, 1)?, &w, true)?, true)?
+                }
+                (None, Some(bn)) => {
+                    let mut sum = y;
+                    for (j, _) in choice.skips.iter().enumerate().filter(|(_, s)| **s) {
+                        sum = (sum + &states[j])?;
+                    }
+                    bn.forward(&sum, true)?
                 }
                 _ => y,
             };

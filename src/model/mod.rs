@@ -38,6 +38,21 @@ pub struct NetConfig {
     /// MetaQNN: filters and units are the paper's times this (CPU-sized children).
     #[serde(default = "full_width")]
     pub width: f64,
+    /// Macro supernet: how a layer's chosen skips join its op's output.
+    #[serde(default)]
+    pub macro_skips: MacroSkips,
+}
+
+/// How the macro supernet joins skip connections (docs/DESIGN.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MacroSkips {
+    /// Concatenated with the op's output, then ReLU, 1x1 conv, BN: the shape
+    /// the derived child is retrained in (the paper, Sec. 2.2).
+    #[default]
+    Concat,
+    /// Summed with the op's output, then BN: the authors' search code.
+    Sum,
 }
 
 fn full_width() -> f64 {

@@ -68,6 +68,7 @@ fn net(c: &Choice, s: &Size) -> NetConfig {
         dropout: s.dropout,
         drop_path: s.drop_path,
         width: 1.0,
+        macro_skips: Default::default(),
     }
 }
 
