@@ -81,7 +81,7 @@ impl CustomOp3 for BatchNormTrain {
         let (mean, var) = channel_stats(x, n, c, hw);
         let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] / (var[ch] + self.eps).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
-        let mut y = vec![0f32; x.len()];
+        let mut y = super::zeros(x.len());
         y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
             let (a, b) = (scale[p % c], shift[p % c]);
             for (o, &v) in yp.iter_mut().zip(xp) {
@@ -201,7 +201,7 @@ impl CustomOp2 for GradInput {
         let (n, c, h, w) = l1.shape().dims4()?;
         let hw = h * w;
         let m = (n * hw) as f32;
-        let mut gx = vec![0f32; x.len()];
+        let mut gx = super::zeros(x.len());
         gx.par_chunks_mut(hw).enumerate().for_each(|(p, out)| {
             let ch = p % c;
             let (mu, is) = (self.mean[ch], self.invstd[ch]);

@@ -106,7 +106,7 @@ impl CustomOp2 for ConvSame {
         let (n, c, h, w) = l1.shape().dims4()?;
         let (hw, k, cout) = (h * w, self.k, l2.dims()[0]);
         let ckk = c * k * k;
-        let mut out = vec![0f32; n * cout * hw];
+        let mut out = super::zeros(n * cout * hw);
         out.par_chunks_mut(cout * hw).with_min_len(min_images(n)).enumerate().for_each_init(Vec::new, |col, (b, o)| {
             let xb = &x[b * c * hw..(b + 1) * c * hw];
             let cols = if k == 1 && !self.relu {
@@ -160,7 +160,7 @@ impl CustomOp3 for ConvSameGrad {
         let (ckk, nx) = (c * k * k, x.len());
         let nw = cout * ckk;
         let (wm, relu) = (Mat::new(wt, cout, ckk), self.relu);
-        let mut gx = vec![0f32; nx + nw];
+        let mut gx = super::zeros(nx + nw);
         let (gx_part, _) = gx.split_at_mut(nx);
         let gw_t = gx_part
             .par_chunks_mut(c * hw)

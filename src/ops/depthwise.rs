@@ -200,7 +200,7 @@ impl CustomOp2 for Depthwise {
         let (n, c, _, _) = l1.shape().dims4()?;
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
-        let mut out = vec![0f32; n * c * op];
+        let mut out = super::zeros(n * c * op);
         out.par_chunks_mut(op).enumerate().for_each_init(Default::default, |buf, (p, o)| {
             let ch = p % c;
             let (xp, wc) = (&x[p * ip..(p + 1) * ip], &w[ch * kk..(ch + 1) * kk]);
@@ -263,7 +263,7 @@ impl CustomOp3 for DepthwiseGradInput {
         let (n, c, _, _) = l1.shape().dims4()?;
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
-        let mut gin = vec![0f32; n * c * ip];
+        let mut gin = super::zeros(n * c * ip);
         gin.par_chunks_mut(ip).enumerate().for_each_init(Default::default, |buf, (p, gi)| {
             let ch = p % c;
             let (gp, wc) = (&g[p * op..(p + 1) * op], &w[ch * kk..(ch + 1) * kk]);

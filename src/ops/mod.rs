@@ -36,6 +36,20 @@ pub(crate) fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'
     }
 }
 
+/// A zeroed buffer for an op's output, zeroed by the worker threads: as
+/// `vec![0.0; n]` it is one serial memset on the calling thread, while the
+/// workers wait for the op (a few percent of a search step).
+pub(crate) fn zeros(n: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut().par_chunks_mut(1 << 15).for_each(|c| c.iter_mut().for_each(|x| {
+        x.write(0.0);
+    }));
+    // SAFETY: every one of the n elements was written just above.
+    unsafe { v.set_len(n) };
+    v
+}
+
 const LANES: usize = 8;
 
 /// Dot product with eight independent accumulators, so the compiler can

@@ -211,7 +211,7 @@ impl CustomOp1 for Pool {
         let win = self.win;
         let (ip, op) = (win.in_h * win.in_w, win.out_h * win.out_w);
         let taps = Taps::new(&win);
-        let mut out = vec![0f32; n * c * op];
+        let mut out = super::zeros(n * c * op);
         let same_s1 = is_same_stride1(&win);
         out.par_chunks_mut(op).enumerate().for_each_init(Scratch::default, |buf, (p, o)| {
             let xp = &x[p * ip..(p + 1) * ip];
@@ -253,7 +253,7 @@ impl CustomOp2 for PoolGrad {
         let win = self.win;
         let (ip, op) = (win.in_h * win.in_w, win.out_h * win.out_w);
         let taps = Taps::new(&win);
-        let mut gin = vec![0f32; n * c * ip];
+        let mut gin = super::zeros(n * c * ip);
         let same_s1 = is_same_stride1(&win);
         gin.par_chunks_mut(ip).enumerate().for_each_init(Scratch::default, |buf, (p, gi)| {
             let xp = &x[p * ip..(p + 1) * ip];

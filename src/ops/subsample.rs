@@ -36,7 +36,7 @@ impl CustomOp1 for Subsample {
         let x = f32_data(s, l, self.name())?;
         let (n, c, h, w) = l.shape().dims4()?;
         let (oh, ow, o) = (half(h), half(w), self.offset);
-        let mut out = vec![0f32; n * c * oh * ow];
+        let mut out = super::zeros(n * c * oh * ow);
         out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(op, xp)| {
             for y in 0..oh {
                 let iy = 2 * y + o;
@@ -74,7 +74,7 @@ impl CustomOp1 for Scatter {
         let g = f32_data(s, l, self.name())?;
         let (n, c, oh, ow) = l.shape().dims4()?;
         let (h, w, o) = (self.h, self.w, self.offset);
-        let mut gx = vec![0f32; n * c * h * w];
+        let mut gx = super::zeros(n * c * h * w);
         gx.par_chunks_mut(h * w).zip(g.par_chunks(oh * ow)).for_each(|(gp, g)| {
             for y in 0..oh {
                 let iy = 2 * y + o;
