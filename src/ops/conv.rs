@@ -29,15 +29,6 @@ struct ConvSame {
     relu: bool,
 }
 
-#[inline]
-fn act(v: f32, relu: bool) -> f32 {
-    if relu {
-        v.max(0.0)
-    } else {
-        v
-    }
-}
-
 /// Output columns `ox` whose tap `kx` reads inside a row of width `w`.
 fn valid_cols(w: usize, k: usize, kx: usize) -> (usize, usize) {
     let p = k / 2;
@@ -48,19 +39,33 @@ fn valid_cols(w: usize, k: usize, kx: usize) -> (usize, usize) {
 /// input shifted by that tap, zero outside the image.
 fn im2col(x: &[f32], c: usize, h: usize, w: usize, k: usize, relu: bool, col: &mut Vec<f32>) {
     let (hw, p) = (h * w, k / 2);
-    col.clear();
+    // Every element is written once below (no zero fill first: the buffer is 3.7 MB at 36 channels, 5x5).
     col.resize(c * k * k * hw, 0.0);
     for ch in 0..c {
         let plane = &x[ch * hw..(ch + 1) * hw];
         for ky in 0..k {
             for kx in 0..k {
                 let row = &mut col[((ch * k + ky) * k + kx) * hw..][..hw];
+                // Images smaller than the kernel leave a tap no valid rows or columns.
                 let (x0, x1) = valid_cols(w, k, kx);
-                for oy in (p.saturating_sub(ky))..(h + p).saturating_sub(ky).min(h) {
+                let (x0, x1) = (x0.min(w), x1.max(x0.min(w)));
+                let y0 = p.saturating_sub(ky).min(h);
+                let y1 = (h + p).saturating_sub(ky).min(h).max(y0);
+                row[..y0 * w].fill(0.0);
+                row[y1 * w..].fill(0.0);
+                for oy in y0..y1 {
                     let src = &plane[(oy + ky - p) * w..][..w];
                     let dst = &mut row[oy * w..(oy + 1) * w];
-                    for ox in x0..x1 {
-                        dst[ox] = act(src[ox + kx - p], relu);
+                    dst[..x0].fill(0.0);
+                    dst[x1..].fill(0.0);
+                    if x1 == x0 {
+                        continue;
+                    }
+                    let shifted = &src[x0 + kx - p..x1 + kx - p];
+                    if relu {
+                        dst[x0..x1].iter_mut().zip(shifted).for_each(|(d, &v)| *d = v.max(0.0));
+                    } else {
+                        dst[x0..x1].copy_from_slice(shifted);
                     }
                 }
             }
