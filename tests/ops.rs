@@ -278,3 +278,27 @@ fn device_fallbacks_match_the_cpu_ops() {
         }
     }
 }
+
+#[test]
+fn fused_relu_depthwise_matches_relu_then_depthwise_forward_and_backward() {
+    for &(k, stride, h, w) in &[(3, 1, 12, 13), (5, 1, 9, 8), (3, 2, 9, 8), (5, 1, 3, 2)] {
+        let x0 = rand_tensor(&[3, 4, h, w], 60);
+        let w0 = rand_tensor(&[4, 1, k, k], 61);
+        let r = rand_tensor(ops::depthwise_conv2d(&x0, &w0, stride, 1).unwrap().dims(), 62);
+        let run = |fused: bool| {
+            let (x, wt) = (Var::from_tensor(&x0).unwrap(), Var::from_tensor(&w0).unwrap());
+            let y = if fused {
+                ops::relu_depthwise_conv2d(x.as_tensor(), wt.as_tensor(), stride, 1).unwrap()
+            } else {
+                ops::depthwise_conv2d(&x.as_tensor().relu().unwrap(), wt.as_tensor(), stride, 1).unwrap()
+            };
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            (y, g.get(x.as_tensor()).unwrap().clone(), g.get(wt.as_tensor()).unwrap().clone())
+        };
+        let (ours, theirs) = (run(true), run(false));
+        for (what, a, b) in [("output", &ours.0, &theirs.0), ("input grad", &ours.1, &theirs.1), ("weight grad", &ours.2, &theirs.2)] {
+            let d = max_abs_diff(a, b);
+            assert!(d < 1e-4, "k{k} s{stride} {h}x{w} {what}: max diff {d}");
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! Depthwise 2-D convolution (one k x k filter per channel), 'same' padding,
 //! stride 1 or 2, dilation 1 or 2. Weight shape (C, 1, k, k), as candle's
 //! grouped conv2d takes it. Planes are processed in parallel. Stride 1 works on
-//! a padded, flattened plane so each tap is one long loop the compiler can
-//! vectorise; stride 2 (reduction cells only) walks the strided rows.
+//! a padded, flattened plane so each tap is one long loop (`taps.rs`), and its
+//! backward is one pass per plane for both gradients; stride 2 (reduction
+//! cells only) and the CUDA fallback walk the strided rows.
 use super::plane::{pad_into, unflatten};
 use super::taps;
 use super::{f32_data, Window};
@@ -99,35 +100,6 @@ fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, relu: b
     unflatten(&buf.flat, out, win.out_h, win.out_w, wp, 0, 0);
 }
 
-/// The gradient of a stride-1 'same' convolution is a correlation of the padded
-/// gradient with the kernel rotated by 180 degrees.
-fn grad_input_plane_s1(g: &[f32], w: &[f32], gin: &mut [f32], win: &Window, buf: &mut Scratch) {
-    let sp = span(win);
-    let (hp, wp) = (win.in_h + sp - 1, win.in_w + sp - 1);
-    pad_into(g, win.out_h, win.out_w, sp - 1 - win.pad_top, sp - 1 - win.pad_left, hp, wp, 0.0, &mut buf.padded);
-    buf.rotated.clear();
-    buf.rotated.extend(w.iter().rev());
-    let len = (win.in_h - 1) * wp + win.in_w;
-    buf.offsets(win, wp);
-    taps::weighted_taps(&buf.padded, &buf.rotated, &buf.offs, len, &mut buf.flat);
-    unflatten(&buf.flat, gin, win.in_h, win.in_w, wp, 0, 0);
-}
-
-/// Stride-1 weight gradient: per tap, the dot product of the gradient (widened
-/// with zero columns to the padded width) and the shifted padded input.
-/// Accumulates into `acc`, one lane-wise accumulator per tap (see `taps::tap_dots`).
-fn grad_weight_plane_s1(x: &[f32], g: &[f32], acc: &mut [[f32; taps::V]], win: &Window, relu: bool, buf: &mut Scratch) {
-    let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
-    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.padded);
-    if relu {
-        relu_in_place(&mut buf.padded);
-    }
-    pad_into(g, win.out_h, win.out_w, 0, 0, win.out_h, wp, 0.0, &mut buf.flat);
-    let len = (win.out_h - 1) * wp + win.out_w;
-    buf.offsets(win, wp);
-    taps::tap_dots(&buf.flat, &buf.padded, &buf.offs, len, acc);
-}
-
 fn forward_plane(x: &[f32], w: &[f32], out: &mut [f32], win: &Window) {
     let (k, iw, ow) = (win.k, win.in_w, win.out_w);
     out.fill(0.0);
@@ -216,10 +188,98 @@ impl CustomOp2 for Depthwise {
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         super::profile::timed("depthwise bwd", || {
             let grad = grad.contiguous()?;
+            if x.device().is_cpu() && self.win.stride == 1 {
+                let both = x.apply_op3_no_bwd(w, &grad, &DepthwiseGradS1 { win: self.win, relu: self.relu })?;
+                let nx = x.elem_count();
+                let gx = both.narrow(0, 0, nx)?.reshape(x.shape())?;
+                let gw = both.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
+                return Ok((Some(gx), Some(gw)));
+            }
             let gx = grad.apply_op3_no_bwd(w, x, &DepthwiseGradInput { win: self.win, relu: self.relu })?;
             let gw = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { win: self.win, relu: self.relu })?;
             Ok((Some(gx), Some(gw)))
         })
+    }
+}
+
+/// Stride 1 on the CPU: (input, weight, grad_out) -> grad_input and
+/// grad_weight, flattened one after the other. Channels in parallel; each
+/// plane's gradient is padded once and serves both: the grad-input taps read
+/// it padded, the weight dot products read the same buffer from its first
+/// gradient pixel, where the padding supplies the zero columns between rows.
+struct DepthwiseGradS1 {
+    win: Window,
+    relu: bool,
+}
+
+impl CustomOp3 for DepthwiseGradS1 {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad-s1"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, l1, self.name())?;
+        let w = f32_data(s2, l2, self.name())?;
+        let g = f32_data(s3, l3, self.name())?;
+        let (n, c, h, wd) = l1.shape().dims4()?;
+        let win = self.win;
+        let (ip, op, kk, sp) = (h * wd, win.out_h * win.out_w, win.k * win.k, span(&win));
+        if win.stride != 1 || (win.out_h, win.out_w) != (h, wd) {
+            candle_core::bail!("{}: stride-1 'same' windows only", self.name())
+        }
+        let (hp, wp) = (h + sp - 1, wd + sp - 1);
+        let (top, left) = (sp - 1 - win.pad_top, sp - 1 - win.pad_left);
+        let len = (h - 1) * wp + wd;
+        let mut out = super::zeros(x.len() + c * kk);
+        let (gx, gw) = out.split_at_mut(x.len());
+        // Images in parallel, each task summing its images' weight gradients per channel and lane.
+        let lanes = gx
+            .par_chunks_mut(c * ip)
+            .with_min_len((n / (2 * rayon::current_num_threads())).max(1))
+            .enumerate()
+            .fold(
+                || (vec![[0f32; taps::V]; c * kk], Scratch::default(), Vec::new()),
+                |(mut lanes, mut buf, mut xpad), (b, gxb)| {
+                    buf.offsets(&win, wp);
+                    for ch in 0..c {
+                        let p = b * c + ch;
+                        let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
+                        buf.rotated.clear();
+                        buf.rotated.extend(w[ch * kk..(ch + 1) * kk].iter().rev());
+                        pad_into(gp, h, wd, top, left, hp, wp, 0.0, &mut buf.padded);
+                        taps::weighted_taps(&buf.padded, &buf.rotated, &buf.offs, len, &mut buf.flat);
+                        let gi = &mut gxb[ch * ip..(ch + 1) * ip];
+                        unflatten(&buf.flat, gi, h, wd, wp, 0, 0);
+                        if self.relu {
+                            super::relu_mask(gi, xp);
+                        }
+                        pad_into(xp, h, wd, win.pad_top, win.pad_left, hp, wp, 0.0, &mut xpad);
+                        if self.relu {
+                            relu_in_place(&mut xpad);
+                        }
+                        taps::tap_dots(&buf.padded[top * wp + left..], &xpad, &buf.offs, len, &mut lanes[ch * kk..(ch + 1) * kk]);
+                    }
+                    (lanes, buf, xpad)
+                },
+            )
+            .map(|(lanes, _, _)| lanes)
+            .reduce(
+                || vec![[0f32; taps::V]; c * kk],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(u, v)| *u += v));
+                    a
+                },
+            );
+        gw.iter_mut().zip(&lanes).for_each(|(o, l)| *o = super::sum(l));
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + c * kk)))
     }
 }
 
@@ -264,14 +324,10 @@ impl CustomOp3 for DepthwiseGradInput {
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
         let mut gin = super::zeros(n * c * ip);
-        gin.par_chunks_mut(ip).enumerate().for_each_init(Default::default, |buf, (p, gi)| {
+        gin.par_chunks_mut(ip).enumerate().for_each(|(p, gi)| {
             let ch = p % c;
             let (gp, wc) = (&g[p * op..(p + 1) * op], &w[ch * kk..(ch + 1) * kk]);
-            if win.stride == 1 {
-                grad_input_plane_s1(gp, wc, gi, &win, buf);
-            } else {
-                grad_input_plane(gp, wc, gi, &win);
-            }
+            grad_input_plane(gp, wc, gi, &win);
             if self.relu {
                 super::relu_mask(gi, &x[p * ip..(p + 1) * ip]);
             }
@@ -304,19 +360,16 @@ impl CustomOp2 for DepthwiseGradWeight {
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
         let mut gw = vec![0f32; c * kk];
-        gw.par_chunks_mut(kk).enumerate().for_each_init(Default::default, |buf: &mut Scratch, (ch, gwc)| {
-            let mut lanes = vec![[0f32; taps::V]; kk];
+        gw.par_chunks_mut(kk).enumerate().for_each_init(Vec::new, |relu_x, (ch, gwc)| {
             for b in 0..n {
                 let p = b * c + ch;
-                let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
-                if win.stride == 1 {
-                    grad_weight_plane_s1(xp, gp, &mut lanes, &win, self.relu, buf);
-                } else {
-                    grad_weight_plane(xp, gp, gwc, &win);
+                let (mut xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
+                if self.relu {
+                    relu_x.clear();
+                    relu_x.extend(xp.iter().map(|v| v.max(0.0)));
+                    xp = relu_x;
                 }
-            }
-            if win.stride == 1 {
-                gwc.iter_mut().zip(&lanes).for_each(|(o, l)| *o = super::sum(l));
+                grad_weight_plane(xp, gp, gwc, &win);
             }
         });
         Ok((CpuStorage::F32(gw), Shape::from((c, 1, win.k, win.k))))
