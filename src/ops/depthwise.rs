@@ -3,7 +3,7 @@
 //! grouped conv2d takes it. Planes are processed in parallel. Stride 1 works on
 //! a padded, flattened plane so each tap is one long loop (`taps.rs`), and its
 //! backward is one pass per plane for both gradients; stride 2 (reduction
-//! cells only) and the CUDA fallback walk the strided rows.
+//! cells only) walks the strided rows.
 use super::plane::{pad_into, unflatten};
 use super::taps;
 use super::{f32_data, Window};
