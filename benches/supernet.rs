@@ -4,6 +4,7 @@
 //! op-time breakdown, and scripts/bench-vs-pytorch.sh sets it beside PyTorch.
 use criterion::{criterion_group, criterion_main, Criterion};
 use enas::cli::bench_supernet::{SupernetArgs, Workload};
+use enas::model::MacroSkips;
 use enas::space::SpaceKind;
 use std::path::PathBuf;
 
@@ -20,6 +21,8 @@ fn workload(space: SpaceKind, arcs: &str) -> Workload {
         steps: None,
         warmup: None,
         seed: 0,
+        // The peer's macro workload (skips summed).
+        macro_skips: MacroSkips::Sum,
         json: false,
     };
     Workload::new(&args).unwrap()

@@ -50,6 +50,6 @@ echo "check-kernels: $count PTX builds ok ($(ls kernels/*.cu | wc -l) kernel fil
 if [ "${ENAS_SKIP_CUDA_CHECK:-0}" != 1 ]; then
     bin=$(dirname "$nvcc")
     PATH="$bin:$PATH" NVCC="$nvcc" CUDA_ROOT="$(dirname "$bin")" CUDA_PATH="$(dirname "$bin")" CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" \
-        cargo check --release --locked --features cuda --tests --quiet
-    echo "check-kernels: cargo check --features cuda (library, binary and tests) ok"
+        cargo check --release --locked --features cuda --tests --benches --quiet
+    echo "check-kernels: cargo check --features cuda (library, binary, tests and benches) ok"
 fi
