@@ -135,9 +135,12 @@ impl CustomOp2 for PositiveMask {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = f32_data(s1, l1, self.name())?;
         let y = f32_data(s2, l2, self.name())?;
-        let mut out = g.to_vec();
-        out.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(o, y)| {
-            o.iter_mut().zip(y).for_each(|(d, &v)| *d = if v > 0.0 { *d } else { 0.0 });
+        let mut out = super::zeros(g.len());
+        let chunk = 1 << 14;
+        out.par_chunks_mut(chunk).zip(g.par_chunks(chunk)).zip(y.par_chunks(chunk)).for_each(|((o, g), y)| {
+            for ((d, &gv), &v) in o.iter_mut().zip(g).zip(y) {
+                *d = if v > 0.0 { gv } else { 0.0 };
+            }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

@@ -68,7 +68,7 @@ fn span(win: &Window) -> usize {
 }
 
 /// Buffers one worker reuses across planes: the padded plane, the flat
-/// result (or the widened gradient), the tap offsets and the rotated kernel.
+/// result, the tap offsets and the rotated kernel.
 #[derive(Default)]
 struct Scratch {
     padded: Vec<f32>,
@@ -78,12 +78,11 @@ struct Scratch {
 }
 
 impl Scratch {
-    /// The tap offsets for row width `wp` (the same for every plane of one op).
-    fn offsets(&mut self, win: &Window, wp: usize) -> &[usize] {
+    /// Sets `offs` for row width `wp` (the same for every plane of one op, so computed once).
+    fn set_offsets(&mut self, win: &Window, wp: usize) {
         if self.offs.len() != win.k * win.k || self.offs.last() != Some(&((win.k - 1) * win.dilation * (wp + 1))) {
             self.offs = taps::offsets(win.k, win.dilation, wp);
         }
-        &self.offs
     }
 }
 
@@ -95,7 +94,7 @@ fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, relu: b
     }
     // Flattened, the rows run on into each other: the columns past `out_w` are computed and dropped.
     let len = (win.out_h - 1) * wp + win.out_w;
-    buf.offsets(win, wp);
+    buf.set_offsets(win, wp);
     taps::weighted_taps(&buf.padded, w, &buf.offs, len, &mut buf.flat);
     unflatten(&buf.flat, out, win.out_h, win.out_w, wp, 0, 0);
 }
@@ -203,7 +202,7 @@ impl CustomOp2 for Depthwise {
 }
 
 /// Stride 1 on the CPU: (input, weight, grad_out) -> grad_input and
-/// grad_weight, flattened one after the other. Channels in parallel; each
+/// grad_weight, flattened one after the other. Images in parallel; each
 /// plane's gradient is padded once and serves both: the grad-input taps read
 /// it padded, the weight dot products read the same buffer from its first
 /// gradient pixel, where the padding supplies the zero columns between rows.
@@ -248,7 +247,7 @@ impl CustomOp3 for DepthwiseGradS1 {
             .fold(
                 || (vec![[0f32; taps::V]; c * kk], Scratch::default(), Vec::new()),
                 |(mut lanes, mut buf, mut xpad), (b, gxb)| {
-                    buf.offsets(&win, wp);
+                    buf.set_offsets(&win, wp);
                     for ch in 0..c {
                         let p = b * c + ch;
                         let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
