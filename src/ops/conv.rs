@@ -128,9 +128,7 @@ impl CustomOp2 for ConvSame {
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         super::profile::timed("conv bwd", || {
             let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &ConvSameGrad { k: self.k, relu: self.relu })?;
-            let nx = x.elem_count();
-            let gx = both.narrow(0, 0, nx)?.reshape(x.shape())?;
-            let gw = both.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
+            let (gx, gw) = super::split_grads(&both, x, w)?;
             Ok((Some(gx), Some(gw)))
         })
     }

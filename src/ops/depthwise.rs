@@ -189,9 +189,7 @@ impl CustomOp2 for Depthwise {
             let grad = grad.contiguous()?;
             if x.device().is_cpu() && self.win.stride == 1 {
                 let both = x.apply_op3_no_bwd(w, &grad, &DepthwiseGradS1 { win: self.win, relu: self.relu })?;
-                let nx = x.elem_count();
-                let gx = both.narrow(0, 0, nx)?.reshape(x.shape())?;
-                let gw = both.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
+                let (gx, gw) = super::split_grads(&both, x, w)?;
                 return Ok((Some(gx), Some(gw)));
             }
             let gx = grad.apply_op3_no_bwd(w, x, &DepthwiseGradInput { win: self.win, relu: self.relu })?;

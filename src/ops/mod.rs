@@ -50,6 +50,13 @@ pub(crate) fn zeros(n: usize) -> Vec<f32> {
     v
 }
 
+/// Splits the output of a backward op that returns both gradients flattened,
+/// the input's then the weight's, into the two.
+pub(crate) fn split_grads(both: &candle_core::Tensor, x: &candle_core::Tensor, w: &candle_core::Tensor) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
+    let nx = x.elem_count();
+    Ok((both.narrow(0, 0, nx)?.reshape(x.shape())?, both.narrow(0, nx, w.elem_count())?.reshape(w.shape())?))
+}
+
 const LANES: usize = 8;
 
 /// Dot product with eight independent accumulators, so the compiler can
