@@ -20,16 +20,16 @@ pub(crate) fn weighted_taps(src: &[f32], w: &[f32], offs: &[usize], len: usize, 
     out.clear();
     out.resize(blocks * V, 0.0);
     assert!(offs.iter().all(|&o| o + blocks * V <= src.len()), "taps read past the padded plane");
-    match w.len() {
-        9 => weighted_taps_n::<9>(src, w, offs, out),
-        25 => weighted_taps_n::<25>(src, w, offs, out),
-        _ => {
-            for (b, o) in out.chunks_exact_mut(V).enumerate() {
-                for (&wt, &off) in w.iter().zip(offs) {
-                    let s = &src[off + b * V..][..V];
-                    o.iter_mut().zip(s).for_each(|(a, v)| *a += wt * v);
-                }
-            }
+    if let (Ok(w), Ok(offs)) = (<&[f32; 9]>::try_from(w), <&[usize; 9]>::try_from(offs)) {
+        return weighted_taps_n(src, w, offs, out);
+    }
+    if let (Ok(w), Ok(offs)) = (<&[f32; 25]>::try_from(w), <&[usize; 25]>::try_from(offs)) {
+        return weighted_taps_n(src, w, offs, out);
+    }
+    for (b, o) in out.chunks_exact_mut(V).enumerate() {
+        for (&wt, &off) in w.iter().zip(offs) {
+            let s = &src[off + b * V..][..V];
+            o.iter_mut().zip(s).for_each(|(a, v)| *a += wt * v);
         }
     }
 }
@@ -38,22 +38,21 @@ pub(crate) fn weighted_taps(src: &[f32], w: &[f32], offs: &[usize], len: usize, 
 /// adds, so one block at a time would wait on the adder's latency.
 const BLOCKS: usize = 4;
 
+/// The `N` floats of `s` from `start`, as an array: loops over it unroll and
+/// vectorise. Callers have checked the bounds.
 #[inline(always)]
-fn add_scaled(acc: &mut [f32; V], w: f32, s: &[f32; V]) {
-    for l in 0..V {
-        acc[l] += w * s[l];
-    }
+fn view<const N: usize>(s: &[f32], start: usize) -> &[f32; N] {
+    s[start..start + N].first_chunk().expect("a slice of N has a first chunk of N")
 }
 
-fn weighted_taps_n<const T: usize>(src: &[f32], w: &[f32], offs: &[usize], out: &mut [f32]) {
-    let (w, offs): (&[f32; T], &[usize; T]) = (w.try_into().expect("T weights"), offs.try_into().expect("T taps"));
+fn weighted_taps_n<const T: usize>(src: &[f32], w: &[f32; T], offs: &[usize; T], out: &mut [f32]) {
     let done = out.len() / (BLOCKS * V) * BLOCKS * V;
     let mut groups = out.chunks_exact_mut(BLOCKS * V);
     for (i, o) in (&mut groups).enumerate() {
         let base = i * BLOCKS * V;
         let mut acc = [0f32; BLOCKS * V];
         for t in 0..T {
-            let s: &[f32; BLOCKS * V] = src[offs[t] + base..][..BLOCKS * V].try_into().expect("group wide");
+            let s = view::<{ BLOCKS * V }>(src, offs[t] + base);
             for l in 0..BLOCKS * V {
                 acc[l] += w[t] * s[l];
             }
@@ -63,7 +62,10 @@ fn weighted_taps_n<const T: usize>(src: &[f32], w: &[f32], offs: &[usize], out: 
     for (b, o) in groups.into_remainder().chunks_exact_mut(V).enumerate() {
         let mut acc = [0f32; V];
         for t in 0..T {
-            add_scaled(&mut acc, w[t], src[offs[t] + done + b * V..][..V].try_into().expect("V wide"));
+            let s = view::<V>(src, offs[t] + done + b * V);
+            for l in 0..V {
+                acc[l] += w[t] * s[l];
+            }
         }
         o.copy_from_slice(&acc);
     }
@@ -77,33 +79,32 @@ pub(crate) fn tap_dots(g: &[f32], src: &[f32], offs: &[usize], len: usize, acc: 
     assert_eq!(acc.len(), offs.len(), "one accumulator per tap");
     let blocks = len.div_ceil(V);
     assert!(g.len() >= blocks * V && offs.iter().all(|&o| o + blocks * V <= src.len()), "taps read past the padded plane");
-    match offs.len() {
-        9 => tap_dots_n::<9>(g, src, offs, blocks, acc),
-        25 => tap_dots_n::<25>(g, src, offs, blocks, acc),
-        _ => {
-            for (a, &off) in acc.iter_mut().zip(offs) {
-                for b in 0..blocks {
-                    let (gv, s) = (&g[b * V..][..V], &src[off + b * V..][..V]);
-                    (0..V).for_each(|l| a[l] += gv[l] * s[l]);
-                }
-            }
+    if let (Ok(offs), Ok(acc)) = (<&[usize; 9]>::try_from(offs), <&mut [[f32; V]; 9]>::try_from(&mut *acc)) {
+        return tap_dots_n(g, src, offs, blocks, acc);
+    }
+    if let (Ok(offs), Ok(acc)) = (<&[usize; 25]>::try_from(offs), <&mut [[f32; V]; 25]>::try_from(&mut *acc)) {
+        return tap_dots_n(g, src, offs, blocks, acc);
+    }
+    for (a, &off) in acc.iter_mut().zip(offs) {
+        for b in 0..blocks {
+            let (gv, s) = (&g[b * V..][..V], &src[off + b * V..][..V]);
+            (0..V).for_each(|l| a[l] += gv[l] * s[l]);
         }
     }
 }
 
-fn tap_dots_n<const T: usize>(g: &[f32], src: &[f32], offs: &[usize], blocks: usize, acc: &mut [[f32; V]]) {
-    let offs: &[usize; T] = offs.try_into().expect("T taps");
-    let mut regs: [[f32; V]; T] = acc.try_into().expect("T accumulators");
+fn tap_dots_n<const T: usize>(g: &[f32], src: &[f32], offs: &[usize; T], blocks: usize, acc: &mut [[f32; V]; T]) {
+    let mut regs = *acc;
     for b in 0..blocks {
-        let gv: &[f32; V] = g[b * V..][..V].try_into().expect("V wide");
+        let gv = view::<V>(g, b * V);
         for t in 0..T {
-            let s: &[f32; V] = src[offs[t] + b * V..][..V].try_into().expect("V wide");
+            let s = view::<V>(src, offs[t] + b * V);
             for l in 0..V {
                 regs[t][l] += gv[l] * s[l];
             }
         }
     }
-    acc.copy_from_slice(&regs);
+    *acc = regs;
 }
 
 /// Offsets of a k x k window's taps (dilation `d`) in a plane of row width `wp`, row by row.
