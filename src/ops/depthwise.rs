@@ -68,34 +68,29 @@ fn span(win: &Window) -> usize {
 }
 
 /// Buffers one worker reuses across planes: the padded plane, the flat
-/// result, the tap offsets and the rotated kernel.
+/// result and the rotated kernel.
 #[derive(Default)]
 struct Scratch {
     padded: Vec<f32>,
     flat: Vec<f32>,
-    offs: Vec<usize>,
     rotated: Vec<f32>,
 }
 
-impl Scratch {
-    /// Sets `offs` for row width `wp` (the same for every plane of one op, so computed once).
-    fn set_offsets(&mut self, win: &Window, wp: usize) {
-        if self.offs.len() != win.k * win.k || self.offs.last() != Some(&((win.k - 1) * win.dilation * (wp + 1))) {
-            self.offs = taps::offsets(win.k, win.dilation, wp);
-        }
-    }
+/// Row width of the padded plane of a stride-1 window.
+fn padded_width(win: &Window) -> usize {
+    win.out_w + span(win) - 1
 }
 
-fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, relu: bool, buf: &mut Scratch) {
-    let (hp, wp) = (win.out_h + span(win) - 1, win.out_w + span(win) - 1);
+/// `offs`: the window's tap offsets at `padded_width(win)`, the same for every plane.
+fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, relu: bool, offs: &[usize], buf: &mut Scratch) {
+    let (hp, wp) = (win.out_h + span(win) - 1, padded_width(win));
     pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.padded);
     if relu {
         relu_in_place(&mut buf.padded);
     }
     // Flattened, the rows run on into each other: the columns past `out_w` are computed and dropped.
     let len = (win.out_h - 1) * wp + win.out_w;
-    buf.set_offsets(win, wp);
-    taps::weighted_taps(&buf.padded, w, &buf.offs, len, &mut buf.flat);
+    taps::weighted_taps(&buf.padded, w, offs, len, &mut buf.flat);
     unflatten(&buf.flat, out, win.out_h, win.out_w, wp, 0, 0);
 }
 
@@ -172,11 +167,12 @@ impl CustomOp2 for Depthwise {
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
         let mut out = super::zeros(n * c * op);
+        let offs = if win.stride == 1 { taps::offsets(win.k, win.dilation, padded_width(&win)) } else { Vec::new() };
         out.par_chunks_mut(op).enumerate().for_each_init(Default::default, |buf, (p, o)| {
             let ch = p % c;
             let (xp, wc) = (&x[p * ip..(p + 1) * ip], &w[ch * kk..(ch + 1) * kk]);
             if win.stride == 1 {
-                forward_plane_s1(xp, wc, o, &win, self.relu, buf);
+                forward_plane_s1(xp, wc, o, &win, self.relu, &offs, buf);
             } else {
                 forward_plane(xp, wc, o, &win);
             }
@@ -235,6 +231,7 @@ impl CustomOp3 for DepthwiseGradS1 {
         let (hp, wp) = (h + sp - 1, wd + sp - 1);
         let (top, left) = (sp - 1 - win.pad_top, sp - 1 - win.pad_left);
         let len = (h - 1) * wp + wd;
+        let offs = taps::offsets(win.k, win.dilation, wp);
         let mut out = super::zeros(x.len() + c * kk);
         let (gx, gw) = out.split_at_mut(x.len());
         // Images in parallel, each task summing its images' weight gradients per channel and lane.
@@ -245,14 +242,13 @@ impl CustomOp3 for DepthwiseGradS1 {
             .fold(
                 || (vec![[0f32; taps::V]; c * kk], Scratch::default(), Vec::new()),
                 |(mut lanes, mut buf, mut xpad), (b, gxb)| {
-                    buf.set_offsets(&win, wp);
                     for ch in 0..c {
                         let p = b * c + ch;
                         let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
                         buf.rotated.clear();
                         buf.rotated.extend(w[ch * kk..(ch + 1) * kk].iter().rev());
                         pad_into(gp, h, wd, top, left, hp, wp, 0.0, &mut buf.padded);
-                        taps::weighted_taps(&buf.padded, &buf.rotated, &buf.offs, len, &mut buf.flat);
+                        taps::weighted_taps(&buf.padded, &buf.rotated, &offs, len, &mut buf.flat);
                         let gi = &mut gxb[ch * ip..(ch + 1) * ip];
                         unflatten(&buf.flat, gi, h, wd, wp, 0, 0);
                         if self.relu {
@@ -262,7 +258,7 @@ impl CustomOp3 for DepthwiseGradS1 {
                         if self.relu {
                             relu_in_place(&mut xpad);
                         }
-                        taps::tap_dots(&buf.padded[top * wp + left..], &xpad, &buf.offs, len, &mut lanes[ch * kk..(ch + 1) * kk]);
+                        taps::tap_dots(&buf.padded[top * wp + left..], &xpad, &offs, len, &mut lanes[ch * kk..(ch + 1) * kk]);
                     }
                     (lanes, buf, xpad)
                 },

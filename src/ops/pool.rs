@@ -2,6 +2,7 @@
 //! any kernel and stride. Average pooling divides by the number of pixels
 //! inside the image, excluding padding, as TensorFlow (and so ENAS) does.
 use super::plane::{pad_into, unflatten};
+use super::taps;
 use super::{f32_data, Window};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -111,11 +112,6 @@ fn is_same_stride1(win: &Window) -> bool {
 /// Scratch buffers one worker reuses across planes.
 type Scratch = (Vec<f32>, Vec<f32>, Vec<u32>);
 
-/// Offsets into the padded plane of the k x k taps, in scan order.
-fn tap_offsets(win: &Window, wp: usize) -> Vec<usize> {
-    (0..win.k).flat_map(|ky| (0..win.k).map(move |kx| ky * wp + kx)).collect()
-}
-
 /// Stride-1 'same' pooling on a padded, flattened plane.
 fn plane_s1(kind: PoolKind, x: &[f32], out: &mut [f32], win: &Window, taps: &Taps, buf: &mut Scratch) {
     let (hp, wp) = (win.out_h + win.k - 1, win.out_w + win.k - 1);
@@ -124,7 +120,7 @@ fn plane_s1(kind: PoolKind, x: &[f32], out: &mut [f32], win: &Window, taps: &Tap
     let len = (win.out_h - 1) * wp + win.out_w;
     buf.1.clear();
     buf.1.resize(len, fill);
-    for off in tap_offsets(win, wp) {
+    for off in taps::offsets(win.k, win.dilation, wp) {
         let src = &buf.0[off..off + len];
         match kind {
             PoolKind::Max => buf.1.iter_mut().zip(src).for_each(|(a, &s)| *a = a.max(s)),
@@ -146,7 +142,7 @@ fn plane_s1(kind: PoolKind, x: &[f32], out: &mut [f32], win: &Window, taps: &Tap
 fn grad_plane_s1(kind: PoolKind, x: &[f32], g: &[f32], gin: &mut [f32], win: &Window, taps: &Taps, buf: &mut Scratch) {
     let (hp, wp) = (win.out_h + win.k - 1, win.out_w + win.k - 1);
     let len = (win.out_h - 1) * wp + win.out_w;
-    let offsets = tap_offsets(win, wp);
+    let offsets = taps::offsets(win.k, win.dilation, wp);
     let (padded, acc, best) = buf;
     acc.clear();
     acc.resize(hp * wp, 0.0);
