@@ -50,7 +50,7 @@ fn toy_reward(arch: &Arch) -> f64 {
 /// Mean toy reward of the first and the last ten updates. The learning rate
 /// is near the authors' (0.0035 micro): at 0.03 the micro LSTM saturates
 /// within a few dozen updates and stops learning the input choices.
-fn train_on_toy_reward(algo: Algo, space: SpaceKind) -> (f64, f64) {
+fn train_on_toy_reward(algo: Algo, space: SpaceKind, seed: u64) -> (f64, f64) {
     let (size, updates) = if space == SpaceKind::Micro { (2, 150) } else { (4, 60) };
     let settings = ControllerSettings {
         algo,
@@ -67,10 +67,10 @@ fn train_on_toy_reward(algo: Algo, space: SpaceKind) -> (f64, f64) {
         ppo_target_kl: 0.05,
         rank_advantages: false,
     };
-    let ctrl = Controller::new(space, size, &settings.policy, 11, &Device::Cpu).unwrap();
+    let ctrl = Controller::new(space, size, &settings.policy, 9 + seed, &Device::Cpu).unwrap();
     let mut opt = settings.optimizer();
     let mut adam = controller_adam(&ctrl, settings.lr);
-    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut means = Vec::new();
     for _ in 0..updates {
         let samples = opt.propose(&ctrl, &mut rng).unwrap();
@@ -90,16 +90,20 @@ fn learned_floor(space: SpaceKind) -> f64 {
 
 #[test]
 fn ppo_learns_a_toy_reward() {
+    // Several seeds: with advantages left uncentred PPO learned this reward on
+    // one seed and drifted back to the uniform policy on others.
     for space in [SpaceKind::Micro, SpaceKind::Macro] {
-        let (first, last) = train_on_toy_reward(Algo::Ppo, space);
-        assert!(last > learned_floor(space) && last > first, "{space:?}: {first:.3} -> {last:.3}");
+        for seed in [2, 3, 4] {
+            let (first, last) = train_on_toy_reward(Algo::Ppo, space, seed);
+            assert!(last > learned_floor(space) && last > first, "{space:?}, seed {seed}: {first:.3} -> {last:.3}");
+        }
     }
 }
 
 #[test]
 fn reinforce_learns_a_toy_reward() {
     for space in [SpaceKind::Micro, SpaceKind::Macro] {
-        let (first, last) = train_on_toy_reward(Algo::Reinforce, space);
+        let (first, last) = train_on_toy_reward(Algo::Reinforce, space, 2);
         assert!(last > learned_floor(space) && last > first, "{space:?}: {first:.3} -> {last:.3}");
     }
 }
@@ -107,7 +111,7 @@ fn reinforce_learns_a_toy_reward() {
 #[test]
 fn random_search_does_not_learn() {
     for space in [SpaceKind::Micro, SpaceKind::Macro] {
-        let (first, last) = train_on_toy_reward(Algo::Random, space);
+        let (first, last) = train_on_toy_reward(Algo::Random, space, 2);
         assert!(last < learned_floor(space) - 0.05 && (last - first).abs() < 0.12, "{space:?}: {first:.3} -> {last:.3}");
     }
 }

@@ -38,13 +38,15 @@ impl Ppo {
     }
 }
 
-/// Advantages against the baseline, scaled by the batch's reward spread but not
-/// re-centred on the batch mean (that would discard the baseline).
+/// Advantages against the baseline, centred on their batch mean and scaled by
+/// their spread (PPO's usual normalisation; uncentred, the policy learned a toy
+/// reward and then drifted back to uniform on some seeds: docs/DESIGN.md).
 fn advantages(rewards: &[f64], baselines: &[f64]) -> Vec<f64> {
-    let m = mean(rewards);
-    let var = rewards.iter().map(|r| (r - m) * (r - m)).sum::<f64>() / rewards.len().max(1) as f64;
+    let raw: Vec<f64> = rewards.iter().zip(baselines).map(|(r, b)| r - b).collect();
+    let m = mean(&raw);
+    let var = raw.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / raw.len().max(1) as f64;
     let scale = if var > 1e-12 { var.sqrt() } else { 1.0 };
-    rewards.iter().zip(baselines).map(|(r, b)| (r - b) / scale).collect()
+    raw.iter().map(|a| (a - m) / scale).collect()
 }
 
 /// Centred ranks in [-0.5, 0.5]: only the order of the batch's rewards counts.
