@@ -68,7 +68,7 @@ pub fn bench_ops(json: bool, reps: usize, shape: &[usize], device: &Device) -> R
     rows.push(("maxpool3x3".into(), "candle", median_ms(reps, || fwd_bwd(reference::max_pool3x3(&x)))?));
     rows.push(("avgpool3x3".into(), "enas", median_ms(reps, || fwd_bwd(ops::avg_pool2d(&x, 3, 1)))?));
     rows.push(("avgpool3x3".into(), "candle", median_ms(reps, || fwd_bwd(reference::avg_pool3x3(&x)))?));
-    for k in [1usize, 3] {
+    for k in [1usize, 3, 5] {
         let wt = Var::from_tensor(&Tensor::randn(0f32, 0.3, (c, c, k, k), &dev)?)?;
         let name = format!("relu+conv{k}x{k}");
         rows.push((name.clone(), "enas", median_ms(reps, || fwd_bwd(ops::conv2d_same(&x, &wt, true)))?));

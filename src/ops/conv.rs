@@ -21,6 +21,9 @@ pub fn conv2d_same(x: &Tensor, w: &Tensor, relu_input: bool) -> Result<Tensor> {
     if !x.device().is_cpu() {
         return super::reference::conv2d_same(x, w, relu_input);
     }
+    if super::winograd::supports(k) {
+        return super::profile::timed("conv fwd", || super::winograd::conv2d(x, w, relu_input));
+    }
     super::profile::timed("conv fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, ConvSame { k, relu: relu_input }))
 }
 
@@ -96,7 +99,7 @@ fn col2im(col: &[f32], c: usize, h: usize, w: usize, k: usize, gx: &mut [f32]) {
 }
 
 /// Images per rayon task: enough that per-task buffers are reused, few enough for every thread to get work.
-fn min_images(n: usize) -> usize {
+pub(crate) fn min_images(n: usize) -> usize {
     (n / (2 * rayon::current_num_threads())).max(1)
 }
 

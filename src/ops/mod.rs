@@ -15,6 +15,7 @@ pub mod reference;
 pub mod subsample;
 mod taps;
 mod window;
+mod winograd;
 
 pub use batch_norm::{batch_norm_relu_train, batch_norm_train, BatchStats};
 pub use conv::conv2d_same;
