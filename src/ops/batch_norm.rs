@@ -81,7 +81,8 @@ impl CustomOp3 for BatchNormTrain {
         let (mean, var) = channel_stats(x, n, c, hw);
         let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] / (var[ch] + self.eps).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
-        let mut y = super::zeros(x.len());
+        // SAFETY: every element is written below, one plane per task.
+        let mut y = unsafe { super::unfilled(x.len()) };
         y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
             let (a, b) = (scale[p % c], shift[p % c]);
             for (o, &v) in yp.iter_mut().zip(xp) {
@@ -135,7 +136,8 @@ impl CustomOp2 for PositiveMask {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = f32_data(s1, l1, self.name())?;
         let y = f32_data(s2, l2, self.name())?;
-        let mut out = super::zeros(g.len());
+        // SAFETY: every element is written below.
+        let mut out = unsafe { super::unfilled(g.len()) };
         let chunk = 1 << 14;
         out.par_chunks_mut(chunk).zip(g.par_chunks(chunk)).zip(y.par_chunks(chunk)).for_each(|((o, g), y)| {
             for ((d, &gv), &v) in o.iter_mut().zip(g).zip(y) {
@@ -204,7 +206,8 @@ impl CustomOp2 for GradInput {
         let (n, c, h, w) = l1.shape().dims4()?;
         let hw = h * w;
         let m = (n * hw) as f32;
-        let mut gx = super::zeros(x.len());
+        // SAFETY: every element is written below, one plane per task.
+        let mut gx = unsafe { super::unfilled(x.len()) };
         gx.par_chunks_mut(hw).enumerate().for_each(|(p, out)| {
             let ch = p % c;
             let (mu, is) = (self.mean[ch], self.invstd[ch]);

@@ -114,7 +114,8 @@ impl CustomOp2 for ConvSame {
         let (n, c, h, w) = l1.shape().dims4()?;
         let (hw, k, cout) = (h * w, self.k, l2.dims()[0]);
         let ckk = c * k * k;
-        let mut out = super::zeros(n * cout * hw);
+        // SAFETY: each image's output is one matrix product that overwrites it.
+        let mut out = unsafe { super::unfilled(n * cout * hw) };
         out.par_chunks_mut(cout * hw).with_min_len(min_images(n)).enumerate().for_each_init(Vec::new, |col, (b, o)| {
             let xb = &x[b * c * hw..(b + 1) * c * hw];
             let cols = if k == 1 && !self.relu {
@@ -166,7 +167,9 @@ impl CustomOp3 for ConvSameGrad {
         let (ckk, nx) = (c * k * k, x.len());
         let nw = cout * ckk;
         let (wm, relu) = (Mat::new(wt, cout, ckk), self.relu);
-        let mut gx = super::zeros(nx + nw);
+        // SAFETY: each image's input gradient is overwritten (matrix product, or col2im, which clears first);
+        // the weight gradient is copied in below.
+        let mut gx = unsafe { super::unfilled(nx + nw) };
         let (gx_part, _) = gx.split_at_mut(nx);
         let gw_t = gx_part
             .par_chunks_mut(c * hw)

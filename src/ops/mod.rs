@@ -51,6 +51,18 @@ pub(crate) fn zeros(n: usize) -> Vec<f32> {
     v
 }
 
+/// An op's output of `n` floats, not zeroed: for ops that write every element
+/// (zeroing first is one more pass over memory, a few percent of a search step).
+///
+/// # Safety
+/// The caller writes every element before the buffer is read or returned.
+pub(crate) unsafe fn unfilled(n: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    // SAFETY: capacity n; the contents are written by the caller before any read (see above).
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// Splits the output of a backward op that returns both gradients flattened,
 /// the input's then the weight's, into the two.
 pub(crate) fn split_grads(both: &candle_core::Tensor, x: &candle_core::Tensor, w: &candle_core::Tensor) -> Result<(candle_core::Tensor, candle_core::Tensor)> {

@@ -132,7 +132,8 @@ impl CustomOp2 for Winograd {
         let (c, hw) = (geo.c, geo.h * geo.w);
         let u = tr.kernel(w, k * c);
         let images = geo.task_images(n);
-        let mut y = super::zeros(n * k * hw);
+        // SAFETY: the tiles cover every output, each written once by `tiles::output`.
+        let mut y = unsafe { super::unfilled(n * k * hw) };
         y.par_chunks_mut(images * k * hw).enumerate().for_each(|(task, yb)| {
             let xb = &x[task * images * c * hw..][..yb.len() / k * c];
             with_scratch(|s| forward_task(tr, geo, &u, xb, self.relu, yb, s))
@@ -168,7 +169,8 @@ impl CustomOp3 for WinogradGrad {
         let u = tr.kernel(w, k * c);
         let images = geo.task_images(n);
         let nx = x.len();
-        let mut out = super::zeros(nx + k * c * R * R);
+        // SAFETY: `from_channels_last` writes every input gradient; the weight gradient is copied in below.
+        let mut out = unsafe { super::unfilled(nx + k * c * R * R) };
         let du = out[..nx]
             .par_chunks_mut(images * c * hw)
             .enumerate()
