@@ -304,3 +304,39 @@ fn fused_relu_depthwise_matches_relu_then_depthwise_forward_and_backward() {
         }
     }
 }
+
+#[test]
+fn fused_conv_bn_matches_conv_then_bn_forward_and_backward() {
+    for (k, relu_in, relu_out) in [(1, false, false), (1, true, true), (3, true, false), (5, false, true), (5, true, true)] {
+        let (n, c, cout, h, w) = (3, 5, 6, 9, 7);
+        let x0 = rand_tensor(&[n, c, h, w], 70);
+        let w0 = if k == 1 { rand_tensor(&[cout, c], 71) } else { rand_tensor(&[cout, c, k, k], 71) };
+        let g0 = (rand_tensor(&[cout], 72) + 1.5).unwrap();
+        let b0 = rand_tensor(&[cout], 73);
+        let probe = rand_tensor(&[n, cout, h, w], 74);
+        let run = |fused: bool| {
+            let vars: Vec<Var> = [&x0, &w0, &g0, &b0].iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+            let [x, wt, g, b] = [0, 1, 2, 3].map(|i| vars[i].as_tensor().clone());
+            let (y, stats) = if fused {
+                ops::conv_bn_train(&x, &wt, &g, &b, relu_in, relu_out, 1e-5).unwrap()
+            } else {
+                let conv = ops::conv2d_same(&x, &wt, relu_in).unwrap();
+                let bn = if relu_out { ops::batch_norm_relu_train } else { ops::batch_norm_train };
+                bn(&conv, &g, &b, 1e-5).unwrap()
+            };
+            let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs: Vec<Tensor> = vars.iter().map(|v| grads.get(v.as_tensor()).unwrap().clone()).collect();
+            (y, stats, gs)
+        };
+        let ((y1, s1, g1), (y2, s2, g2)) = (run(true), run(false));
+        let what = format!("k{k} relu in {relu_in} out {relu_out}");
+        assert_eq!(max_abs_diff(&y1, &y2), 0.0, "{what}: output");
+        assert_eq!((&s1.mean, &s1.var), (&s2.mean, &s2.var), "{what}: batch statistics");
+        for (name, a, b) in [("x", &g1[0], &g2[0]), ("w", &g1[1], &g2[1]), ("gamma", &g1[2], &g2[2]), ("beta", &g1[3], &g2[3])] {
+            assert_eq!(max_abs_diff(a, b), 0.0, "{what}: gradient of {name}");
+        }
+    }
+    let x = rand_tensor(&[2, 3, 4, 4], 75);
+    let err = ops::conv_bn_train(&x, &rand_tensor(&[4, 3, 3, 3], 76), &rand_tensor(&[5], 77), &rand_tensor(&[5], 78), false, false, 1e-5);
+    assert!(err.unwrap_err().to_string().contains("gamma"));
+}

@@ -22,9 +22,8 @@ impl Conv1x1 {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv2d_same(x, &self.w, false)
     }
-    /// Of ReLU(x), fused into the op.
-    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv2d_same(x, &self.w, true)
+    pub fn weight(&self) -> &Tensor {
+        &self.w
     }
 }
 
@@ -40,9 +39,8 @@ impl Conv {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv2d_same(x, &self.w, false)
     }
-    /// Of ReLU(x), fused into the op.
-    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv2d_same(x, &self.w, true)
+    pub fn weight(&self) -> &Tensor {
+        &self.w
     }
 }
 
@@ -75,6 +73,18 @@ impl BatchNorm {
     /// ReLU(BN(x)), fused in training.
     pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.run(x, train, true)
+    }
+
+    /// This BN (then ReLU when `relu_out`) of the convolution of `x`, or of
+    /// ReLU(x) when `relu_in`, with `w`: one op in training (ops::conv_bn_train).
+    pub fn after_conv(&self, x: &Tensor, w: &Tensor, relu_in: bool, relu_out: bool, train: bool) -> Result<Tensor> {
+        if !train {
+            return self.run(&ops::conv2d_same(x, w, relu_in)?, false, relu_out);
+        }
+        let (y, stats) = ops::conv_bn_train(x, w, &self.gamma, &self.beta, relu_in, relu_out, BN_EPS)?;
+        let (n, _, h, wd) = y.dims4()?;
+        self.update_running(&stats, (n * h * wd) as f64)?;
+        Ok(y)
     }
 
     fn run(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
@@ -121,7 +131,7 @@ impl ReluConvBn {
         Ok(ReluConvBn { conv: Conv1x1::new(vb.pp("conv"), c_in, c_out)?, bn: BatchNorm::new(vb.pp("bn"), c_out)? })
     }
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward(&self.conv.forward_relu(x)?, train)
+        self.bn.after_conv(x, self.conv.weight(), true, false, train)
     }
 }
 
@@ -150,7 +160,7 @@ impl SepConv {
         for i in 0..2 {
             let stride = if i == 0 { self.stride } else { 1 };
             x = ops::relu_depthwise_conv2d(&x, &self.depthwise[i], stride, 1)?;
-            x = self.bn[i].forward(&self.pointwise[i].forward(&x)?, train)?;
+            x = self.bn[i].after_conv(&x, self.pointwise[i].weight(), false, false, train)?;
         }
         Ok(x)
     }

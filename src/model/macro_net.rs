@@ -22,12 +22,11 @@ pub struct MacroOp {
     inp: Conv1x1,
     inp_bn: BatchNorm,
     op: Op,
-    op_bn: Option<BatchNorm>,
 }
 
 enum Op {
-    Conv(Conv),
-    Sep(Tensor, Conv1x1),
+    Conv(Conv, BatchNorm),
+    Sep(Tensor, Conv1x1, BatchNorm),
     Pool(PoolKind),
 }
 
@@ -35,32 +34,29 @@ impl MacroOp {
     pub fn new(vb: VarBuilder, op: usize, c: usize) -> Result<MacroOp> {
         let inp = Conv1x1::new(vb.pp("inp"), c, c)?;
         let inp_bn = BatchNorm::new(vb.pp("inp_bn"), c)?;
-        let (op, has_bn) = match op {
-            0 | 2 => (Op::Conv(Conv::new(vb.pp("conv"), c, c, if op == 0 { 3 } else { 5 })?), true),
+        let op = match op {
+            0 | 2 => Op::Conv(Conv::new(vb.pp("conv"), c, c, if op == 0 { 3 } else { 5 })?, BatchNorm::new(vb.pp("op_bn"), c)?),
             1 | 3 => {
                 let k = if op == 1 { 3 } else { 5 };
                 let dw = super::layers::param(&vb.pp("sep"), &[c, 1, k, k], "w_depth")?;
-                (Op::Sep(dw, Conv1x1::new(vb.pp("sep").pp("point"), c, c)?), true)
+                Op::Sep(dw, Conv1x1::new(vb.pp("sep").pp("point"), c, c)?, BatchNorm::new(vb.pp("op_bn"), c)?)
             }
-            4 => (Op::Pool(PoolKind::Avg), false),
-            _ => (Op::Pool(PoolKind::Max), false),
+            4 => Op::Pool(PoolKind::Avg),
+            _ => Op::Pool(PoolKind::Max),
         };
-        let op_bn = if has_bn { Some(BatchNorm::new(vb.pp("op_bn"), c)?) } else { None };
-        Ok(MacroOp { inp, inp_bn, op, op_bn })
+        Ok(MacroOp { inp, inp_bn, op })
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        // The ReLU after the input BN is fused into the op that follows (convolutions) or the BN (pools).
-        let x = self.inp.forward(x)?;
-        let y = match &self.op {
-            Op::Conv(conv) => conv.forward_relu(&self.inp_bn.forward(&x, train)?)?,
-            Op::Sep(dw, point) => point.forward(&ops::relu_depthwise_conv2d(&self.inp_bn.forward(&x, train)?, dw, 1, 1)?)?,
-            Op::Pool(PoolKind::Avg) => ops::avg_pool2d(&self.inp_bn.forward_relu(&x, train)?, 3, 1)?,
-            Op::Pool(PoolKind::Max) => ops::max_pool2d(&self.inp_bn.forward_relu(&x, train)?, 3, 1)?,
-        };
-        match &self.op_bn {
-            Some(bn) => bn.forward_relu(&y, train),
-            None => Ok(y),
+        // The ReLU after the input BN is fused into the op that follows (convolutions) or the BN (pools);
+        // each convolution and its BN run as one op.
+        let relu = matches!(self.op, Op::Pool(_));
+        let x = self.inp_bn.after_conv(x, self.inp.weight(), false, relu, train)?;
+        match &self.op {
+            Op::Conv(conv, bn) => bn.after_conv(&x, conv.weight(), true, true, train),
+            Op::Sep(dw, point, bn) => bn.after_conv(&ops::relu_depthwise_conv2d(&x, dw, 1, 1)?, point.weight(), false, true, train),
+            Op::Pool(PoolKind::Avg) => ops::avg_pool2d(&x, 3, 1),
+            Op::Pool(PoolKind::Max) => ops::max_pool2d(&x, 3, 1),
         }
     }
 }
@@ -131,7 +127,7 @@ impl MacroNet {
 
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Output> {
         let train = ctx.train;
-        let mut states = vec![self.stem_bn.forward(&self.stem.forward(x)?, train)?];
+        let mut states = vec![self.stem_bn.after_conv(x, self.stem.weight(), false, false, train)?];
         for (i, layer) in self.layers.iter().enumerate() {
             let out = layer.forward(&states, train)?;
             states.push(out);

@@ -9,7 +9,6 @@
 use super::layers::{dropout, global_avg_pool, param, BatchNorm, Conv, FactorizedReduce, Linear};
 use super::macro_net::{pool_layers, MacroOp};
 use super::{Ctx, MacroSkips, NetConfig, Output};
-use crate::ops;
 use crate::space::{MacroArch, MACRO_OPS};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -62,7 +61,7 @@ impl MacroSupernet {
         if arch.layers.len() != self.layers.len() {
             candle_core::bail!("architecture has {} layers, the supernet {}", arch.layers.len(), self.layers.len());
         }
-        let mut states = vec![self.stem_bn.forward(&self.stem.forward(x)?, true)?];
+        let mut states = vec![self.stem_bn.after_conv(x, self.stem.weight(), false, false, true)?];
         for (i, (layer, choice)) in self.layers.iter().zip(&arch.layers).enumerate() {
             let y = layer.ops[choice.op].forward(states.last().expect("the stem is always there"), true)?;
             let out = match (&layer.skip_w, &layer.skip_bn) {
@@ -74,7 +73,7 @@ impl MacroSupernet {
                     let (k, c) = (slots.len(), w.dim(1)?);
                     let idx = Tensor::from_vec(slots, k, w.device())?;
                     let w = w.index_select(&idx, 0)?.transpose(0, 1)?.reshape((c, k * c))?;
-                    bn.forward(&ops::conv2d_same(&Tensor::cat(&cat, 1)?, &w, true)?, true)?
+                    bn.after_conv(&Tensor::cat(&cat, 1)?, &w, true, false, true)?
                 }
                 (None, Some(bn)) => {
                     let mut sum = y;

@@ -65,7 +65,7 @@ impl MetaqnnNet {
         let mut x = x.clone();
         for block in &self.blocks {
             x = match block {
-                Block::Conv(conv, bn) => bn.forward_relu(&conv.forward(&x)?, ctx.train)?,
+                Block::Conv(conv, bn) => bn.after_conv(&x, conv.weight(), false, true, ctx.train)?,
                 Block::Pool { field, stride } => {
                     let (_, _, h, w) = x.dims4()?;
                     ops::pool2d(&x, PoolKind::Max, Window::valid(h, w, *field, *stride))?

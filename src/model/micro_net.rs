@@ -210,7 +210,7 @@ impl AuxHead {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = ops::pool2d(&x.relu()?, PoolKind::Avg, self.window)?;
-        let x = self.proj_bn.forward_relu(&self.proj.forward(&x)?, train)?;
+        let x = self.proj_bn.after_conv(&x, self.proj.weight(), false, true, train)?;
         let n = x.dim(0)?;
         let x = self.wide.forward(&x.flatten_from(1)?)?.reshape((n, 768, 1, 1))?;
         let x = self.wide_bn.forward_relu(&x, train)?;
@@ -273,7 +273,7 @@ impl MicroNet {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Output> {
-        let s = self.stem_bn.forward(&self.stem.forward(x)?, ctx.train)?;
+        let s = self.stem_bn.after_conv(x, self.stem.weight(), false, false, ctx.train)?;
         let mut prev = [s.clone(), s];
         let mut aux_logits = None;
         for (layer_id, cell) in self.cells.iter().enumerate() {

@@ -78,8 +78,7 @@ impl EnasCell {
         let idx = Tensor::from_vec(unused, k, self.final_w.device())?;
         // (k, C_out, C_in) -> (C_out, k * C_in), matching the concatenation order.
         let w = self.final_w.index_select(&idx, 0)?.transpose(0, 1)?.reshape((c, k * c))?;
-        let y = ops::conv2d_same(&Tensor::cat(&outs, 1)?, &w, true)?;
-        self.final_bn.forward(&y, train)
+        self.final_bn.after_conv(&Tensor::cat(&outs, 1)?, &w, true, false, train)
     }
 }
 
@@ -132,7 +131,7 @@ impl MicroSupernet {
     /// Runs `arch` on the shared weights. Batch norm always normalises with the
     /// batch; `ctx.train` switches the auxiliary head and dropout.
     pub fn forward(&self, x: &Tensor, arch: &MicroArch, ctx: &mut Ctx) -> Result<Output> {
-        let s = self.stem_bn.forward(&self.stem.forward(x)?, true)?;
+        let s = self.stem_bn.after_conv(x, self.stem.weight(), false, false, true)?;
         let mut prev = [s.clone(), s];
         let mut aux_logits = None;
         for (layer_id, (reduce, cell)) in self.cells.iter().enumerate() {

@@ -30,18 +30,25 @@ fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -
         let (y, stats) = super::reference::batch_norm_train(x, gamma, beta, eps)?;
         return Ok((if relu { y.relu()? } else { y }, stats));
     }
-    let stats = Arc::new(Mutex::new(BatchStats::default()));
-    let op = BatchNormTrain { eps: eps as f32, relu, stats: stats.clone() };
+    let (op, stats) = BatchNormTrain::new(eps, relu);
     let y = super::profile::timed("batchnorm fwd", || x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op))?;
     let s = stats.lock().expect("stats lock").clone();
     Ok((y, s))
 }
 
-struct BatchNormTrain {
+pub(crate) struct BatchNormTrain {
     eps: f32,
     /// ReLU of the output.
     relu: bool,
     stats: Arc<Mutex<BatchStats>>,
+}
+
+impl BatchNormTrain {
+    /// The op, and where it leaves the batch statistics of its forward.
+    pub(crate) fn new(eps: f64, relu: bool) -> (BatchNormTrain, Arc<Mutex<BatchStats>>) {
+        let stats = Arc::new(Mutex::new(BatchStats::default()));
+        (BatchNormTrain { eps: eps as f32, relu, stats: stats.clone() }, stats)
+    }
 }
 
 /// Per-channel mean and biased variance, two passes for accuracy.

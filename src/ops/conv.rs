@@ -13,10 +13,8 @@ use rayon::prelude::*;
 /// 1x1; `relu_input` convolves ReLU(x) instead, without materialising it.
 pub fn conv2d_same(x: &Tensor, w: &Tensor, relu_input: bool) -> Result<Tensor> {
     let (_, c, _, _) = x.dims4()?;
-    let k = match w.dims() {
-        [_, wc] if *wc == c => 1,
-        [_, wc, k, k2] if *wc == c && k == k2 && k % 2 == 1 => *k,
-        _ => candle_core::bail!("conv2d_same: weight {:?} does not fit input {:?} (odd square kernels only)", w.dims(), x.dims()),
+    let Some(k) = kernel_size(w, c) else {
+        candle_core::bail!("conv2d_same: weight {:?} does not fit input {:?} (odd square kernels only)", w.dims(), x.dims())
     };
     if !x.device().is_cpu() {
         return super::reference::conv2d_same(x, w, relu_input);
@@ -30,6 +28,33 @@ pub fn conv2d_same(x: &Tensor, w: &Tensor, relu_input: bool) -> Result<Tensor> {
 struct ConvSame {
     k: usize,
     relu: bool,
+}
+
+/// The CPU forward of `conv2d_same` on storages (k x k weights, or (C_out, C)
+/// for k = 1), for ops that fuse the convolution with what follows.
+pub(crate) fn cpu_forward(k: usize, relu: bool, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    if super::winograd::supports(k) {
+        return super::winograd::cpu_forward(relu, s1, l1, s2, l2);
+    }
+    ConvSame { k, relu }.cpu_fwd(s1, l1, s2, l2)
+}
+
+/// The gradients of `cpu_forward` with respect to `x` and `w`, given the output's.
+pub(crate) fn backward(k: usize, relu: bool, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+    if super::winograd::supports(k) {
+        return super::winograd::backward(relu, x, w, grad);
+    }
+    let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &ConvSameGrad { k, relu })?;
+    super::split_grads(&both, x, w)
+}
+
+/// The kernel size of weight `w` for input channels `c`: k for (C_out, C, k, k) with k odd, 1 for (C_out, C).
+pub(crate) fn kernel_size(w: &Tensor, c: usize) -> Option<usize> {
+    match w.dims() {
+        [_, wc] if *wc == c => Some(1),
+        [_, wc, k, k2] if *wc == c && k == k2 && k % 2 == 1 => Some(*k),
+        _ => None,
+    }
 }
 
 /// Output columns `ox` whose tap `kx` reads inside a row of width `w`.
@@ -131,8 +156,7 @@ impl CustomOp2 for ConvSame {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         super::profile::timed("conv bwd", || {
-            let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &ConvSameGrad { k: self.k, relu: self.relu })?;
-            let (gx, gw) = super::split_grads(&both, x, w)?;
+            let (gx, gw) = backward(self.k, self.relu, x, w, grad)?;
             Ok((Some(gx), Some(gw)))
         })
     }

@@ -4,6 +4,7 @@
 //! depthwise and pooling ops launch our kernels (kernels/, `cuda.rs`).
 pub mod batch_norm;
 pub mod conv;
+pub mod conv_bn;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod depthwise;
@@ -19,6 +20,7 @@ mod winograd;
 
 pub use batch_norm::{batch_norm_relu_train, batch_norm_train, BatchStats};
 pub use conv::conv2d_same;
+pub use conv_bn::conv_bn_train;
 pub use depthwise::{depthwise_conv2d, relu_depthwise_conv2d};
 pub use pool::{avg_pool2d, max_pool2d, pool2d, PoolKind};
 pub use subsample::subsample2;

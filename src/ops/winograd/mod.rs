@@ -46,6 +46,17 @@ struct Winograd {
     relu: bool,
 }
 
+/// The forward on storages, for ops that fuse the convolution with what follows.
+pub(crate) fn cpu_forward(relu: bool, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    Winograd { relu }.cpu_fwd(s1, l1, s2, l2)
+}
+
+/// The gradients with respect to `x` and `w`, given the output's.
+pub(crate) fn backward(relu: bool, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+    let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &WinogradGrad { relu })?;
+    super::split_grads(&both, x, w)
+}
+
 /// The shapes of one call: (N, C, H, W) input, K outputs.
 fn dims(lx: &Layout, lw: &Layout) -> Result<(usize, usize, Tiles, &'static Transform)> {
     let (n, c, h, w) = lx.shape().dims4()?;
@@ -143,8 +154,7 @@ impl CustomOp2 for Winograd {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         super::profile::timed("conv bwd", || {
-            let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &WinogradGrad { relu: self.relu })?;
-            let (gx, gw) = super::split_grads(&both, x, w)?;
+            let (gx, gw) = backward(self.relu, x, w, grad)?;
             Ok((Some(gx), Some(gw)))
         })
     }

@@ -1,0 +1,69 @@
+//! A convolution and the batch norm after it as one op. The convolution's
+//! output stays inside the op instead of becoming a tensor of candle's graph,
+//! whose backward would accumulate its gradient into a zeroed tensor of its
+//! own: two passes over memory, on the calling thread alone, per activation.
+use super::batch_norm::{BatchNormTrain, BatchStats};
+use super::{conv, f32_data};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use std::sync::Mutex;
+
+/// Training-mode batch norm (then ReLU when `relu_out`) of `conv2d_same(x, w,
+/// relu_in)`, with `gamma` and `beta` (C_out,). Returns the output and the batch statistics.
+pub fn conv_bn_train(x: &Tensor, w: &Tensor, gamma: &Tensor, beta: &Tensor, relu_in: bool, relu_out: bool, eps: f64) -> Result<(Tensor, BatchStats)> {
+    let (_, c, _, _) = x.dims4()?;
+    let Some(k) = conv::kernel_size(w, c) else {
+        candle_core::bail!("conv_bn_train: weight {:?} does not fit input {:?} (odd square kernels only)", w.dims(), x.dims())
+    };
+    let conv_out = w.dim(0)?;
+    if gamma.dims() != [conv_out] || beta.dims() != [conv_out] {
+        candle_core::bail!("conv_bn_train: gamma {:?} and beta {:?} do not fit {conv_out} output channels", gamma.dims(), beta.dims());
+    }
+    if !x.device().is_cpu() {
+        let y = super::conv2d_same(x, w, relu_in)?;
+        return if relu_out { super::batch_norm_relu_train(&y, gamma, beta, eps) } else { super::batch_norm_train(&y, gamma, beta, eps) };
+    }
+    let (bn, stats) = BatchNormTrain::new(eps, relu_out);
+    let op = ConvBn { k, relu_in, bn, conv_out: Mutex::new(None) };
+    let affine = Tensor::stack(&[gamma, beta], 0)?;
+    let y = super::profile::timed("conv+bn fwd", || x.contiguous()?.apply_op3(&w.contiguous()?, &affine, op))?;
+    let stats = stats.lock().expect("stats lock").clone();
+    Ok((y, stats))
+}
+
+struct ConvBn {
+    k: usize,
+    relu_in: bool,
+    bn: BatchNormTrain,
+    /// The convolution's output, kept for the batch norm's backward.
+    conv_out: Mutex<Option<Tensor>>,
+}
+
+impl CustomOp3 for ConvBn {
+    fn name(&self) -> &'static str {
+        "conv2d-batch-norm"
+    }
+
+    /// (x, w, (gamma; beta) stacked as (2, C_out)) -> output.
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (conv_s, shape) = conv::cpu_forward(self.k, self.relu_in, s1, l1, s2, l2)?;
+        let affine = f32_data(s3, l3, self.name())?;
+        let c = affine.len() / 2;
+        let (gamma, beta) = (CpuStorage::F32(affine[..c].to_vec()), CpuStorage::F32(affine[c..].to_vec()));
+        let lc = Layout::contiguous(c);
+        let y = self.bn.cpu_fwd(&conv_s, &Layout::contiguous(shape.clone()), &gamma, &lc, &beta, &lc)?;
+        let CpuStorage::F32(v) = conv_s else { candle_core::bail!("{}: the convolution gave no f32 output", self.name()) };
+        *self.conv_out.lock().expect("conv output lock") = Some(Tensor::from_vec(v, shape, &Device::Cpu)?);
+        Ok(y)
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, affine: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let conv_out = self.conv_out.lock().expect("conv output lock").clone();
+        let Some(conv_out) = conv_out else { candle_core::bail!("{}: backward before forward", self.name()) };
+        let (gamma, beta) = (affine.get(0)?, affine.get(1)?);
+        let (Some(g_conv), Some(g_gamma), Some(g_beta)) = self.bn.bwd(&conv_out, &gamma, &beta, res, grad)? else {
+            candle_core::bail!("{}: the batch norm gave no gradient", self.name())
+        };
+        let (gx, gw) = super::profile::timed("conv bwd", || conv::backward(self.k, self.relu_in, x, w, &g_conv))?;
+        Ok((Some(gx), Some(gw), Some(Tensor::stack(&[g_gamma, g_beta], 0)?)))
+    }
+}
