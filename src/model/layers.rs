@@ -87,6 +87,18 @@ impl BatchNorm {
         Ok(y)
     }
 
+    /// This BN (then ReLU when `relu_out`) of the pointwise convolution `pw` of
+    /// the depthwise convolution `dw` of ReLU(x): one op in training (ops::sep_conv_bn_train).
+    pub fn after_sep_conv(&self, x: &Tensor, dw: &Tensor, pw: &Tensor, stride: usize, relu_out: bool, train: bool) -> Result<Tensor> {
+        if !train {
+            return self.after_conv(&ops::relu_depthwise_conv2d(x, dw, stride, 1)?, pw, false, relu_out, false);
+        }
+        let (y, stats) = ops::sep_conv_bn_train(x, dw, pw, &self.gamma, &self.beta, stride, relu_out, BN_EPS)?;
+        let (n, _, h, wd) = y.dims4()?;
+        self.update_running(&stats, (n * h * wd) as f64)?;
+        Ok(y)
+    }
+
     fn run(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         if train {
@@ -159,8 +171,7 @@ impl SepConv {
         let mut x = x.clone();
         for i in 0..2 {
             let stride = if i == 0 { self.stride } else { 1 };
-            x = ops::relu_depthwise_conv2d(&x, &self.depthwise[i], stride, 1)?;
-            x = self.bn[i].after_conv(&x, self.pointwise[i].weight(), false, false, train)?;
+            x = self.bn[i].after_sep_conv(&x, &self.depthwise[i], self.pointwise[i].weight(), stride, false, train)?;
         }
         Ok(x)
     }

@@ -26,19 +26,29 @@ pub fn relu_depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, dilation: us
 }
 
 fn depthwise(x: &Tensor, w: &Tensor, stride: usize, dilation: usize, relu: bool) -> Result<Tensor> {
-    let (_, c, h, wd) = x.dims4()?;
-    let (wc, one, k, k2) = w.dims4()?;
-    if wc != c || one != 1 || k != k2 {
-        candle_core::bail!("depthwise_conv2d: weight {:?} does not fit input {:?}", w.dims(), x.dims())
-    }
-    let win = Window::same(h, wd, k, stride, dilation);
-    super::profile::timed("depthwise fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, Depthwise { win, relu }))
+    let op = Depthwise::new(x, w, stride, dilation, relu)?;
+    super::profile::timed("depthwise fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, op))
 }
 
-struct Depthwise {
+pub(crate) struct Depthwise {
     win: Window,
     /// Convolve ReLU(x) (stride 1 only).
     relu: bool,
+}
+
+impl Depthwise {
+    /// The op for input `x` and weight `w` (C, 1, k, k), 'same' windows; also for ops that fuse it.
+    pub(crate) fn new(x: &Tensor, w: &Tensor, stride: usize, dilation: usize, relu: bool) -> Result<Depthwise> {
+        let (_, c, h, wd) = x.dims4()?;
+        let (wc, one, k, k2) = w.dims4()?;
+        if wc != c || one != 1 || k != k2 {
+            candle_core::bail!("depthwise_conv2d: weight {:?} does not fit input {:?}", w.dims(), x.dims())
+        }
+        if relu && stride != 1 {
+            candle_core::bail!("depthwise_conv2d: the fused ReLU is for stride 1 only")
+        }
+        Ok(Depthwise { win: Window::same(h, wd, k, stride, dilation), relu })
+    }
 }
 
 fn relu_in_place(v: &mut [f32]) {

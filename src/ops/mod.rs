@@ -20,7 +20,7 @@ mod winograd;
 
 pub use batch_norm::{batch_norm_relu_train, batch_norm_train, BatchStats};
 pub use conv::conv2d_same;
-pub use conv_bn::conv_bn_train;
+pub use conv_bn::{conv_bn_train, sep_conv_bn_train};
 pub use depthwise::{depthwise_conv2d, relu_depthwise_conv2d};
 pub use pool::{avg_pool2d, max_pool2d, pool2d, PoolKind};
 pub use subsample::subsample2;
