@@ -374,3 +374,32 @@ fn fused_sep_conv_bn_matches_relu_depthwise_pointwise_bn() {
     let err = ops::sep_conv_bn_train(&x, &rand_tensor(&[3, 1, 3, 3], 87), &rand_tensor(&[5, 4], 88), &rand_tensor(&[5], 89), &rand_tensor(&[5], 90), 1, false, 1e-5);
     assert!(err.unwrap_err().to_string().contains("pointwise"));
 }
+
+#[test]
+fn fused_factorized_reduction_matches_its_composition() {
+    for (relu, (h, w)) in [(false, (8, 8)), (true, (9, 7))] {
+        let (n, c, half) = (3, 5, 4);
+        let tensors = [rand_tensor(&[n, c, h, w], 90), rand_tensor(&[half, c], 91), rand_tensor(&[half, c], 92), (rand_tensor(&[2 * half], 93) + 1.5).unwrap(), rand_tensor(&[2 * half], 94)];
+        let probe = rand_tensor(&[n, 2 * half, h.div_ceil(2), w.div_ceil(2)], 95);
+        let run = |fused: bool| {
+            let vars: Vec<Var> = tensors.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+            let [x, w1, w2, g, b] = [0, 1, 2, 3, 4].map(|i| vars[i].as_tensor().clone());
+            let (y, stats) = if fused {
+                ops::reduce_bn_train(&x, &w1, &w2, &g, &b, relu, 1e-5).unwrap()
+            } else {
+                let p1 = ops::conv2d_same(&ops::subsample2(&x, 0).unwrap(), &w1, relu).unwrap();
+                let p2 = ops::conv2d_same(&ops::subsample2(&x, 1).unwrap(), &w2, relu).unwrap();
+                ops::batch_norm_train(&Tensor::cat(&[p1, p2], 1).unwrap(), &g, &b, 1e-5).unwrap()
+            };
+            let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs: Vec<Tensor> = vars.iter().map(|v| grads.get(v.as_tensor()).unwrap().clone()).collect();
+            (y, stats, gs)
+        };
+        let ((y1, s1, g1), (y2, s2, g2)) = (run(true), run(false));
+        assert_eq!(max_abs_diff(&y1, &y2), 0.0, "relu {relu}: output");
+        assert_eq!((&s1.mean, &s1.var), (&s2.mean, &s2.var), "relu {relu}: batch statistics");
+        for (i, name) in ["x", "w1", "w2", "gamma", "beta"].iter().enumerate() {
+            assert_eq!(max_abs_diff(&g1[i], &g2[i]), 0.0, "relu {relu}: gradient of {name}");
+        }
+    }
+}

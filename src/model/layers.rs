@@ -204,9 +204,15 @@ impl FactorizedReduce {
         self.run(x, true, train)
     }
     fn run(&self, x: &Tensor, relu: bool, train: bool) -> Result<Tensor> {
+        if train {
+            let (y, stats) = ops::reduce_bn_train(x, &self.path1.w, &self.path2.w, &self.bn.gamma, &self.bn.beta, relu, BN_EPS)?;
+            let (n, _, h, w) = y.dims4()?;
+            self.bn.update_running(&stats, (n * h * w) as f64)?;
+            return Ok(y);
+        }
         let p1 = ops::conv2d_same(&ops::subsample2(x, 0)?, &self.path1.w, relu)?;
         let p2 = ops::conv2d_same(&ops::subsample2(x, 1)?, &self.path2.w, relu)?;
-        self.bn.forward(&Tensor::cat(&[p1, p2], 1)?, train)
+        self.bn.forward(&Tensor::cat(&[p1, p2], 1)?, false)
     }
 }
 

@@ -43,7 +43,7 @@ struct ConvBn {
 
 /// The batch norm of a convolution's output `conv` with (gamma; beta) in
 /// `affine`: the op's output, and the convolution's output as a tensor for the backward.
-fn bn_forward(bn: &BatchNormTrain, conv: CpuStorage, shape: Shape, affine: &[f32]) -> Result<((CpuStorage, Shape), Tensor)> {
+pub(super) fn bn_forward(bn: &BatchNormTrain, conv: CpuStorage, shape: Shape, affine: &[f32]) -> Result<((CpuStorage, Shape), Tensor)> {
     let c = affine.len() / 2;
     let (gamma, beta) = (CpuStorage::F32(affine[..c].to_vec()), CpuStorage::F32(affine[c..].to_vec()));
     let lc = Layout::contiguous(c);
@@ -53,7 +53,7 @@ fn bn_forward(bn: &BatchNormTrain, conv: CpuStorage, shape: Shape, affine: &[f32
 }
 
 /// The batch norm's backward: gradients of the convolution's output, gamma and beta.
-fn bn_backward(bn: &BatchNormTrain, conv_out: &Mutex<Option<Tensor>>, affine: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+pub(super) fn bn_backward(bn: &BatchNormTrain, conv_out: &Mutex<Option<Tensor>>, affine: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
     let Some(conv_out) = conv_out.lock().expect("conv output lock").clone() else {
         candle_core::bail!("conv-batch-norm: backward before forward")
     };

@@ -18,8 +18,8 @@ pub fn subsample2(x: &Tensor, offset: usize) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Subsample { offset })
 }
 
-struct Subsample {
-    offset: usize,
+pub(crate) struct Subsample {
+    pub offset: usize,
 }
 
 /// Output size of one axis.

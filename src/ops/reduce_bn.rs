@@ -1,0 +1,104 @@
+//! The factorized reduction (two 1x1 convolutions on the even and the odd
+//! pixel grid, concatenated, then batch norm) as one op: the two grids, the
+//! two convolutions' outputs and their concatenation stay inside the op
+//! instead of becoming four tensors of candle's graph (see `conv_bn`).
+use super::batch_norm::{BatchNormTrain, BatchStats};
+use super::conv_bn::{bn_backward, bn_forward};
+use super::subsample::Subsample;
+use super::{conv, f32_data};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use std::sync::Mutex;
+
+/// Training-mode batch norm of the concatenation of `w1` (C_out/2, C) applied
+/// to pixels (2y, 2x) of `x` (of ReLU(x) when `relu_in`) and `w2` to pixels (2y + 1, 2x + 1).
+#[allow(clippy::too_many_arguments)]
+pub fn reduce_bn_train(x: &Tensor, w1: &Tensor, w2: &Tensor, gamma: &Tensor, beta: &Tensor, relu_in: bool, eps: f64) -> Result<(Tensor, BatchStats)> {
+    let (_, c, _, _) = x.dims4()?;
+    let (h1, h2) = (w1.dim(0)?, w2.dim(0)?);
+    if w1.dims() != [h1, c] || w2.dims() != [h2, c] || gamma.dims() != [h1 + h2] || beta.dims() != [h1 + h2] {
+        candle_core::bail!("reduce_bn_train: weights {:?} and {:?}, gamma {:?} and beta {:?} do not fit input {:?}", w1.dims(), w2.dims(), gamma.dims(), beta.dims(), x.dims());
+    }
+    if !x.device().is_cpu() {
+        let p1 = super::conv2d_same(&super::subsample2(x, 0)?, w1, relu_in)?;
+        let p2 = super::conv2d_same(&super::subsample2(x, 1)?, w2, relu_in)?;
+        return super::batch_norm_train(&Tensor::cat(&[p1, p2], 1)?, gamma, beta, eps);
+    }
+    let (bn, stats) = BatchNormTrain::new(eps, false);
+    let op = ReduceBn { relu_in, half: h1, bn, grids: Mutex::new(None), cat: Mutex::new(None) };
+    let w = Tensor::cat(&[w1, w2], 0)?;
+    let affine = Tensor::cat(&[gamma, beta], 0)?;
+    let y = super::profile::timed("reduce+bn fwd", || x.contiguous()?.apply_op3(&w, &affine, op))?;
+    let stats = stats.lock().expect("stats lock").clone();
+    Ok((y, stats))
+}
+
+struct ReduceBn {
+    relu_in: bool,
+    /// Output channels of the first grid's convolution.
+    half: usize,
+    bn: BatchNormTrain,
+    /// The two subsampled grids and the concatenation, kept for the backward.
+    grids: Mutex<Option<[Tensor; 2]>>,
+    cat: Mutex<Option<Tensor>>,
+}
+
+/// A contiguous f32 storage as a tensor.
+fn tensor(s: CpuStorage, shape: Shape) -> Result<Tensor> {
+    let CpuStorage::F32(v) = s else { candle_core::bail!("reduce-batch-norm: an f32 op gave another dtype") };
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+impl CustomOp3 for ReduceBn {
+    fn name(&self) -> &'static str {
+        "reduce-batch-norm"
+    }
+
+    /// (x, both weights stacked (C_out, C), gamma and beta concatenated) -> output.
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let w = f32_data(s2, l2, self.name())?;
+        let (c_out, c) = (l2.dims()[0], l2.dims()[1]);
+        let mut grids = Vec::with_capacity(2);
+        let mut parts = Vec::with_capacity(2);
+        for (offset, rows) in [(0, 0..self.half), (1, self.half..c_out)] {
+            let (g_s, g_shape) = Subsample { offset }.cpu_fwd(s1, l1)?;
+            let wi = CpuStorage::F32(w[rows.start * c..rows.end * c].to_vec());
+            let (p, p_shape) = conv::cpu_forward(1, self.relu_in, &g_s, &Layout::contiguous(g_shape.clone()), &wi, &Layout::contiguous((rows.len(), c)))?;
+            grids.push(tensor(g_s, g_shape)?);
+            parts.push((f32_data(&p, &Layout::contiguous(p_shape.clone()), self.name())?.to_vec(), p_shape.dims()[1]));
+        }
+        // Concatenated along channels: per image, the first part's planes, then the second's.
+        let (n, _, oh, ow) = grids[0].dims4()?;
+        let plane = oh * ow;
+        let mut cat = Vec::with_capacity(n * c_out * plane);
+        for b in 0..n {
+            for (p, ch) in &parts {
+                cat.extend_from_slice(&p[b * ch * plane..(b + 1) * ch * plane]);
+            }
+        }
+        let (y, cat) = bn_forward(&self.bn, CpuStorage::F32(cat), Shape::from((n, c_out, oh, ow)), f32_data(s3, l3, self.name())?)?;
+        let [g0, g1]: [Tensor; 2] = grids.try_into().map_err(|_| candle_core::Error::Msg("two grids".into()))?;
+        *self.grids.lock().expect("grids lock") = Some([g0, g1]);
+        *self.cat.lock().expect("concatenation lock") = Some(cat);
+        Ok(y)
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, affine: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, g_cat, g_gamma, g_beta) = bn_backward(&self.bn, &self.cat, affine, res, grad)?;
+        let Some(grids) = self.grids.lock().expect("grids lock").clone() else { candle_core::bail!("{}: backward before forward", self.name()) };
+        let c_out = w.dim(0)?;
+        let mut gx: Option<Tensor> = None;
+        let mut gw = Vec::with_capacity(2);
+        for (offset, (start, len)) in [(0, (0, self.half)), (1, (self.half, c_out - self.half))] {
+            let g = g_cat.narrow(1, start, len)?.contiguous()?;
+            let wi = w.narrow(0, start, len)?;
+            let (g_grid, g_w) = super::profile::timed("conv bwd", || conv::backward(1, self.relu_in, &grids[offset], &wi, &g))?;
+            let Some(g_x) = (Subsample { offset }).bwd(x, &grids[offset], &g_grid)? else { candle_core::bail!("{}: no subsampling gradient", self.name()) };
+            gx = Some(match gx {
+                Some(a) => (a + g_x)?,
+                None => g_x,
+            });
+            gw.push(g_w);
+        }
+        Ok((gx, Some(Tensor::cat(&gw, 0)?), Some(Tensor::cat(&[g_gamma, g_beta], 0)?)))
+    }
+}
