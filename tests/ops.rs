@@ -403,3 +403,24 @@ fn fused_factorized_reduction_matches_its_composition() {
         }
     }
 }
+
+#[test]
+fn fused_add_bn_matches_add_then_bn() {
+    let tensors = [rand_tensor(&[3, 4, 7, 6], 100), rand_tensor(&[3, 4, 7, 6], 101), (rand_tensor(&[4], 102) + 1.5).unwrap(), rand_tensor(&[4], 103)];
+    let probe = rand_tensor(&[3, 4, 7, 6], 104);
+    let run = |fused: bool| {
+        let vars: Vec<Var> = tensors.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+        let [a, b, g, bt] = [0, 1, 2, 3].map(|i| vars[i].as_tensor().clone());
+        let (y, stats) = if fused { ops::add_bn_train(&a, &b, &g, &bt, 1e-5).unwrap() } else { ops::batch_norm_train(&(&a + &b).unwrap(), &g, &bt, 1e-5).unwrap() };
+        let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs: Vec<Tensor> = vars.iter().map(|v| grads.get(v.as_tensor()).unwrap().clone()).collect();
+        (y, stats, gs)
+    };
+    let ((y1, s1, g1), (y2, s2, g2)) = (run(true), run(false));
+    assert_eq!(max_abs_diff(&y1, &y2), 0.0, "output");
+    assert_eq!((&s1.mean, &s1.var), (&s2.mean, &s2.var), "batch statistics");
+    for (i, name) in ["a", "b", "gamma", "beta"].iter().enumerate() {
+        assert_eq!(max_abs_diff(&g1[i], &g2[i]), 0.0, "gradient of {name}");
+    }
+    assert!(ops::add_bn_train(&tensors[0], &rand_tensor(&[3, 4, 7, 5], 105), &tensors[2], &tensors[3], 1e-5).is_err());
+}

@@ -99,6 +99,17 @@ impl BatchNorm {
         Ok(y)
     }
 
+    /// This BN of `a + b`: one op in training (ops::add_bn_train).
+    pub fn of_sum(&self, a: &Tensor, b: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            return self.run(&(a + b)?, false, false);
+        }
+        let (y, stats) = ops::add_bn_train(a, b, &self.gamma, &self.beta, BN_EPS)?;
+        let (n, _, h, w) = y.dims4()?;
+        self.update_running(&stats, (n * h * w) as f64)?;
+        Ok(y)
+    }
+
     fn run(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         if train {

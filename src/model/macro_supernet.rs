@@ -76,11 +76,12 @@ impl MacroSupernet {
                     bn.after_conv(&Tensor::cat(&cat, 1)?, &w, true, false, true)?
                 }
                 (None, Some(bn)) => {
-                    let mut sum = y;
-                    for (j, _) in choice.skips.iter().enumerate().filter(|(_, s)| **s) {
-                        sum = (sum + &states[j])?;
+                    // The skips summed among themselves, then added to the op's output inside the BN's op.
+                    let mut skips = choice.skips.iter().enumerate().filter(|(_, s)| **s).map(|(j, _)| &states[j]);
+                    match skips.next() {
+                        Some(first) => bn.of_sum(&y, &skips.try_fold(first.clone(), |acc, s| acc + s)?, true)?,
+                        None => bn.forward(&y, true)?,
                     }
-                    bn.forward(&sum, true)?
                 }
                 _ => y,
             };

@@ -2,6 +2,7 @@
 //! convolution, padded pooling, training-mode batch norm and convolution with
 //! a fused input ReLU. CPU loops live here; with the `cuda` feature the
 //! depthwise and pooling ops launch our kernels (kernels/, `cuda.rs`).
+pub mod add_bn;
 pub mod batch_norm;
 pub mod conv;
 pub mod conv_bn;
@@ -19,6 +20,7 @@ mod taps;
 mod window;
 mod winograd;
 
+pub use add_bn::add_bn_train;
 pub use batch_norm::{batch_norm_relu_train, batch_norm_train, BatchStats};
 pub use conv::conv2d_same;
 pub use conv_bn::{conv_bn_train, sep_conv_bn_train};
