@@ -343,35 +343,51 @@ fn fused_conv_bn_matches_conv_then_bn_forward_and_backward() {
 
 #[test]
 fn fused_sep_conv_bn_matches_relu_depthwise_pointwise_bn() {
-    for (k, stride, relu_out) in [(3, 1, false), (5, 1, true), (3, 2, false), (5, 2, true)] {
+    // One half (the macro branch, ReLU after its BN) and two (the micro separable convolution).
+    for (halves, k, stride, relu_out) in [(1, 3, 1, true), (1, 5, 2, false), (2, 3, 1, false), (2, 5, 2, false), (2, 3, 2, true)] {
         let (n, c, cout, h, w) = (3, 4, 6, 9, 8);
-        let tensors = [rand_tensor(&[n, c, h, w], 80), rand_tensor(&[c, 1, k, k], 81), rand_tensor(&[cout, c], 82), (rand_tensor(&[cout], 83) + 1.5).unwrap(), rand_tensor(&[cout], 84)];
-        let probe = rand_tensor(&[n, cout, h.div_ceil(stride), w.div_ceil(stride)], 85);
+        let mut tensors = vec![rand_tensor(&[n, c, h, w], 80)];
+        for i in 0..halves {
+            let c_in = if i == 0 { c } else { cout };
+            let seed = 81 + 4 * i as u64;
+            tensors.extend([rand_tensor(&[c_in, 1, k, k], seed), rand_tensor(&[cout, c_in], seed + 1), (rand_tensor(&[cout], seed + 2) + 1.5).unwrap(), rand_tensor(&[cout], seed + 3)]);
+        }
+        let probe = rand_tensor(&[n, cout, h.div_ceil(stride), w.div_ceil(stride)], 95);
         let run = |fused: bool| {
             let vars: Vec<Var> = tensors.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
-            let [x, dw, pw, g, b] = [0, 1, 2, 3, 4].map(|i| vars[i].as_tensor().clone());
+            let t: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
             let (y, stats) = if fused {
-                ops::sep_conv_bn_train(&x, &dw, &pw, &g, &b, stride, relu_out, 1e-5).unwrap()
+                let parts: Vec<ops::SepHalf> = (0..halves).map(|i| ops::SepHalf { dw: &t[1 + 4 * i], pw: &t[2 + 4 * i], gamma: &t[3 + 4 * i], beta: &t[4 + 4 * i] }).collect();
+                ops::sep_conv_bn_train(&t[0], &parts, stride, relu_out, 1e-5).unwrap()
             } else {
-                let d = ops::relu_depthwise_conv2d(&x, &dw, stride, 1).unwrap();
-                let conv = ops::conv2d_same(&d, &pw, false).unwrap();
-                let bn = if relu_out { ops::batch_norm_relu_train } else { ops::batch_norm_train };
-                bn(&conv, &g, &b, 1e-5).unwrap()
+                let (mut y, mut all) = (t[0].clone(), Vec::new());
+                for i in 0..halves {
+                    let d = ops::relu_depthwise_conv2d(&y, &t[1 + 4 * i], if i == 0 { stride } else { 1 }, 1).unwrap();
+                    let conv = ops::conv2d_same(&d, &t[2 + 4 * i], false).unwrap();
+                    let bn = if relu_out && i + 1 == halves { ops::batch_norm_relu_train } else { ops::batch_norm_train };
+                    let (out, stats) = bn(&conv, &t[3 + 4 * i], &t[4 + 4 * i], 1e-5).unwrap();
+                    y = out;
+                    all.push(stats);
+                }
+                (y, all)
             };
             let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
             let gs: Vec<Tensor> = vars.iter().map(|v| grads.get(v.as_tensor()).unwrap().clone()).collect();
             (y, stats, gs)
         };
         let ((y1, s1, g1), (y2, s2, g2)) = (run(true), run(false));
-        let what = format!("k{k} stride {stride} relu out {relu_out}");
+        let what = format!("{halves} halves, k{k} stride {stride} relu out {relu_out}");
         assert_eq!(max_abs_diff(&y1, &y2), 0.0, "{what}: output");
-        assert_eq!((&s1.mean, &s1.var), (&s2.mean, &s2.var), "{what}: batch statistics");
-        for (i, name) in ["x", "depthwise", "pointwise", "gamma", "beta"].iter().enumerate() {
-            assert_eq!(max_abs_diff(&g1[i], &g2[i]), 0.0, "{what}: gradient of {name}");
+        for (a, b) in s1.iter().zip(&s2) {
+            assert_eq!((&a.mean, &a.var), (&b.mean, &b.var), "{what}: batch statistics");
+        }
+        for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            assert_eq!(max_abs_diff(a, b), 0.0, "{what}: gradient of tensor {i}");
         }
     }
     let x = rand_tensor(&[2, 3, 4, 4], 86);
-    let err = ops::sep_conv_bn_train(&x, &rand_tensor(&[3, 1, 3, 3], 87), &rand_tensor(&[5, 4], 88), &rand_tensor(&[5], 89), &rand_tensor(&[5], 90), 1, false, 1e-5);
+    let (dw, pw, g, b) = (rand_tensor(&[3, 1, 3, 3], 87), rand_tensor(&[5, 4], 88), rand_tensor(&[5], 89), rand_tensor(&[5], 90));
+    let err = ops::sep_conv_bn_train(&x, &[ops::SepHalf { dw: &dw, pw: &pw, gamma: &g, beta: &b }], 1, false, 1e-5);
     assert!(err.unwrap_err().to_string().contains("pointwise"));
 }
 

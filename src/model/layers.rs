@@ -89,14 +89,20 @@ impl BatchNorm {
 
     /// This BN (then ReLU when `relu_out`) of the pointwise convolution `pw` of
     /// the depthwise convolution `dw` of ReLU(x): one op in training (ops::sep_conv_bn_train).
-    pub fn after_sep_conv(&self, x: &Tensor, dw: &Tensor, pw: &Tensor, stride: usize, relu_out: bool, train: bool) -> Result<Tensor> {
+    pub fn after_sep_conv(&self, x: &Tensor, dw: &Tensor, pw: &Tensor, relu_out: bool, train: bool) -> Result<Tensor> {
         if !train {
-            return self.after_conv(&ops::relu_depthwise_conv2d(x, dw, stride, 1)?, pw, false, relu_out, false);
+            return self.after_conv(&ops::relu_depthwise_conv2d(x, dw, 1, 1)?, pw, false, relu_out, false);
         }
-        let (y, stats) = ops::sep_conv_bn_train(x, dw, pw, &self.gamma, &self.beta, stride, relu_out, BN_EPS)?;
-        let (n, _, h, wd) = y.dims4()?;
-        self.update_running(&stats, (n * h * wd) as f64)?;
+        let half = ops::SepHalf { dw, pw, gamma: &self.gamma, beta: &self.beta };
+        let (y, stats) = ops::sep_conv_bn_train(x, &[half], 1, relu_out, BN_EPS)?;
+        self.update_running_of(&y, &stats[0])?;
         Ok(y)
+    }
+
+    /// Running statistics updated with the batch statistics of a training output `y`.
+    fn update_running_of(&self, y: &Tensor, stats: &ops::BatchStats) -> Result<()> {
+        let (n, _, h, w) = y.dims4()?;
+        self.update_running(stats, (n * h * w) as f64)
     }
 
     /// This BN of `a + b`: one op in training (ops::add_bn_train).
@@ -179,10 +185,22 @@ impl SepConv {
         })
     }
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            // Both halves as one op.
+            let halves: Vec<ops::SepHalf> = (0..2)
+                .map(|i| ops::SepHalf { dw: &self.depthwise[i], pw: self.pointwise[i].weight(), gamma: &self.bn[i].gamma, beta: &self.bn[i].beta })
+                .collect();
+            let (y, stats) = ops::sep_conv_bn_train(x, &halves, self.stride, false, BN_EPS)?;
+            // Both halves' outputs have the size of y (only the first depthwise convolution may stride).
+            for (bn, s) in self.bn.iter().zip(&stats) {
+                bn.update_running_of(&y, s)?;
+            }
+            return Ok(y);
+        }
         let mut x = x.clone();
         for i in 0..2 {
             let stride = if i == 0 { self.stride } else { 1 };
-            x = self.bn[i].after_sep_conv(&x, &self.depthwise[i], self.pointwise[i].weight(), stride, false, train)?;
+            x = self.bn[i].after_conv(&ops::relu_depthwise_conv2d(&x, &self.depthwise[i], stride, 1)?, self.pointwise[i].weight(), false, false, false)?;
         }
         Ok(x)
     }

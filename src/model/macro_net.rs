@@ -54,7 +54,7 @@ impl MacroOp {
         let x = self.inp_bn.after_conv(x, self.inp.weight(), false, relu, train)?;
         match &self.op {
             Op::Conv(conv, bn) => bn.after_conv(&x, conv.weight(), true, true, train),
-            Op::Sep(dw, point, bn) => bn.after_sep_conv(&x, dw, point.weight(), 1, true, train),
+            Op::Sep(dw, point, bn) => bn.after_sep_conv(&x, dw, point.weight(), true, train),
             Op::Pool(PoolKind::Avg) => ops::avg_pool2d(&x, 3, 1),
             Op::Pool(PoolKind::Max) => ops::max_pool2d(&x, 3, 1),
         }

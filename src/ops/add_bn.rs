@@ -2,7 +2,7 @@
 //! connections summed into the layer's output): the sum stays inside the op
 //! instead of becoming a tensor of candle's graph (see `conv_bn`).
 use super::batch_norm::{BatchNormTrain, BatchStats};
-use super::conv_bn::{bn_backward, bn_forward};
+use super::conv_bn::{bn_backward, bn_forward, kept};
 use super::f32_data;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -48,7 +48,7 @@ impl CustomOp3 for AddBn {
     }
 
     fn bwd(&self, _a: &Tensor, _b: &Tensor, affine: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_, g_sum, g_gamma, g_beta) = bn_backward(&self.bn, &self.sum, affine, res, grad)?;
+        let (g_sum, g_gamma, g_beta) = bn_backward(&self.bn, &kept(&self.sum, self.name())?, affine, res, grad)?;
         Ok((Some(g_sum.clone()), Some(g_sum), Some(Tensor::cat(&[g_gamma, g_beta], 0)?)))
     }
 }

@@ -3,7 +3,7 @@
 //! two convolutions' outputs and their concatenation stay inside the op
 //! instead of becoming four tensors of candle's graph (see `conv_bn`).
 use super::batch_norm::{BatchNormTrain, BatchStats};
-use super::conv_bn::{bn_backward, bn_forward};
+use super::conv_bn::{bn_backward, bn_forward, kept};
 use super::subsample::Subsample;
 use super::{conv, f32_data};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor};
@@ -83,8 +83,8 @@ impl CustomOp3 for ReduceBn {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, affine: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_, g_cat, g_gamma, g_beta) = bn_backward(&self.bn, &self.cat, affine, res, grad)?;
-        let Some(grids) = self.grids.lock().expect("grids lock").clone() else { candle_core::bail!("{}: backward before forward", self.name()) };
+        let (g_cat, g_gamma, g_beta) = bn_backward(&self.bn, &kept(&self.cat, self.name())?, affine, res, grad)?;
+        let grids = kept(&self.grids, self.name())?;
         let c_out = w.dim(0)?;
         let mut gx: Option<Tensor> = None;
         let mut gw = Vec::with_capacity(2);
