@@ -7,6 +7,7 @@ use super::conv_bn::{bn_backward, bn_forward, kept};
 use super::subsample::Subsample;
 use super::{conv, f32_data};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Training-mode batch norm of the concatenation of `w1` (C_out/2, C) applied
@@ -64,17 +65,20 @@ impl CustomOp3 for ReduceBn {
             let wi = CpuStorage::F32(w[rows.start * c..rows.end * c].to_vec());
             let (p, p_shape) = conv::cpu_forward(1, self.relu_in, &g_s, &Layout::contiguous(g_shape.clone()), &wi, &Layout::contiguous((rows.len(), c)))?;
             grids.push(tensor(g_s, g_shape)?);
-            parts.push((f32_data(&p, &Layout::contiguous(p_shape.clone()), self.name())?.to_vec(), p_shape.dims()[1]));
+            let CpuStorage::F32(p) = p else { candle_core::bail!("{}: the convolution gave no f32 output", self.name()) };
+            parts.push((p, p_shape.dims()[1]));
         }
         // Concatenated along channels: per image, the first part's planes, then the second's.
         let (n, _, oh, ow) = grids[0].dims4()?;
         let plane = oh * ow;
-        let mut cat = Vec::with_capacity(n * c_out * plane);
-        for b in 0..n {
+        let mut cat = vec![0f32; n * c_out * plane];
+        cat.par_chunks_mut(c_out * plane).enumerate().for_each(|(b, img)| {
+            let mut at = 0;
             for (p, ch) in &parts {
-                cat.extend_from_slice(&p[b * ch * plane..(b + 1) * ch * plane]);
+                img[at..at + ch * plane].copy_from_slice(&p[b * ch * plane..(b + 1) * ch * plane]);
+                at += ch * plane;
             }
-        }
+        });
         let (y, cat) = bn_forward(&self.bn, CpuStorage::F32(cat), Shape::from((n, c_out, oh, ow)), f32_data(s3, l3, self.name())?)?;
         let [g0, g1]: [Tensor; 2] = grids.try_into().map_err(|_| candle_core::Error::Msg("two grids".into()))?;
         *self.grids.lock().expect("grids lock") = Some([g0, g1]);

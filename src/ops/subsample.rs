@@ -43,10 +43,9 @@ impl CustomOp1 for Subsample {
                 if iy >= h {
                     continue;
                 }
-                let row = &xp[iy * w..(iy + 1) * w];
-                for (ox, v) in op[y * ow..(y + 1) * ow].iter_mut().enumerate() {
-                    *v = row.get(2 * ox + o).copied().unwrap_or(0.0);
-                }
+                // Pixels o, o + 2, ... of the row; past its end the output stays zero.
+                let row = &xp[iy * w + o.min(w)..(iy + 1) * w];
+                op[y * ow..(y + 1) * ow].iter_mut().zip(row.iter().step_by(2)).for_each(|(v, &x)| *v = x);
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
@@ -81,12 +80,8 @@ impl CustomOp1 for Scatter {
                 if iy >= h {
                     continue;
                 }
-                let row = &mut gp[iy * w..(iy + 1) * w];
-                for (ox, &d) in g[y * ow..(y + 1) * ow].iter().enumerate() {
-                    if let Some(v) = row.get_mut(2 * ox + o) {
-                        *v = d;
-                    }
-                }
+                let row = &mut gp[iy * w + o.min(w)..(iy + 1) * w];
+                row.iter_mut().step_by(2).zip(&g[y * ow..(y + 1) * ow]).for_each(|(v, &d)| *v = d);
             }
         });
         Ok((CpuStorage::F32(gx), Shape::from((n, c, h, w))))
