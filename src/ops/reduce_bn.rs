@@ -4,7 +4,7 @@
 //! instead of becoming four tensors of candle's graph (see `conv_bn`).
 use super::batch_norm::{BatchNormTrain, BatchStats};
 use super::conv_bn::{bn_backward, bn_forward, kept};
-use super::subsample::Subsample;
+use super::subsample::{scatter_both, Subsample};
 use super::{conv, f32_data};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -90,19 +90,16 @@ impl CustomOp3 for ReduceBn {
         let (g_cat, g_gamma, g_beta) = bn_backward(&self.bn, &kept(&self.cat, self.name())?, affine, res, grad)?;
         let grids = kept(&self.grids, self.name())?;
         let c_out = w.dim(0)?;
-        let mut gx: Option<Tensor> = None;
-        let mut gw = Vec::with_capacity(2);
+        let (mut g_grids, mut gw) = (Vec::with_capacity(2), Vec::with_capacity(2));
         for (offset, (start, len)) in [(0, (0, self.half)), (1, (self.half, c_out - self.half))] {
             let g = g_cat.narrow(1, start, len)?.contiguous()?;
             let wi = w.narrow(0, start, len)?;
             let (g_grid, g_w) = super::profile::timed("conv bwd", || conv::backward(1, self.relu_in, &grids[offset], &wi, &g))?;
-            let Some(g_x) = (Subsample { offset }).bwd(x, &grids[offset], &g_grid)? else { candle_core::bail!("{}: no subsampling gradient", self.name()) };
-            gx = Some(match gx {
-                Some(a) => (a + g_x)?,
-                None => g_x,
-            });
+            g_grids.push(g_grid);
             gw.push(g_w);
         }
-        Ok((gx, Some(Tensor::cat(&gw, 0)?), Some(Tensor::cat(&[g_gamma, g_beta], 0)?)))
+        let (_, _, h, wd) = x.dims4()?;
+        let gx = scatter_both(&g_grids[0], &g_grids[1], h, wd)?;
+        Ok((Some(gx), Some(Tensor::cat(&gw, 0)?), Some(Tensor::cat(&[g_gamma, g_beta], 0)?)))
     }
 }

@@ -3,7 +3,7 @@
 //! than candle's reshape and two narrows, whose backward pads each narrow
 //! with zeros and concatenates, over the whole input, twice.
 use super::f32_data;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Pixels (2y + offset, 2x + offset) of `x` (N, C, H, W), offset 0 or 1;
@@ -72,18 +72,52 @@ impl CustomOp1 for Scatter {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = f32_data(s, l, self.name())?;
         let (n, c, oh, ow) = l.shape().dims4()?;
-        let (h, w, o) = (self.h, self.w, self.offset);
-        let mut gx = super::zeros(n * c * h * w);
-        gx.par_chunks_mut(h * w).zip(g.par_chunks(oh * ow)).for_each(|(gp, g)| {
-            for y in 0..oh {
-                let iy = 2 * y + o;
-                if iy >= h {
-                    continue;
-                }
-                let row = &mut gp[iy * w + o.min(w)..(iy + 1) * w];
-                row.iter_mut().step_by(2).zip(&g[y * ow..(y + 1) * ow]).for_each(|(v, &d)| *v = d);
+        let mut gx = super::zeros(n * c * self.h * self.w);
+        scatter_into(&mut gx, g, (oh, ow), (self.h, self.w), self.offset);
+        Ok((CpuStorage::F32(gx), Shape::from((n, c, self.h, self.w))))
+    }
+}
+
+/// Writes each plane of `g` (planes of oh x ow) at pixels (2y + o, 2x + o) of the planes of `gx` (h x w).
+fn scatter_into(gx: &mut [f32], g: &[f32], (oh, ow): (usize, usize), (h, w): (usize, usize), o: usize) {
+    gx.par_chunks_mut(h * w).zip(g.par_chunks(oh * ow)).for_each(|(gp, g)| {
+        for y in 0..oh {
+            let iy = 2 * y + o;
+            if iy >= h {
+                continue;
             }
-        });
-        Ok((CpuStorage::F32(gx), Shape::from((n, c, h, w))))
+            let row = &mut gp[iy * w + o.min(w)..(iy + 1) * w];
+            row.iter_mut().step_by(2).zip(&g[y * ow..(y + 1) * ow]).for_each(|(v, &d)| *v = d);
+        }
+    });
+}
+
+/// The input gradient of both grids at once, `g0` of offset 0 and `g1` of
+/// offset 1, for an input of `h` x `w`: the grids are disjoint, so this is
+/// their scatters' sum without the sum.
+pub(crate) fn scatter_both(g0: &Tensor, g1: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    g0.contiguous()?.apply_op2_no_bwd(&g1.contiguous()?, &ScatterBoth { h, w })
+}
+
+struct ScatterBoth {
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp2 for ScatterBoth {
+    fn name(&self) -> &'static str {
+        "subsample2-grad-both"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (g0, g1) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+        let (n, c, oh, ow) = l1.shape().dims4()?;
+        if l2.shape() != l1.shape() {
+            candle_core::bail!("{}: grids {:?} and {:?} differ", self.name(), l1.dims(), l2.dims())
+        }
+        let mut gx = super::zeros(n * c * self.h * self.w);
+        scatter_into(&mut gx, g0, (oh, ow), (self.h, self.w), 0);
+        scatter_into(&mut gx, g1, (oh, ow), (self.h, self.w), 1);
+        Ok((CpuStorage::F32(gx), Shape::from((n, c, self.h, self.w))))
     }
 }
