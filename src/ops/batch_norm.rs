@@ -3,7 +3,7 @@
 //! of the per-channel broadcasts becomes strided single-threaded reductions
 //! that cost more than the whole forward.
 use super::f32_data;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
@@ -114,17 +114,21 @@ impl CustomOp3 for BatchNormTrain {
         super::profile::timed("batchnorm bwd", || {
             let stats = self.stats.lock().expect("stats lock").clone();
             let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-            let grad = if self.relu { grad.apply_op2_no_bwd(res, &PositiveMask)? } else { grad.contiguous()? };
-            let sums = x.apply_op2_no_bwd(&grad, &GradSums { mean: stats.mean.clone(), invstd: invstd.clone() })?;
+            // With the fused ReLU, the gradient is masked where the output is not positive, plane by plane inside both ops.
+            let (grad, out) = (grad.contiguous()?, res.contiguous()?);
+            let relu = self.relu;
+            let sums = x.apply_op3_no_bwd(&grad, &out, &GradSums { mean: stats.mean.clone(), invstd: invstd.clone(), relu })?;
             let sums_v = sums.to_vec2::<f32>()?;
-            let gx = x.apply_op2_no_bwd(
+            let gx = x.apply_op3_no_bwd(
                 &grad,
+                &out,
                 &GradInput {
                     mean: stats.mean,
                     invstd,
                     gamma: gamma.to_vec1::<f32>()?,
                     dbeta: sums_v[0].clone(),
                     dgamma: sums_v[1].clone(),
+                    relu,
                 },
             )?;
             Ok((Some(gx), Some(sums.get(1)?), Some(sums.get(0)?)))
@@ -132,53 +136,46 @@ impl CustomOp3 for BatchNormTrain {
     }
 }
 
-/// (dy, y) -> dy where y > 0: the backward of the fused ReLU (y is its output).
-struct PositiveMask;
-
-impl CustomOp2 for PositiveMask {
-    fn name(&self) -> &'static str {
-        "positive-mask"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = f32_data(s1, l1, self.name())?;
-        let y = f32_data(s2, l2, self.name())?;
-        // SAFETY: every element is written below.
-        let mut out = unsafe { super::unfilled(g.len()) };
-        let chunk = 1 << 14;
-        out.par_chunks_mut(chunk).zip(g.par_chunks(chunk)).zip(y.par_chunks(chunk)).for_each(|((o, g), y)| {
-            for ((d, &gv), &v) in o.iter_mut().zip(g).zip(y) {
-                *d = if v > 0.0 { gv } else { 0.0 };
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-}
-
-/// (x, dy) -> (2, C): per channel sum(dy) and sum(dy * x_hat).
+/// (x, dy, y) -> (2, C): per channel sum(dy) and sum(dy * x_hat), dy masked by y > 0 with the fused ReLU.
 struct GradSums {
     mean: Vec<f32>,
     invstd: Vec<f32>,
+    /// Mask dy where y <= 0 (the fused ReLU's backward).
+    relu: bool,
 }
 
-impl CustomOp2 for GradSums {
+/// `g` where `y > 0`, else 0, into `out`: the backward of the fused ReLU (y is its output).
+fn masked_into(g: &[f32], y: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(g.iter().zip(y).map(|(&d, &v)| if v > 0.0 { d } else { 0.0 }));
+}
+
+impl CustomOp3 for GradSums {
     fn name(&self) -> &'static str {
         "batch-norm-grad-sums"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    /// (x, dy, y) -> (2, C).
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s1, l1, self.name())?;
         let g = f32_data(s2, l2, self.name())?;
+        let y = f32_data(s3, l3, self.name())?;
         let (n, c, h, w) = l1.shape().dims4()?;
         let hw = h * w;
         let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..c)
             .into_par_iter()
-            .map(|ch| {
+            .map_init(Vec::new, |masked, ch| {
                 let (m, is) = (self.mean[ch], self.invstd[ch]);
                 let (mut sb, mut sg) = (0f64, 0f64);
                 for b in 0..n {
                     let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
-                    let (xp, gp) = (&x[r.clone()], &g[r]);
+                    let xp = &x[r.clone()];
+                    let gp = if self.relu {
+                        masked_into(&g[r.clone()], &y[r], masked);
+                        &masked[..]
+                    } else {
+                        &g[r]
+                    };
                     let s = super::sum(gp);
                     sb += s as f64;
                     // sum(dy (x - mean)) = sum(dy x) - mean sum(dy)
@@ -193,23 +190,27 @@ impl CustomOp2 for GradSums {
     }
 }
 
-/// (x, dy) -> dx = gamma invstd (dy - dbeta / M - x_hat dgamma / M).
+/// (x, dy, y) -> dx = gamma invstd (dy - dbeta / M - x_hat dgamma / M), dy masked as in `GradSums`.
 struct GradInput {
     mean: Vec<f32>,
     invstd: Vec<f32>,
     gamma: Vec<f32>,
     dbeta: Vec<f32>,
     dgamma: Vec<f32>,
+    /// Mask dy where y <= 0 (the fused ReLU's backward).
+    relu: bool,
 }
 
-impl CustomOp2 for GradInput {
+impl CustomOp3 for GradInput {
     fn name(&self) -> &'static str {
         "batch-norm-grad-input"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    /// (x, dy, y) -> dx.
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s1, l1, self.name())?;
         let g = f32_data(s2, l2, self.name())?;
+        let y = f32_data(s3, l3, self.name())?;
         let (n, c, h, w) = l1.shape().dims4()?;
         let hw = h * w;
         let m = (n * hw) as f32;
@@ -220,9 +221,16 @@ impl CustomOp2 for GradInput {
             let (mu, is) = (self.mean[ch], self.invstd[ch]);
             let k = self.gamma[ch] * is;
             let (db, dg) = (self.dbeta[ch] / m, self.dgamma[ch] / m);
-            let (xp, gp) = (&x[p * hw..(p + 1) * hw], &g[p * hw..(p + 1) * hw]);
-            for ((o, &d), &v) in out.iter_mut().zip(gp).zip(xp) {
-                *o = k * (d - db - (v - mu) * is * dg);
+            let (xp, gp, yp) = (&x[p * hw..(p + 1) * hw], &g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw]);
+            if self.relu {
+                for (((o, &d), &v), &u) in out.iter_mut().zip(gp).zip(xp).zip(yp) {
+                    let d = if u > 0.0 { d } else { 0.0 };
+                    *o = k * (d - db - (v - mu) * is * dg);
+                }
+            } else {
+                for ((o, &d), &v) in out.iter_mut().zip(gp).zip(xp) {
+                    *o = k * (d - db - (v - mu) * is * dg);
+                }
             }
         });
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
