@@ -241,12 +241,26 @@ pub(crate) fn record_command(out: &std::path::Path) -> Result<()> {
 pub fn main() -> i32 {
     configure_runtime();
     let cli = Cli::parse();
-    match run(cli) {
+    match in_worker_pool(|| run(cli)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
             1
         }
+    }
+}
+
+/// Runs `f` on a worker of a rayon pool of one thread per core, so that the
+/// thread driving training is one of the pool's: the parallel ops then run on
+/// it and the other workers, instead of handing off to a pool of as many
+/// threads again while it waits (three threads on two cores, the idle ones
+/// spinning through the serial parts of a step).
+fn in_worker_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // candle's backward walks the graph recursively: a search step's graph needs more than rayon's default stack.
+    match rayon::ThreadPoolBuilder::new().num_threads(cores).stack_size(64 << 20).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
     }
 }
 
