@@ -2,7 +2,7 @@
 //! connections summed into the layer's output): the sum stays inside the op
 //! instead of becoming a tensor of candle's graph (see `conv_bn`).
 use super::batch_norm::{BatchNormTrain, BatchStats};
-use super::conv_bn::{bn_backward, bn_forward, kept};
+use super::conv_bn::{bn_backward, bn_forward, keep, kept, stats_of};
 use super::f32_data;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -21,8 +21,7 @@ pub fn add_bn_train(a: &Tensor, b: &Tensor, gamma: &Tensor, beta: &Tensor, eps: 
     let op = AddBn { bn, sum: Mutex::new(None) };
     let affine = Tensor::cat(&[gamma, beta], 0)?;
     let y = super::profile::timed("add+bn fwd", || a.contiguous()?.apply_op3(&b.contiguous()?, &affine, op))?;
-    let stats = stats.lock().expect("stats lock").clone();
-    Ok((y, stats))
+    Ok((y, stats_of(&stats)))
 }
 
 struct AddBn {
@@ -43,7 +42,7 @@ impl CustomOp3 for AddBn {
             s.iter_mut().zip(a.iter().zip(b)).for_each(|(s, (a, b))| *s = a + b);
         });
         let (y, sum) = bn_forward(&self.bn, CpuStorage::F32(sum), l1.shape().clone(), f32_data(s3, l3, self.name())?)?;
-        *self.sum.lock().expect("sum lock") = Some(sum);
+        keep(&self.sum, sum);
         Ok(y)
     }
 

@@ -5,7 +5,7 @@
 use super::batch_norm::{BatchNormTrain, BatchStats};
 use super::{conv, f32_data};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 /// Training-mode batch norm (then ReLU when `relu_out`) of `conv2d_same(x, w,
 /// relu_in)`, with `gamma` and `beta` (C_out,). Returns the output and the batch statistics.
@@ -26,8 +26,7 @@ pub fn conv_bn_train(x: &Tensor, w: &Tensor, gamma: &Tensor, beta: &Tensor, relu
     let op = ConvBn { k, relu_in, bn, conv_out: Mutex::new(None) };
     let affine = Tensor::cat(&[gamma, beta], 0)?;
     let y = super::profile::timed("conv+bn fwd", || x.contiguous()?.apply_op3(&w.contiguous()?, &affine, op))?;
-    let stats = stats.lock().expect("stats lock").clone();
-    Ok((y, stats))
+    Ok((y, stats_of(&stats)))
 }
 
 struct ConvBn {
@@ -45,8 +44,13 @@ pub(super) fn bn_forward(bn: &BatchNormTrain, conv: CpuStorage, shape: Shape, af
     let (gamma, beta) = (CpuStorage::F32(affine[..c].to_vec()), CpuStorage::F32(affine[c..].to_vec()));
     let lc = Layout::contiguous(c);
     let y = bn.cpu_fwd(&conv, &Layout::contiguous(shape.clone()), &gamma, &lc, &beta, &lc)?;
-    let CpuStorage::F32(v) = conv else { candle_core::bail!("conv-batch-norm: the convolution gave no f32 output") };
-    Ok((y, Tensor::from_vec(v, shape, &Device::Cpu)?))
+    Ok((y, tensor(conv, shape)?))
+}
+
+/// A contiguous f32 storage an op produced, as a tensor (no copy).
+pub(super) fn tensor(s: CpuStorage, shape: Shape) -> Result<Tensor> {
+    let CpuStorage::F32(v) = s else { candle_core::bail!("fused op: an f32 op gave another dtype") };
+    Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
 /// The batch norm's backward: gradients of the convolution's output, gamma and beta.
@@ -59,9 +63,20 @@ pub(super) fn bn_backward(bn: &BatchNormTrain, conv_out: &Tensor, affine: &Tenso
     Ok((g_conv, g_gamma, g_beta))
 }
 
+/// Keeps `value` from an op's forward for its backward. The slots hold plain
+/// data, so a lock poisoned by a panic elsewhere is still usable.
+pub(super) fn keep<T>(slot: &Mutex<Option<T>>, value: T) {
+    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+}
+
 /// What an op kept from its forward for its backward, or an error naming the op.
 pub(super) fn kept<T: Clone>(slot: &Mutex<Option<T>>, op: &str) -> Result<T> {
-    slot.lock().expect("saved output lock").clone().ok_or_else(|| candle_core::Error::Msg(format!("{op}: backward before forward")))
+    slot.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or_else(|| candle_core::Error::Msg(format!("{op}: backward before forward")))
+}
+
+/// The batch statistics a fused op's batch norm left.
+pub(super) fn stats_of(handle: &Mutex<BatchStats>) -> BatchStats {
+    handle.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
 impl CustomOp3 for ConvBn {
@@ -73,7 +88,7 @@ impl CustomOp3 for ConvBn {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let (conv_s, shape) = conv::cpu_forward(self.k, self.relu_in, s1, l1, s2, l2)?;
         let (y, conv_out) = bn_forward(&self.bn, conv_s, shape, f32_data(s3, l3, self.name())?)?;
-        *self.conv_out.lock().expect("conv output lock") = Some(conv_out);
+        keep(&self.conv_out, conv_out);
         Ok(y)
     }
 

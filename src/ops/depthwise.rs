@@ -44,11 +44,11 @@ impl Depthwise {
         if wc != c || one != 1 || k != k2 {
             candle_core::bail!("depthwise_conv2d: weight {:?} does not fit input {:?}", w.dims(), x.dims())
         }
-        Depthwise::for_input(c, h, wd, k, stride, dilation, relu)
+        Depthwise::for_input(h, wd, k, stride, dilation, relu)
     }
 
-    /// The op for (N, c, h, w) inputs and a k x k kernel (the weight checked by the caller).
-    pub(crate) fn for_input(_c: usize, h: usize, w: usize, k: usize, stride: usize, dilation: usize, relu: bool) -> Result<Depthwise> {
+    /// The op for (N, C, h, w) inputs and a k x k kernel (the weight checked by the caller).
+    pub(crate) fn for_input(h: usize, w: usize, k: usize, stride: usize, dilation: usize, relu: bool) -> Result<Depthwise> {
         if relu && stride != 1 {
             candle_core::bail!("depthwise_conv2d: the fused ReLU is for stride 1 only")
         }

@@ -3,10 +3,10 @@
 //! two convolutions' outputs and their concatenation stay inside the op
 //! instead of becoming four tensors of candle's graph (see `conv_bn`).
 use super::batch_norm::{BatchNormTrain, BatchStats};
-use super::conv_bn::{bn_backward, bn_forward, kept};
+use super::conv_bn::{bn_backward, bn_forward, keep, kept, stats_of, tensor};
 use super::subsample::{scatter_both, Subsample};
 use super::{conv, f32_data};
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -29,8 +29,7 @@ pub fn reduce_bn_train(x: &Tensor, w1: &Tensor, w2: &Tensor, gamma: &Tensor, bet
     let w = Tensor::cat(&[w1, w2], 0)?;
     let affine = Tensor::cat(&[gamma, beta], 0)?;
     let y = super::profile::timed("reduce+bn fwd", || x.contiguous()?.apply_op3(&w, &affine, op))?;
-    let stats = stats.lock().expect("stats lock").clone();
-    Ok((y, stats))
+    Ok((y, stats_of(&stats)))
 }
 
 struct ReduceBn {
@@ -41,12 +40,6 @@ struct ReduceBn {
     /// The two subsampled grids and the concatenation, kept for the backward.
     grids: Mutex<Option<[Tensor; 2]>>,
     cat: Mutex<Option<Tensor>>,
-}
-
-/// A contiguous f32 storage as a tensor.
-fn tensor(s: CpuStorage, shape: Shape) -> Result<Tensor> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("reduce-batch-norm: an f32 op gave another dtype") };
-    Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
 impl CustomOp3 for ReduceBn {
@@ -81,8 +74,8 @@ impl CustomOp3 for ReduceBn {
         });
         let (y, cat) = bn_forward(&self.bn, CpuStorage::F32(cat), Shape::from((n, c_out, oh, ow)), f32_data(s3, l3, self.name())?)?;
         let [g0, g1]: [Tensor; 2] = grids.try_into().map_err(|_| candle_core::Error::Msg("two grids".into()))?;
-        *self.grids.lock().expect("grids lock") = Some([g0, g1]);
-        *self.cat.lock().expect("concatenation lock") = Some(cat);
+        keep(&self.grids, [g0, g1]);
+        keep(&self.cat, cat);
         Ok(y)
     }
 

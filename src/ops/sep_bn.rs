@@ -3,10 +3,10 @@
 //! macro space's separable branch is one). The depthwise and pointwise
 //! outputs, and the first half's output, stay inside the op (see `conv_bn`).
 use super::batch_norm::{BatchNormTrain, BatchStats};
-use super::conv_bn::{bn_backward, bn_forward};
+use super::conv_bn::{bn_backward, bn_forward, keep, kept, stats_of, tensor};
 use super::depthwise::Depthwise;
 use super::{conv, f32_data};
-use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use std::sync::Mutex;
 
 /// One half's weights: depthwise (C, 1, k, k), pointwise (C_out, C), BN's gamma and beta (C_out,).
@@ -23,7 +23,8 @@ pub fn sep_conv_bn_train(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out
     let (_, mut c, mut h, mut w) = x.dims4()?;
     for (i, half) in halves.iter().enumerate() {
         let c_out = half.pw.dim(0)?;
-        if half.dw.dim(0)? != c || half.pw.dims() != [c_out, c] || half.gamma.dims() != [c_out] || half.beta.dims() != [c_out] {
+        let (dc, one, k, k2) = half.dw.dims4()?;
+        if (dc, one, k2) != (c, 1, k) || half.pw.dims() != [c_out, c] || half.gamma.dims() != [c_out] || half.beta.dims() != [c_out] {
             candle_core::bail!(
                 "sep_conv_bn_train: half {i}: depthwise {:?}, pointwise {:?}, gamma {:?} and beta {:?} do not fit {c} channels in",
                 half.dw.dims(),
@@ -50,20 +51,19 @@ pub fn sep_conv_bn_train(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out
     }
     // At stride 1 the depthwise op applies the ReLU itself.
     let x = if stride == 1 { x.clone() } else { x.relu()? };
-    c = x.dim(1)?;
     let (mut stages, mut handles, mut params) = (Vec::new(), Vec::new(), Vec::new());
     for (i, half) in halves.iter().enumerate() {
         let s = if i == 0 { stride } else { 1 };
-        let depthwise = Depthwise::for_input(c, h, w, half.dw.dims4()?.2, s, 1, s == 1)?;
+        let depthwise = Depthwise::for_input(h, w, half.dw.dims4()?.2, s, 1, s == 1)?;
         let (bn, stats) = BatchNormTrain::new(eps, relu_out && i + 1 == halves.len());
         stages.push(Stage { depthwise, dw: half.dw.shape().clone(), pw: half.pw.shape().clone(), bn, saved: Mutex::new(None) });
         handles.push(stats);
         params.extend([half.dw.flatten_all()?, half.pw.flatten_all()?, half.gamma.clone(), half.beta.clone()]);
-        (c, h, w) = (half.pw.dim(0)?, h.div_ceil(s), w.div_ceil(s));
+        (h, w) = (h.div_ceil(s), w.div_ceil(s));
     }
     let packed = Tensor::cat(&params, 0)?;
     let y = super::profile::timed("sep+bn fwd", || x.contiguous()?.apply_op2(&packed, SepBn { stages }))?;
-    let stats = handles.iter().map(|s| s.lock().expect("stats lock").clone()).collect();
+    let stats = handles.iter().map(|s| stats_of(s)).collect();
     Ok((y, stats))
 }
 
@@ -86,12 +86,6 @@ struct Saved {
 
 struct SepBn {
     stages: Vec<Stage>,
-}
-
-/// A contiguous f32 storage as a tensor.
-fn tensor(s: CpuStorage, shape: Shape) -> Result<Tensor> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("sep-conv-batch-norm: an f32 op gave another dtype") };
-    Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
 impl Stage {
@@ -123,7 +117,7 @@ impl CustomOp2 for SepBn {
             let (c_s, c_shape) = conv::cpu_forward(1, false, &d_s, &Layout::contiguous(d_shape.clone()), &pw, &Layout::contiguous(st.pw.clone()))?;
             let (y, pw_out) = bn_forward(&st.bn, c_s, c_shape, &packed[ar])?;
             let input = prev.take().map(|(s, shape)| tensor(s, shape)).transpose()?;
-            *st.saved.lock().expect("saved lock") = Some(Saved { input, dw_out: tensor(d_s, d_shape)?, pw_out });
+            keep(&st.saved, Saved { input, dw_out: tensor(d_s, d_shape)?, pw_out });
             prev = Some(y);
         }
         prev.ok_or_else(|| candle_core::Error::Msg(format!("{}: no halves", self.name())))
@@ -136,7 +130,7 @@ impl CustomOp2 for SepBn {
             starts.push(at);
             at = st.ranges(at)[2].end;
         }
-        let saved: Vec<Saved> = self.stages.iter().map(|st| st.saved.lock().expect("saved lock").clone()).collect::<Option<_>>().ok_or_else(|| candle_core::Error::Msg(format!("{}: backward before forward", self.name())))?;
+        let saved: Vec<Saved> = self.stages.iter().map(|st| kept(&st.saved, self.name())).collect::<Result<_>>()?;
         let (mut g, mut grads) = (grad.clone(), vec![Vec::new(); self.stages.len()]);
         for i in (0..self.stages.len()).rev() {
             let (st, sv) = (&self.stages[i], &saved[i]);
