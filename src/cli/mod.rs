@@ -256,12 +256,17 @@ pub fn main() -> i32 {
 /// threads again while it waits (three threads on two cores, the idle ones
 /// spinning through the serial parts of a step).
 fn in_worker_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = cores();
     // candle's backward walks the graph recursively: a search step's graph needs more than rayon's default stack.
     match rayon::ThreadPoolBuilder::new().num_threads(cores).stack_size(64 << 20).build() {
         Ok(pool) => pool.install(f),
         Err(_) => f(),
     }
+}
+
+/// CPU cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// Thread and allocator settings for training on this machine; the binary and
@@ -277,7 +282,7 @@ pub fn configure_runtime() {
 /// spins a worker after each op that competes with rayon's threads (our ops and
 /// the matmuls): one step at 12 channels went from 87 to 96-99 images/s without it.
 fn configure_threads() {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = cores();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", cores.to_string());
     }

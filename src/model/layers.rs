@@ -82,8 +82,7 @@ impl BatchNorm {
             return self.run(&ops::conv2d_same(x, w, relu_in)?, false, relu_out);
         }
         let (y, stats) = ops::conv_bn_train(x, w, &self.gamma, &self.beta, relu_in, relu_out, BN_EPS)?;
-        let (n, _, h, wd) = y.dims4()?;
-        self.update_running(&stats, (n * h * wd) as f64)?;
+        self.update_running_of(&y, &stats)?;
         Ok(y)
     }
 
@@ -111,8 +110,7 @@ impl BatchNorm {
             return self.run(&(a + b)?, false, false);
         }
         let (y, stats) = ops::add_bn_train(a, b, &self.gamma, &self.beta, BN_EPS)?;
-        let (n, _, h, w) = y.dims4()?;
-        self.update_running(&stats, (n * h * w) as f64)?;
+        self.update_running_of(&y, &stats)?;
         Ok(y)
     }
 
@@ -235,8 +233,7 @@ impl FactorizedReduce {
     fn run(&self, x: &Tensor, relu: bool, train: bool) -> Result<Tensor> {
         if train {
             let (y, stats) = ops::reduce_bn_train(x, &self.path1.w, &self.path2.w, &self.bn.gamma, &self.bn.beta, relu, BN_EPS)?;
-            let (n, _, h, w) = y.dims4()?;
-            self.bn.update_running(&stats, (n * h * w) as f64)?;
+            self.bn.update_running_of(&y, &stats)?;
             return Ok(y);
         }
         let p1 = ops::conv2d_same(&ops::subsample2(x, 0)?, &self.path1.w, relu)?;

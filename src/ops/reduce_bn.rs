@@ -12,7 +12,6 @@ use std::sync::Mutex;
 
 /// Training-mode batch norm of the concatenation of `w1` (C_out/2, C) applied
 /// to pixels (2y, 2x) of `x` (of ReLU(x) when `relu_in`) and `w2` to pixels (2y + 1, 2x + 1).
-#[allow(clippy::too_many_arguments)]
 pub fn reduce_bn_train(x: &Tensor, w1: &Tensor, w2: &Tensor, gamma: &Tensor, beta: &Tensor, relu_in: bool, eps: f64) -> Result<(Tensor, BatchStats)> {
     let (_, c, _, _) = x.dims4()?;
     let (h1, h2) = (w1.dim(0)?, w2.dim(0)?);
@@ -64,7 +63,8 @@ impl CustomOp3 for ReduceBn {
         // Concatenated along channels: per image, the first part's planes, then the second's.
         let (n, _, oh, ow) = grids[0].dims4()?;
         let plane = oh * ow;
-        let mut cat = vec![0f32; n * c_out * plane];
+        // SAFETY: each image's planes are copied in below, the parts' channels adding up to c_out.
+        let mut cat = unsafe { super::unfilled(n * c_out * plane) };
         cat.par_chunks_mut(c_out * plane).enumerate().for_each(|(b, img)| {
             let mut at = 0;
             for (p, ch) in &parts {
