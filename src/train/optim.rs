@@ -15,11 +15,13 @@ pub fn collect_grads(grads: &GradStore, vars: &[(String, Var)]) -> Vec<Option<Te
 /// Scales all gradients so their global L2 norm is at most `max_norm`;
 /// returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
-    let mut sq = 0f64;
-    for g in grads.iter().flatten() {
-        sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-    }
-    let norm = sq.sqrt();
+    // Each gradient's square sum on its device, read back together: one
+    // device-to-host copy instead of one per gradient (each a sync on a GPU).
+    let sums = grads.iter().flatten().map(|g| g.sqr()?.sum_all()).collect::<Result<Vec<_>>>()?;
+    let norm = match sums.is_empty() {
+        true => 0.0,
+        false => Tensor::stack(&sums, 0)?.to_vec1::<f32>()?.iter().map(|&s| s as f64).sum::<f64>().sqrt(),
+    };
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         for g in grads.iter_mut().flatten() {
