@@ -1,7 +1,7 @@
 //! With the `cuda` feature, on a GPU: every op with a kernel of ours (depthwise
 //! convolution, pooling) and the CUDA fallbacks (batch norm, convolution)
 //! against the CPU op, forward and backward, to 1e-4 relative, on odd sizes and
-//! non-contiguous inputs. Built only with `--features cuda`; run with
+//! non-contiguous inputs; the in-place SGD step bit for bit. Built only with `--features cuda`; run with
 //! `cargo test --release --features cuda --test cuda` where a GPU is present.
 #![cfg(feature = "cuda")]
 use candle_core::{Device, Tensor, Var};
@@ -89,5 +89,28 @@ fn batch_norm_and_convolution_match_the_cpu() {
     for (shape, relu) in [(vec![6, c], true), (vec![6, c, 3, 3], false), (vec![4, c, 5, 5], true)] {
         let wts = (rand_vec(shape.iter().product(), 7), shape.clone());
         compare(&format!("conv {shape:?} relu {relu}"), &[x.clone(), wts], false, |t| ops::conv2d_same(&t[0], &t[1], relu).unwrap());
+    }
+}
+
+#[test]
+fn sgd_step_matches_the_cpu_bit_for_bit() {
+    let dev = gpu();
+    let n = 1000;
+    for (momentum, nesterov) in [(0.9, true), (0.9, false), (0.0, false)] {
+        for (weight_decay, decoupled) in [(0.0, false), (1e-3, false), (0.05, true)] {
+            let s = ops::SgdStep { lr: 0.07, momentum, nesterov, weight_decay, decoupled };
+            let mut out = Vec::new();
+            for d in [Device::Cpu, dev.clone()] {
+                let t = |seed| Tensor::from_vec(rand_vec(n, seed), n, &d).unwrap();
+                let (w, g, v) = (t(1), t(2), t(3));
+                if momentum > 0.0 {
+                    ops::sgd_velocity(&v, &g, &w, s).unwrap();
+                }
+                ops::sgd_weight(&w, &g, &v, s).unwrap();
+                let bits = |x: &Tensor| x.to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap().iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                out.push((bits(&w), bits(&v)));
+            }
+            assert!(out[0] == out[1], "{s:?}: GPU step differs from the CPU step");
+        }
     }
 }

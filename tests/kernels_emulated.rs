@@ -141,3 +141,38 @@ fn pooling_kernels_match_the_cpu_op() {
         }
     }
 }
+
+#[test]
+fn sgd_kernels_match_the_cpu_op_bit_for_bit() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let n = 37;
+    for (momentum, nesterov) in [(0.9, true), (0.9, false), (0.0, false)] {
+        for (weight_decay, decoupled) in [(0.0, false), (1e-3, false), (0.05, true)] {
+            let s = ops::SgdStep { lr: 0.07, momentum, nesterov, weight_decay, decoupled };
+            let (wv, gv, vv) = (rand_vec(n, &mut rng), rand_vec(n, &mut rng), rand_vec(n, &mut rng));
+            let tensor = |v: &[f32]| Tensor::from_vec(v.to_vec(), n, &Device::Cpu).unwrap();
+            let (w, g, v) = (tensor(&wv), tensor(&gv), tensor(&vv));
+            if momentum > 0.0 {
+                ops::sgd_velocity(&v, &g, &w, s).unwrap();
+            }
+            ops::sgd_weight(&w, &g, &v, s).unwrap();
+            // The scalars as the kernels get them: f32, lr * wd rounded once.
+            let scalars = [s.lr as f32, s.momentum as f32, s.weight_decay as f32, (s.lr * s.weight_decay) as f32].map(|f| format!("{f:e}"));
+            let flags = [decoupled, momentum > 0.0, nesterov].map(|b| (b as i32).to_string());
+            let mut args: Vec<String> = vec!["sgd".into(), n.to_string()];
+            args.extend(scalars);
+            args.extend(flags);
+            for (name, vals) in [("w", &wv), ("g", &gv), ("v", &vv)] {
+                args.push(write(d, name, vals).to_string_lossy().into());
+            }
+            args.push(d.join("w2").to_string_lossy().into());
+            args.push(d.join("v2").to_string_lossy().into());
+            run(&args);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&read(&d.join("w2"))), bits(&w.to_vec1::<f32>().unwrap()), "{s:?}: weights");
+            assert_eq!(bits(&read(&d.join("v2"))), bits(&v.to_vec1::<f32>().unwrap()), "{s:?}: velocity");
+        }
+    }
+}

@@ -8,6 +8,7 @@ use candle_core::{CudaStorage, Layout, Result, Shape};
 
 const DEPTHWISE_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/depthwise.ptx"));
 const POOL_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/pool.ptx"));
+const SGD_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/sgd.ptx"));
 
 /// `Geometry` of kernels/geometry.cuh, shared by every kernel.
 #[repr(C)]
@@ -126,4 +127,53 @@ pub fn pool(x: (&CudaStorage, &Layout), grad: Option<(&CudaStorage, &Layout)>, n
     // SAFETY: the arguments match the kernel's signature in kernels/pool.cu.
     unsafe { b.launch(LaunchConfig::for_num_elems(count as u32)) }.w()?;
     Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+}
+
+/// Which half of the in-place SGD step (kernels/sgd.cu).
+pub enum SgdKernel {
+    /// dst = velocity; (gradient, weight) read.
+    Velocity,
+    /// dst = weight; (gradient, velocity) read.
+    Weight,
+}
+
+/// One in-place SGD kernel over a variable's elements.
+pub fn sgd(kernel: SgdKernel, dst: (&mut CudaStorage, &Layout), a: (&CudaStorage, &Layout), b: (&CudaStorage, &Layout), step: &super::sgd::SgdStep) -> Result<()> {
+    let (d_start, d_end) = dst.1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("sgd: the updated tensor must be contiguous".into()))?;
+    let n = (d_end - d_start) as i64;
+    let dev = dst.0.device().clone();
+    let (av, bv) = (f32_view(a.0, a.1, "sgd")?, f32_view(b.0, b.1, "sgd")?);
+    let mut dv = dst.0.as_cuda_slice_mut::<f32>()?.slice_mut(d_start..d_end);
+    let (lr, mu, wd, lr_wd) = (step.lr as f32, step.momentum as f32, step.weight_decay as f32, (step.lr * step.weight_decay) as f32);
+    let (decoupled, momentum, nesterov) = (step.decoupled as i32, (step.momentum > 0.0) as i32, step.nesterov as i32);
+    let name = match kernel {
+        SgdKernel::Velocity => "sgd_velocity_f32",
+        SgdKernel::Weight => "sgd_weight_f32",
+    };
+    let func = dev.get_or_load_custom_func(name, "enas_sgd", SGD_PTX)?;
+    let mut b = func.builder();
+    b.arg(&mut dv);
+    b.arg(&av);
+    b.arg(&bv);
+    b.arg(&n);
+    match kernel {
+        SgdKernel::Velocity => {
+            b.arg(&mu);
+            b.arg(&wd);
+            b.arg(&decoupled);
+        }
+        SgdKernel::Weight => {
+            b.arg(&lr);
+            b.arg(&mu);
+            b.arg(&wd);
+            b.arg(&lr_wd);
+            b.arg(&decoupled);
+            b.arg(&momentum);
+            b.arg(&nesterov);
+        }
+    }
+    // SAFETY: the arguments match the kernels' signatures in kernels/sgd.cu;
+    // the kernels touch elements 0..n of each view only.
+    unsafe { b.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
+    Ok(())
 }

@@ -3,7 +3,8 @@
 //! a fused input ReLU (5x5 by Winograd), and training ops that fuse a chain of
 //! these so its intermediates stay out of candle's graph (`conv_bn`,
 //! `sep_bn`, `reduce_bn`, `add_bn`). CPU loops live here; with the `cuda` feature the
-//! depthwise and pooling ops launch our kernels (kernels/, `cuda.rs`).
+//! depthwise and pooling ops and the in-place SGD step (`sgd`) launch our
+//! kernels (kernels/, `cuda.rs`).
 pub mod add_bn;
 pub mod batch_norm;
 pub mod conv;
@@ -18,6 +19,7 @@ pub mod profile;
 pub mod reduce_bn;
 pub mod reference;
 pub mod sep_bn;
+pub mod sgd;
 pub mod subsample;
 mod taps;
 mod window;
@@ -28,6 +30,7 @@ pub use batch_norm::{batch_norm_relu_train, batch_norm_train, BatchStats};
 pub use conv::conv2d_same;
 pub use conv_bn::conv_bn_train;
 pub use sep_bn::{sep_conv_bn_train, SepHalf};
+pub use sgd::{sgd_velocity, sgd_weight, SgdStep};
 pub use depthwise::{depthwise_conv2d, relu_depthwise_conv2d};
 pub use reduce_bn::reduce_bn_train;
 pub use pool::{avg_pool2d, max_pool2d, pool2d, PoolKind};

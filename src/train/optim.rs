@@ -1,6 +1,7 @@
 //! SGD with momentum, Nesterov and weight decay, Adam, and global-norm
 //! gradient clipping: candle's own SGD has none of these.
 use candle_core::backprop::GradStore;
+use crate::ops::{sgd_velocity, sgd_weight, SgdStep};
 use candle_core::{Result, Tensor, Var};
 use std::collections::HashMap;
 
@@ -65,31 +66,23 @@ impl Sgd {
 
     pub fn step(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
         let c = &self.cfg;
+        let step = SgdStep { lr: c.lr, momentum: c.momentum, nesterov: c.nesterov, weight_decay: c.weight_decay, decoupled: c.decoupled };
         for (((_, var), g), vel) in self.vars.iter().zip(grads).zip(self.velocity.iter_mut()) {
             let Some(g) = g else { continue };
-            // Detached: arithmetic on the variable itself would record ops, and the
-            // momentum buffer would then keep every earlier step's tensors alive.
-            let w = &var.as_tensor().detach();
-            let mut g = g.clone();
-            if c.weight_decay > 0.0 && !c.decoupled {
-                g = (g + (w * c.weight_decay)?)?;
+            // In place, two ops per variable (ops::sgd): the velocity, then the weight.
+            let w = var.as_tensor();
+            if c.momentum > 0.0 {
+                match vel {
+                    Some(v) => sgd_velocity(v, g, w, step)?,
+                    // The first step's velocity is the (decayed) gradient itself.
+                    None => {
+                        let w = w.detach();
+                        *vel = Some(if c.weight_decay > 0.0 && !c.decoupled { (g + (&w * c.weight_decay)?)? } else { g.copy()? });
+                    }
+                }
             }
-            let update = if c.momentum > 0.0 {
-                let v = match vel.take() {
-                    Some(v) => ((v * c.momentum)? + &g)?,
-                    None => g.clone(),
-                };
-                let u = if c.nesterov { (&g + (&v * c.momentum)?)? } else { v.clone() };
-                *vel = Some(v);
-                u
-            } else {
-                g
-            };
-            let mut next = (w - (update * c.lr)?)?;
-            if c.weight_decay > 0.0 && c.decoupled {
-                next = (next - (w * (c.lr * c.weight_decay))?)?;
-            }
-            var.set(&next)?;
+            let v = vel.as_ref().unwrap_or(g);
+            sgd_weight(w, g, v, step)?;
         }
         Ok(())
     }
@@ -103,10 +96,12 @@ impl Sgd {
             .collect()
     }
 
-    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) {
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         for ((n, _), vel) in self.vars.iter().zip(self.velocity.iter_mut()) {
-            *vel = state.get(&format!("sgd.velocity.{n}")).cloned();
+            // Copied: the step updates the buffers in place.
+            *vel = state.get(&format!("sgd.velocity.{n}")).map(Tensor::copy).transpose()?;
         }
+        Ok(())
     }
 }
 

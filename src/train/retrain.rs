@@ -194,7 +194,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
     if resume && ckpt_path.exists() {
         let (tensors, meta) = checkpoint::load(&ckpt_path, device)?;
         load_varmap(&varmap, &tensors, "model.", &ckpt_path)?;
-        sgd.load_state(&tensors);
+        sgd.load_state(&tensors)?;
         history = serde_json::from_value(meta["history"].clone()).with_context(|| format!("{}: bad history", ckpt_path.display()))?;
         seconds_before = meta["seconds"].as_f64().unwrap_or(0.0);
     }

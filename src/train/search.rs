@@ -217,7 +217,7 @@ pub fn run(cfg: &SearchConfig, out: &Path, opts: &RunOptions, device: &Device) -
     if opts.resume && ckpt_path.exists() {
         let (tensors, meta) = checkpoint::load(&ckpt_path, device)?;
         load_varmap(&varmap, &tensors, "model.", &ckpt_path)?;
-        sgd.load_state(&tensors);
+        sgd.load_state(&tensors)?;
         let ctrl: std::collections::HashMap<_, _> =
             tensors.iter().filter_map(|(k, v)| k.strip_prefix("controller.").map(|k| (k.to_string(), v.clone()))).collect();
         controller.params.load(&ctrl).with_context(|| format!("{}", ckpt_path.display()))?;

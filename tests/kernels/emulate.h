@@ -14,3 +14,8 @@ using std::min;
 #define __syncthreads() ((void)0)
 struct Dim { unsigned x = 0, y = 0, z = 0; };
 inline Dim blockIdx, threadIdx, blockDim, gridDim;
+// Round-to-nearest float arithmetic, as the kernels spell it to keep the
+// compiler from contracting into FMAs.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }

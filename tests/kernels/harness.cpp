@@ -1,6 +1,7 @@
 // Runs one kernel of kernels/ on f32 files and writes its outputs:
 //   harness depthwise N C H W K STRIDE DILATION PAD_TOP PAD_LEFT OUT_H OUT_W RELU X WT GY  Y GX GW
 //   harness pool      N C H W K STRIDE PAD_TOP PAD_LEFT OUT_H OUT_W IS_MAX X GY  Y GX
+//   harness sgd       N LR MU WD LR_WD DECOUPLED MOMENTUM NESTEROV W G V  W' V'
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +15,8 @@ extern "C" void depthwise_bwd_input_f32(const float*, const float*, const float*
 extern "C" void depthwise_bwd_weight_f32(const float*, const float*, float*, Geometry, int);
 extern "C" void pool_fwd_f32(const float*, float*, Geometry, int);
 extern "C" void pool_bwd_f32(const float*, const float*, float*, Geometry, int);
+extern "C" void sgd_velocity_f32(float*, const float*, const float*, long, float, float, int);
+extern "C" void sgd_weight_f32(float*, const float*, const float*, long, float, float, float, float, int, int, int);
 
 static std::vector<float> load(const char* path, size_t n) {
     std::vector<float> v(n);
@@ -66,6 +69,17 @@ int main(int argc, char** argv) {
         launch(1, [&] { pool_bwd_f32(x.data(), gy.data(), gx.data(), g, is_max); });
         save(argv[15], y);
         save(argv[16], gx);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "sgd") && argc == 15) {
+        long n = atol(argv[2]);
+        float lr = atof(argv[3]), mu = atof(argv[4]), wd = atof(argv[5]), lr_wd = atof(argv[6]);
+        int decoupled = atoi(argv[7]), momentum = atoi(argv[8]), nesterov = atoi(argv[9]);
+        auto w = load(argv[10], n), g = load(argv[11], n), v = load(argv[12], n);
+        if (momentum) launch(3, [&] { sgd_velocity_f32(v.data(), g.data(), w.data(), n, mu, wd, decoupled); });
+        launch(3, [&] { sgd_weight_f32(w.data(), g.data(), v.data(), n, lr, mu, wd, lr_wd, decoupled, momentum, nesterov); });
+        save(argv[13], w);
+        save(argv[14], v);
         return 0;
     }
     fprintf(stderr, "usage: see the comment at the top of harness.cpp\n");
