@@ -85,7 +85,15 @@ fn batch_norm_and_convolution_match_the_cpu() {
     let x = (rand_vec(n * c * h * w, 4), vec![n, c, h, w]);
     let gamma = (rand_vec(c, 5).iter().map(|v| v + 1.5).collect(), vec![c]);
     let beta = (rand_vec(c, 6), vec![c]);
-    compare("batch norm", &[x.clone(), gamma, beta], true, |t| ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5).unwrap().0);
+    compare("batch norm", &[x.clone(), gamma.clone(), beta.clone()], true, |t| ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5).unwrap().0);
+    // The batch statistics stay on the GPU (read back only here).
+    let stats = [Device::Cpu, gpu()].map(|d| {
+        let t = |(v, s): &(Vec<f32>, Vec<usize>)| Tensor::from_vec(v.clone(), s.as_slice(), &d).unwrap();
+        let s = ops::batch_norm_train(&t(&x), &t(&gamma), &t(&beta), 1e-5).unwrap().1;
+        assert!(s.mean.device().same_device(&d) && s.var.device().same_device(&d), "statistics left the device");
+        Tensor::cat(&[s.mean, s.var], 0).unwrap()
+    });
+    close("batch norm: statistics", &stats[1], &stats[0]);
     for (shape, relu) in [(vec![6, c], true), (vec![6, c, 3, 3], false), (vec![4, c, 5, 5], true)] {
         let wts = (rand_vec(shape.iter().product(), 7), shape.clone());
         compare(&format!("conv {shape:?} relu {relu}"), &[x.clone(), wts], false, |t| ops::conv2d_same(&t[0], &t[1], relu).unwrap());

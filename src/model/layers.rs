@@ -135,10 +135,9 @@ impl BatchNorm {
     }
 
     fn update_running(&self, stats: &ops::BatchStats, count: f64) -> Result<()> {
-        let c = stats.mean.len();
         let dev = self.gamma.device();
-        let mean = Tensor::from_slice(&stats.mean, c, dev)?;
-        let unbiased = (Tensor::from_slice(&stats.var, c, dev)? * (count / (count - 1.0).max(1.0)))?;
+        let mean = stats.mean.to_device(dev)?;
+        let unbiased = (stats.var.to_device(dev)? * (count / (count - 1.0).max(1.0)))?;
         let rm = ((&self.running_mean * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
         let rv = ((&self.running_var * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
         // Built from a VarMap these tensors are its variables, and `set` updates them in place.

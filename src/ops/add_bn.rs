@@ -21,7 +21,7 @@ pub fn add_bn_train(a: &Tensor, b: &Tensor, gamma: &Tensor, beta: &Tensor, eps: 
     let op = AddBn { bn, sum: Mutex::new(None) };
     let affine = Tensor::cat(&[gamma, beta], 0)?;
     let y = super::profile::timed("add+bn fwd", || a.contiguous()?.apply_op3(&b.contiguous()?, &affine, op))?;
-    Ok((y, stats_of(&stats)))
+    Ok((y, stats_of(&stats)?))
 }
 
 struct AddBn {

@@ -7,11 +7,27 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
-/// Batch statistics of one call: per-channel mean and biased variance.
-#[derive(Clone, Debug, Default)]
+/// Batch statistics of one call: per-channel mean and biased variance, (C,)
+/// each, on the device of the op's input (on a GPU, reading them back would
+/// stall the stream at every batch norm).
+#[derive(Clone, Debug)]
 pub struct BatchStats {
+    pub mean: Tensor,
+    pub var: Tensor,
+}
+
+/// The statistics as our CPU loops compute and use them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HostStats {
     pub mean: Vec<f32>,
     pub var: Vec<f32>,
+}
+
+impl HostStats {
+    pub(crate) fn to_tensors(&self) -> Result<BatchStats> {
+        let t = |v: &[f32]| Tensor::from_slice(v, v.len(), &candle_core::Device::Cpu);
+        Ok(BatchStats { mean: t(&self.mean)?, var: t(&self.var)? })
+    }
 }
 
 /// Normalises `x` (N, C, H, W) with its own batch statistics, then scales by
@@ -32,7 +48,7 @@ fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -
     }
     let (op, stats) = BatchNormTrain::new(eps, relu);
     let y = super::profile::timed("batchnorm fwd", || x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op))?;
-    let s = stats.lock().expect("stats lock").clone();
+    let s = super::conv_bn::stats_of(&stats)?;
     Ok((y, s))
 }
 
@@ -40,13 +56,13 @@ pub(crate) struct BatchNormTrain {
     eps: f32,
     /// ReLU of the output.
     relu: bool,
-    stats: Arc<Mutex<BatchStats>>,
+    stats: Arc<Mutex<HostStats>>,
 }
 
 impl BatchNormTrain {
     /// The op, and where it leaves the batch statistics of its forward.
-    pub(crate) fn new(eps: f64, relu: bool) -> (BatchNormTrain, Arc<Mutex<BatchStats>>) {
-        let stats = Arc::new(Mutex::new(BatchStats::default()));
+    pub(crate) fn new(eps: f64, relu: bool) -> (BatchNormTrain, Arc<Mutex<HostStats>>) {
+        let stats = Arc::new(Mutex::new(HostStats::default()));
         (BatchNormTrain { eps: eps as f32, relu, stats: stats.clone() }, stats)
     }
 }
@@ -99,7 +115,7 @@ impl CustomOp3 for BatchNormTrain {
                 yp.iter_mut().for_each(|o| *o = o.max(0.0));
             }
         });
-        *self.stats.lock().expect("stats lock") = BatchStats { mean, var };
+        *self.stats.lock().expect("stats lock") = HostStats { mean, var };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

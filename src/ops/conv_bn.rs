@@ -2,7 +2,7 @@
 //! output stays inside the op instead of becoming a tensor of candle's graph,
 //! whose backward would accumulate its gradient into a zeroed tensor of its
 //! own: two passes over memory, on the calling thread alone, per activation.
-use super::batch_norm::{BatchNormTrain, BatchStats};
+use super::batch_norm::{BatchNormTrain, BatchStats, HostStats};
 use super::{conv, f32_data};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use std::sync::{Mutex, PoisonError};
@@ -26,7 +26,7 @@ pub fn conv_bn_train(x: &Tensor, w: &Tensor, gamma: &Tensor, beta: &Tensor, relu
     let op = ConvBn { k, relu_in, bn, conv_out: Mutex::new(None) };
     let affine = Tensor::cat(&[gamma, beta], 0)?;
     let y = super::profile::timed("conv+bn fwd", || x.contiguous()?.apply_op3(&w.contiguous()?, &affine, op))?;
-    Ok((y, stats_of(&stats)))
+    Ok((y, stats_of(&stats)?))
 }
 
 struct ConvBn {
@@ -75,8 +75,8 @@ pub(super) fn kept<T: Clone>(slot: &Mutex<Option<T>>, op: &str) -> Result<T> {
 }
 
 /// The batch statistics a fused op's batch norm left.
-pub(super) fn stats_of(handle: &Mutex<BatchStats>) -> BatchStats {
-    handle.lock().unwrap_or_else(PoisonError::into_inner).clone()
+pub(super) fn stats_of(handle: &Mutex<HostStats>) -> Result<BatchStats> {
+    handle.lock().unwrap_or_else(PoisonError::into_inner).to_tensors()
 }
 
 impl CustomOp3 for ConvBn {

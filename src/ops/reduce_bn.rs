@@ -28,7 +28,7 @@ pub fn reduce_bn_train(x: &Tensor, w1: &Tensor, w2: &Tensor, gamma: &Tensor, bet
     let w = Tensor::cat(&[w1, w2], 0)?;
     let affine = Tensor::cat(&[gamma, beta], 0)?;
     let y = super::profile::timed("reduce+bn fwd", || x.contiguous()?.apply_op3(&w, &affine, op))?;
-    Ok((y, stats_of(&stats)))
+    Ok((y, stats_of(&stats)?))
 }
 
 struct ReduceBn {

@@ -45,7 +45,7 @@ pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> 
     let var = centred.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
     let y = centred.broadcast_div(&(&var + eps)?.sqrt()?)?;
     let y = y.broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?.broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
-    let stats = BatchStats { mean: mean.flatten_all()?.to_vec1()?, var: var.flatten_all()?.to_vec1()? };
+    let stats = BatchStats { mean: mean.flatten_all()?, var: var.flatten_all()? };
     Ok((y, stats))
 }
 

@@ -63,7 +63,7 @@ pub fn sep_conv_bn_train(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out
     }
     let packed = Tensor::cat(&params, 0)?;
     let y = super::profile::timed("sep+bn fwd", || x.contiguous()?.apply_op2(&packed, SepBn { stages }))?;
-    let stats = handles.iter().map(|s| stats_of(s)).collect();
+    let stats = handles.iter().map(|s| stats_of(s)).collect::<Result<_>>()?;
     Ok((y, stats))
 }
 
