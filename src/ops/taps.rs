@@ -93,18 +93,33 @@ pub(crate) fn tap_dots(g: &[f32], src: &[f32], offs: &[usize], len: usize, acc: 
     }
 }
 
+/// Tap by tap: the tap's sum stays in registers (`BLOCKS` chains of lanes, so
+/// the adds do not wait on each other), where a loop over blocks with every
+/// tap inside kept the 25 accumulators of a 5x5 window on the stack.
 fn tap_dots_n<const T: usize>(g: &[f32], src: &[f32], offs: &[usize; T], blocks: usize, acc: &mut [[f32; V]; T]) {
-    let mut regs = *acc;
-    for b in 0..blocks {
-        let gv = view::<V>(g, b * V);
-        for t in 0..T {
-            let s = view::<V>(src, offs[t] + b * V);
-            for l in 0..V {
-                regs[t][l] += gv[l] * s[l];
+    let g = &g[..blocks * V];
+    for (a, &off) in acc.iter_mut().zip(offs) {
+        let s = &src[off..off + blocks * V];
+        let mut chains = [[0f32; V]; BLOCKS];
+        let (mut gs, mut ss) = (g.chunks_exact(BLOCKS * V), s.chunks_exact(BLOCKS * V));
+        for (gb, sb) in (&mut gs).zip(&mut ss) {
+            let (gb, sb) = (view::<{ BLOCKS * V }>(gb, 0), view::<{ BLOCKS * V }>(sb, 0));
+            for (j, chain) in chains.iter_mut().enumerate() {
+                for l in 0..V {
+                    chain[l] += gb[j * V + l] * sb[j * V + l];
+                }
             }
         }
+        for (gb, sb) in gs.remainder().chunks_exact(V).zip(ss.remainder().chunks_exact(V)) {
+            let (gb, sb) = (view::<V>(gb, 0), view::<V>(sb, 0));
+            for l in 0..V {
+                chains[0][l] += gb[l] * sb[l];
+            }
+        }
+        for chain in &chains {
+            (0..V).for_each(|l| a[l] += chain[l]);
+        }
     }
-    *acc = regs;
 }
 
 /// Offsets of a k x k window's taps (dilation `d`) in a plane of row width `wp`, row by row.
