@@ -8,7 +8,7 @@
 use super::f32_data;
 use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor};
 
-/// The step's constants, as f32 the way candle rounds a scalar operand.
+/// The step's constants; the ops round each to f32, as candle rounds a scalar operand.
 #[derive(Clone, Copy, Debug)]
 pub struct SgdStep {
     pub lr: f64,

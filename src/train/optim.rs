@@ -70,7 +70,8 @@ impl Sgd {
         for (((_, var), g), vel) in self.vars.iter().zip(grads).zip(self.velocity.iter_mut()) {
             let Some(g) = g else { continue };
             // In place, two ops per variable (ops::sgd): the velocity, then the weight.
-            let w = var.as_tensor();
+            // They read contiguous tensors (a gradient is one unless a caller built it otherwise).
+            let (w, g) = (var.as_tensor(), &g.contiguous()?);
             if c.momentum > 0.0 {
                 match vel {
                     Some(v) => sgd_velocity(v, g, w, step)?,
