@@ -38,13 +38,17 @@ pub fn avg_pool3x3(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Training-mode batch norm from candle's ops, with the batch statistics.
+/// Written for few kernel launches on a GPU, where each op is one: the
+/// reductions run over (N, H, W) at once, and the per-channel scale is formed
+/// on (C,) before it touches the activations.
 pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
-    let c = x.dim(1)?;
-    let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+    let (n, c, h, w) = x.dims4()?;
+    let count = (n * h * w) as f64;
+    let mean = (x.sum_keepdim((0, 2, 3))? / count)?;
     let centred = x.broadcast_sub(&mean)?;
-    let var = centred.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-    let y = centred.broadcast_div(&(&var + eps)?.sqrt()?)?;
-    let y = y.broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?.broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    let var = (centred.sqr()?.sum_keepdim((0, 2, 3))? / count)?;
+    let scale = gamma.reshape((1, c, 1, 1))?.broadcast_div(&(&var + eps)?.sqrt()?)?;
+    let y = centred.broadcast_mul(&scale)?.broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
     let stats = BatchStats { mean: mean.flatten_all()?, var: var.flatten_all()? };
     Ok((y, stats))
 }
