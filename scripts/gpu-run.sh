@@ -9,8 +9,10 @@ set -u
 OUT=${OUT:-$(cd "$(dirname "$0")" && pwd)/out}; mkdir -p "$OUT"
 cd "$(dirname "$0")"
 t0=$(date +%s)
-[ -x ./enas ] || { xz -dk enas.xz cuda_tests.xz 2>/dev/null || python3 -c "import lzma,shutil
-for f in ['enas','cuda_tests']: shutil.copyfileobj(lzma.open(f+'.xz'), open(f,'wb'))"; chmod +x enas cuda_tests; }
+# Unpacked every time, so a new bundle never runs an old binary.
+xz -dkf enas.xz cuda_tests.xz 2>/dev/null || python3 -c "import lzma,shutil
+for f in ['enas','cuda_tests']: shutil.copyfileobj(lzma.open(f+'.xz'), open(f,'wb'))" || exit 1
+chmod +x enas cuda_tests
 libdir=""
 for n in libcublas.so.13 libcurand.so.10; do
   p=$(find / -xdev -name "$n" 2>/dev/null | head -1); [ -n "$p" ] && libdir="$libdir:$(dirname "$p")"
@@ -21,11 +23,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
 ldd ./enas | grep -E "cuda|cublas|curand" 
 for stage in "$@"; do case $stage in
 tests) ./cuda_tests --test-threads=1 2>&1 | tee $OUT/tests.log | tail -30 ;;
-bench) for r in ${REPS:-1 2 3}; do
+bench) for r in $(seq "${REPS:-3}"); do
     ./enas --device cuda bench supernet --space micro --arcs micro_arcs.txt --batch 160 --steps 50 --warmup 5 --json | tail -1 | tee -a $OUT/bench.jsonl
     python3 bench_peer_cuda.py --peer enas_micro_torch.py --space micro --arcs micro_arcs.txt --batch 160 --steps 50 --warmup 5 | tee -a $OUT/bench.jsonl
   done ;;
-benchmacro) for r in 1 2 3; do
+benchmacro) for r in $(seq "${REPS:-3}"); do
     ./enas --device cuda bench supernet --space macro --arcs macro_arcs.txt --batch 128 --steps 50 --warmup 5 --json | tail -1 | tee -a $OUT/bench.jsonl
     python3 bench_peer_cuda.py --peer enas_macro_torch.py --space macro --arcs macro_arcs.txt --batch 128 --steps 50 --warmup 5 | tee -a $OUT/bench.jsonl
   done ;;
@@ -38,7 +40,7 @@ for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
     rec = rng.integers(0, 256, size=(10000, 3073), dtype=np.uint8); rec[:, 0] %= 10
     rec.tofile(os.path.join(d, name))
 PY
-    s=$(date +%s)
+    s=$(date +%s); rm -rf /tmp/run
     ./enas --device cuda search --dataset cifar10 --data-dir /tmp/c10 --space micro --preset paper --search-epochs 1 --out /tmp/run --json 2>&1 | tail -5 | tee $OUT/search.log
     echo "search epoch wall: $(( $(date +%s) - s )) s" | tee -a $OUT/search.log
     cp /tmp/run/search/*.jsonl $OUT/ 2>/dev/null ;;
