@@ -50,6 +50,17 @@ pub(crate) fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'
     }
 }
 
+/// The contiguous f32 data behind a storage an in-place op writes, or an error naming the op.
+pub(crate) fn f32_data_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{op}: only f32 is supported, got another dtype")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut v[a..b]),
+        None => candle_core::bail!("{op}: the updated tensor must be contiguous"),
+    }
+}
+
 /// A zeroed buffer for an op's output, zeroed by the worker threads: as
 /// `vec![0.0; n]` it is one serial memset on the calling thread, while the
 /// workers wait for the op (a few percent of a search step).

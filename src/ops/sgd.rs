@@ -5,7 +5,7 @@
 //! bitwise the same as `g' = g + wd w; v = mu v + g'; w -= lr (g' + mu v)`
 //! written with tensors (tests/ops.rs), and the CUDA kernels (kernels/sgd.cu)
 //! round the same way.
-use super::f32_data;
+use super::{f32_data, f32_data_mut};
 use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor};
 
 /// The step's constants; the ops round each to f32, as candle rounds a scalar operand.
@@ -47,17 +47,6 @@ fn same_shapes(op: &str, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<()> {
         candle_core::bail!("{op}: shapes {:?}, {:?} and {:?} differ", a.dims(), b.dims(), c.dims())
     }
     Ok(())
-}
-
-/// The contiguous f32 elements of the destination.
-fn f32_data_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{op}: only f32 is supported, got another dtype")
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&mut v[a..b]),
-        None => candle_core::bail!("{op}: the updated tensor must be contiguous"),
-    }
 }
 
 struct Velocity(SgdStep);

@@ -19,10 +19,7 @@ pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64
     // Each gradient's square sum on its device, read back together: one
     // device-to-host copy instead of one per gradient (each a sync on a GPU).
     let sums = grads.iter().flatten().map(|g| g.sqr()?.sum_all()).collect::<Result<Vec<_>>>()?;
-    let norm = match sums.is_empty() {
-        true => 0.0,
-        false => Tensor::stack(&sums, 0)?.to_vec1::<f32>()?.iter().map(|&s| s as f64).sum::<f64>().sqrt(),
-    };
+    let norm = if sums.is_empty() { 0.0 } else { Tensor::stack(&sums, 0)?.to_vec1::<f32>()?.iter().map(|&s| s as f64).sum::<f64>().sqrt() };
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         for g in grads.iter_mut().flatten() {
