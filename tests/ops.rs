@@ -129,6 +129,66 @@ fn pool_gradients_match_finite_differences() {
     check_grad(&|x| ops::pool2d(x, PoolKind::Avg, win).unwrap(), &x, 23, "avg pool 5x5/3 valid");
 }
 
+/// Pooling by the definition, one pixel at a time: the output and the input's
+/// gradient for upstream gradient `g` (max: to the window's first maximum in scan order).
+fn pool_by_definition(x: &[f32], g: &[f32], (h, w): (usize, usize), win: Window, kind: PoolKind) -> (Vec<f32>, Vec<f32>) {
+    let (mut y, mut gx) = (vec![0f32; win.out_h * win.out_w], vec![0f32; h * w]);
+    for oy in 0..win.out_h {
+        for ox in 0..win.out_w {
+            let mut inside = Vec::new();
+            for ky in 0..win.k {
+                for kx in 0..win.k {
+                    let iy = (oy * win.stride + ky * win.dilation) as isize - win.pad_top as isize;
+                    let ix = (ox * win.stride + kx * win.dilation) as isize - win.pad_left as isize;
+                    if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                        inside.push(iy as usize * w + ix as usize);
+                    }
+                }
+            }
+            let o = oy * win.out_w + ox;
+            match kind {
+                PoolKind::Max => {
+                    let first = inside.iter().copied().fold(inside[0], |b, i| if x[i] > x[b] { i } else { b });
+                    y[o] = x[first];
+                    gx[first] += g[o];
+                }
+                PoolKind::Avg => {
+                    y[o] = inside.iter().map(|&i| x[i]).sum::<f32>() / inside.len() as f32;
+                    inside.iter().for_each(|&i| gx[i] += g[o] / inside.len() as f32);
+                }
+            }
+        }
+    }
+    (y, gx)
+}
+
+#[test]
+fn stride1_pools_match_the_definition_with_ties() {
+    let mut rng = ChaCha8Rng::seed_from_u64(24);
+    for &(h, w) in &[(1, 1), (2, 3), (7, 9), (16, 16)] {
+        for &(k, dilation) in &[(3, 1), (5, 1), (3, 2), (2, 1)] {
+            let win = Window::same(h, w, k, 1, dilation);
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                // Few distinct values: many windows hold their maximum twice.
+                let xv: Vec<f32> = (0..2 * h * w).map(|_| rng.gen_range(0..3) as f32).collect();
+                let gv: Vec<f32> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let x = Var::from_vec(xv.clone(), (1, 2, h, w), &Device::Cpu).unwrap();
+                let g = Tensor::from_vec(gv.clone(), (1, 2, h, w), &Device::Cpu).unwrap();
+                let y = ops::pool2d(&x, kind, win).unwrap();
+                let gx = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap().get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                for p in 0..2 {
+                    let plane = p * h * w..(p + 1) * h * w;
+                    let (want_y, want_gx) = pool_by_definition(&xv[plane.clone()], &gv[plane.clone()], (h, w), win, kind);
+                    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-5);
+                    assert!(close(&y[plane.clone()], &want_y), "{kind:?} k{k} d{dilation} {h}x{w}: forward");
+                    assert!(close(&gx[plane.clone()], &want_gx), "{kind:?} k{k} d{dilation} {h}x{w}: backward");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn batch_norm_matches_formula_and_finite_differences() {
     let x = rand_tensor(&[4, 3, 5, 5], 30);

@@ -15,6 +15,7 @@ pub mod depthwise;
 mod gemm;
 mod plane;
 pub mod pool;
+mod pool_s1;
 pub mod profile;
 pub mod reduce_bn;
 pub mod reference;

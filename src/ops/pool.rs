@@ -1,8 +1,7 @@
 //! Max and average pooling with 'same' or 'valid' windows and a backward for
 //! any kernel and stride. Average pooling divides by the number of pixels
 //! inside the image, excluding padding, as TensorFlow (and so ENAS) does.
-use super::plane::{pad_into, unflatten};
-use super::taps;
+use super::pool_s1::{Scratch, Separable};
 use super::{f32_data, Window};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -104,89 +103,6 @@ fn plane_generic(kind: PoolKind, x: &[f32], out: &mut [f32], win: &Window, taps:
     }
 }
 
-/// Stride-1 windows that keep the size ('same'): these take the padded-plane path.
-fn is_same_stride1(win: &Window) -> bool {
-    win.stride == 1 && win.out_h == win.in_h && win.out_w == win.in_w
-}
-
-/// Scratch buffers one worker reuses across planes.
-type Scratch = (Vec<f32>, Vec<f32>, Vec<u32>);
-
-/// Stride-1 'same' pooling on a padded, flattened plane.
-fn plane_s1(kind: PoolKind, x: &[f32], out: &mut [f32], win: &Window, taps: &Taps, buf: &mut Scratch) {
-    let (hp, wp) = (win.out_h + win.k - 1, win.out_w + win.k - 1);
-    let fill = if kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 };
-    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, fill, &mut buf.0);
-    let len = (win.out_h - 1) * wp + win.out_w;
-    buf.1.clear();
-    buf.1.resize(len, fill);
-    for off in taps::offsets(win.k, win.dilation, wp) {
-        let src = &buf.0[off..off + len];
-        match kind {
-            PoolKind::Max => buf.1.iter_mut().zip(src).for_each(|(a, &s)| *a = a.max(s)),
-            PoolKind::Avg => buf.1.iter_mut().zip(src).for_each(|(a, &s)| *a += s),
-        }
-    }
-    unflatten(&buf.1, out, win.out_h, win.out_w, wp, 0, 0);
-    if kind == PoolKind::Avg {
-        for oy in 0..win.out_h {
-            for ox in 0..win.out_w {
-                out[oy * win.out_w + ox] /= taps.count(oy, ox);
-            }
-        }
-    }
-}
-
-/// Stride-1 backward: the gradient of each output goes to its first maximum
-/// (max) or is spread over its in-image pixels (avg), on the padded plane.
-fn grad_plane_s1(kind: PoolKind, x: &[f32], g: &[f32], gin: &mut [f32], win: &Window, taps: &Taps, buf: &mut Scratch) {
-    let (hp, wp) = (win.out_h + win.k - 1, win.out_w + win.k - 1);
-    let len = (win.out_h - 1) * wp + win.out_w;
-    let offsets = taps::offsets(win.k, win.dilation, wp);
-    let (padded, acc, best) = buf;
-    acc.clear();
-    acc.resize(hp * wp, 0.0);
-    match kind {
-        PoolKind::Max => {
-            pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, f32::NEG_INFINITY, padded);
-            best.clear();
-            best.resize(len, 0);
-            let mut best_v = vec![f32::NEG_INFINITY; len];
-            let (best, best_v) = (&mut best[..len], &mut best_v[..len]);
-            for &off in &offsets {
-                // On real data the comparison is unpredictable: keep it out of branches.
-                let src = &padded[off..off + len];
-                let o = off as u32;
-                for i in 0..len {
-                    // All ones where this tap is a new strict maximum: a mask, not a branch.
-                    let mask = 0u32.wrapping_sub((src[i] > best_v[i]) as u32);
-                    best[i] ^= (best[i] ^ o) & mask;
-                    best_v[i] = best_v[i].max(src[i]);
-                }
-            }
-            for oy in 0..win.out_h {
-                for ox in 0..win.out_w {
-                    let i = oy * wp + ox;
-                    acc[i + best[i] as usize] += g[oy * win.out_w + ox];
-                }
-            }
-        }
-        PoolKind::Avg => {
-            padded.clear();
-            padded.resize(len, 0.0);
-            for oy in 0..win.out_h {
-                for ox in 0..win.out_w {
-                    padded[oy * wp + ox] = g[oy * win.out_w + ox] / taps.count(oy, ox);
-                }
-            }
-            for &off in &offsets {
-                acc[off..off + len].iter_mut().zip(&padded[..len]).for_each(|(a, &s)| *a += s);
-            }
-        }
-    }
-    unflatten(acc, gin, win.in_h, win.in_w, wp, win.pad_top, win.pad_left);
-}
-
 impl CustomOp1 for Pool {
     fn name(&self) -> &'static str {
         match self.kind {
@@ -207,14 +123,15 @@ impl CustomOp1 for Pool {
         let win = self.win;
         let (ip, op) = (win.in_h * win.in_w, win.out_h * win.out_w);
         let taps = Taps::new(&win);
-        let mut out = super::zeros(n * c * op);
-        let same_s1 = is_same_stride1(&win);
+        let s1 = Separable::new(&win);
+        let counts = s1.as_ref().map(|s| s.counts()).unwrap_or_default();
+        // SAFETY: every plane's output is written in full, by either path.
+        let mut out = unsafe { super::unfilled(n * c * op) };
         out.par_chunks_mut(op).enumerate().for_each_init(Scratch::default, |buf, (p, o)| {
             let xp = &x[p * ip..(p + 1) * ip];
-            if same_s1 {
-                plane_s1(self.kind, xp, o, &win, &taps, buf)
-            } else {
-                plane_generic(self.kind, xp, o, &win, &taps)
+            match &s1 {
+                Some(s1) => s1.forward(self.kind, xp, o, &counts, buf),
+                None => plane_generic(self.kind, xp, o, &win, &taps),
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c, win.out_h, win.out_w))))
@@ -249,13 +166,19 @@ impl CustomOp2 for PoolGrad {
         let win = self.win;
         let (ip, op) = (win.in_h * win.in_w, win.out_h * win.out_w);
         let taps = Taps::new(&win);
-        let mut gin = super::zeros(n * c * ip);
-        let same_s1 = is_same_stride1(&win);
+        let s1 = Separable::new(&win);
+        let counts = s1.as_ref().map(|s| s.counts()).unwrap_or_default();
+        let mut gin = match s1 {
+            // SAFETY: the separable backward writes every element of each plane.
+            Some(_) => unsafe { super::unfilled(n * c * ip) },
+            // The generic path adds into the gradient.
+            None => super::zeros(n * c * ip),
+        };
         gin.par_chunks_mut(ip).enumerate().for_each_init(Scratch::default, |buf, (p, gi)| {
             let xp = &x[p * ip..(p + 1) * ip];
             let gp = &g[p * op..(p + 1) * op];
-            if same_s1 {
-                return grad_plane_s1(self.kind, xp, gp, gi, &win, &taps, buf);
+            if let Some(s1) = &s1 {
+                return s1.backward(self.kind, xp, gp, gi, &counts, buf);
             }
             for oy in 0..win.out_h {
                 for ox in 0..win.out_w {
