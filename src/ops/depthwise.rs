@@ -4,7 +4,7 @@
 //! a padded, flattened plane so each tap is one long loop (`taps.rs`), and its
 //! backward is one pass per plane for both gradients; stride 2 (reduction
 //! cells only) walks the strided rows.
-use super::plane::{pad_into, unflatten};
+use super::plane::{unflatten, Padded};
 use super::taps;
 use super::{f32_data, Window};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -56,10 +56,6 @@ impl Depthwise {
     }
 }
 
-fn relu_in_place(v: &mut [f32]) {
-    v.iter_mut().for_each(|a| *a = a.max(0.0));
-}
-
 /// Strided path: adds `wv * src[...]` into one output row for tap (ky, kx); `src` is an input row.
 #[inline]
 fn accumulate_row(out: &mut [f32], src: &[f32], wv: f32, win: &Window, kx: usize) {
@@ -86,7 +82,7 @@ fn span(win: &Window) -> usize {
 /// result and the rotated kernel.
 #[derive(Default)]
 struct Scratch {
-    padded: Vec<f32>,
+    padded: Padded,
     flat: Vec<f32>,
     rotated: Vec<f32>,
 }
@@ -99,13 +95,10 @@ fn padded_width(win: &Window) -> usize {
 /// `offs`: the window's tap offsets at `padded_width(win)`, the same for every plane.
 fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, relu: bool, offs: &[usize], buf: &mut Scratch) {
     let (hp, wp) = (win.out_h + span(win) - 1, padded_width(win));
-    pad_into(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, &mut buf.padded);
-    if relu {
-        relu_in_place(&mut buf.padded);
-    }
+    let padded = buf.padded.copy(x, win.in_h, win.in_w, win.pad_top, win.pad_left, hp, wp, 0.0, relu);
     // Flattened, the rows run on into each other: the columns past `out_w` are computed and dropped.
     let len = (win.out_h - 1) * wp + win.out_w;
-    taps::weighted_taps(&buf.padded, w, offs, len, &mut buf.flat);
+    taps::weighted_taps(padded, w, offs, len, &mut buf.flat);
     unflatten(&buf.flat, out, win.out_h, win.out_w, wp, 0, 0);
 }
 
@@ -255,25 +248,22 @@ impl CustomOp3 for DepthwiseGradS1 {
             .with_min_len((n / (2 * rayon::current_num_threads())).max(1))
             .enumerate()
             .fold(
-                || (vec![[0f32; taps::V]; c * kk], Scratch::default(), Vec::new()),
+                || (vec![[0f32; taps::V]; c * kk], Scratch::default(), Padded::default()),
                 |(mut lanes, mut buf, mut xpad), (b, gxb)| {
                     for ch in 0..c {
                         let p = b * c + ch;
                         let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
                         buf.rotated.clear();
                         buf.rotated.extend(w[ch * kk..(ch + 1) * kk].iter().rev());
-                        pad_into(gp, h, wd, top, left, hp, wp, 0.0, &mut buf.padded);
-                        taps::weighted_taps(&buf.padded, &buf.rotated, &offs, len, &mut buf.flat);
+                        let gpad = buf.padded.copy(gp, h, wd, top, left, hp, wp, 0.0, false);
+                        taps::weighted_taps(gpad, &buf.rotated, &offs, len, &mut buf.flat);
                         let gi = &mut gxb[ch * ip..(ch + 1) * ip];
                         unflatten(&buf.flat, gi, h, wd, wp, 0, 0);
                         if self.relu {
                             super::relu_mask(gi, xp);
                         }
-                        pad_into(xp, h, wd, win.pad_top, win.pad_left, hp, wp, 0.0, &mut xpad);
-                        if self.relu {
-                            relu_in_place(&mut xpad);
-                        }
-                        taps::tap_dots(&buf.padded[top * wp + left..], &xpad, &offs, len, &mut lanes[ch * kk..(ch + 1) * kk]);
+                        let xpad = xpad.copy(xp, h, wd, win.pad_top, win.pad_left, hp, wp, 0.0, self.relu);
+                        taps::tap_dots(&buf.padded.data()[top * wp + left..], xpad, &offs, len, &mut lanes[ch * kk..(ch + 1) * kk]);
                     }
                     (lanes, buf, xpad)
                 },

@@ -1,13 +1,41 @@
 //! Helpers for the stride-1 kernels that work on one padded plane, flattened,
 //! so each tap is a single long contiguous loop.
 
-/// Copies plane `x` (h x w) into `buf` (hp x wp, then `SLACK` more) at (`top`, `left`), the border set to `fill`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn pad_into(x: &[f32], h: usize, w: usize, top: usize, left: usize, hp: usize, wp: usize, fill: f32, buf: &mut Vec<f32>) {
-    buf.clear();
-    buf.resize(hp * wp + super::taps::SLACK, fill);
-    for y in 0..h {
-        buf[(y + top) * wp + left..(y + top) * wp + left + w].copy_from_slice(&x[y * w..(y + 1) * w]);
+/// One plane at a time copied into a wider, taller buffer. Its border is
+/// filled only when the geometry changes: the planes of one op share it, and
+/// a copy overwrites the interior alone.
+#[derive(Default)]
+pub(crate) struct Padded {
+    buf: Vec<f32>,
+    /// (h, w, top, left, hp, wp) and the fill's bits of the border now in `buf`.
+    geometry: Option<([usize; 6], u32)>,
+}
+
+impl Padded {
+    /// Copies plane `x` (h x w), or ReLU(x) when `relu`, into an hp x wp plane
+    /// (then `SLACK` more) at (`top`, `left`), the border `fill`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn copy(&mut self, x: &[f32], h: usize, w: usize, top: usize, left: usize, hp: usize, wp: usize, fill: f32, relu: bool) -> &[f32] {
+        let key = ([h, w, top, left, hp, wp], fill.to_bits());
+        if self.geometry != Some(key) {
+            self.buf.clear();
+            self.buf.resize(hp * wp + super::taps::SLACK, fill);
+            self.geometry = Some(key);
+        }
+        for (y, src) in x[..h * w].chunks_exact(w).enumerate() {
+            let dst = &mut self.buf[(y + top) * wp + left..][..w];
+            if relu {
+                dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v.max(0.0));
+            } else {
+                dst.copy_from_slice(src);
+            }
+        }
+        &self.buf
+    }
+
+    /// The plane last copied.
+    pub(crate) fn data(&self) -> &[f32] {
+        &self.buf
     }
 }
 
