@@ -313,6 +313,28 @@ fn conv_same_matches_candle_forward_and_backward() {
     assert!(ops::conv2d_same(&rand_tensor(&[1, 3, 4, 4], 1), &rand_tensor(&[2, 3, 2, 2], 2), false).is_err());
 }
 
+/// The 1x1 convolution's own kernel does gemm's float operations (K fused
+/// multiply-adds in order): its output and input gradient equal candle's
+/// matmul (gemm) to the bit, over tiles of 16, 8, 4, 2 and 1 output rows and
+/// a partial block of pixels.
+#[test]
+fn pointwise_conv_is_bitwise_candles_matmul() {
+    for &(c, cout, h, w) in &[(20, 20, 8, 8), (40, 31, 5, 7), (80, 80, 4, 4)] {
+        for relu in [false, true] {
+            let x = Var::from_tensor(&rand_tensor(&[3, c, h, w], 44)).unwrap();
+            let wt = rand_tensor(&[cout, c], 45);
+            let r = rand_tensor(&[3, cout, h, w], 46);
+            let act = if relu { x.relu().unwrap() } else { x.as_tensor().clone() };
+            let theirs = wt.broadcast_matmul(&act.reshape((3, c, h * w)).unwrap()).unwrap().reshape((3, cout, h, w)).unwrap();
+            let ours = ops::conv2d_same(&x, &wt, relu).unwrap();
+            let what = format!("1x1 {c} -> {cout} at {h}x{w}, relu {relu}");
+            assert_eq!(max_abs_diff(&ours, &theirs), 0.0, "{what}: output");
+            let grad = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap().get(&x).unwrap().clone();
+            assert_eq!(max_abs_diff(&grad(&ours), &grad(&theirs)), 0.0, "{what}: input gradient");
+        }
+    }
+}
+
 /// Batch norm and the convolution run candle's compositions (ops::reference)
 /// on CUDA: they must agree with our CPU loops, forward and backward.
 #[test]

@@ -5,7 +5,7 @@
 //! broadcast matmul leaves the ReLU, its mask and the batch sum of the weight
 //! gradient to separate passes over memory.
 use super::gemm::{matmul, Mat};
-use super::f32_data;
+use super::{f32_data, pointwise};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -143,13 +143,11 @@ impl CustomOp2 for ConvSame {
         let mut out = unsafe { super::unfilled(n * cout * hw) };
         out.par_chunks_mut(cout * hw).with_min_len(min_images(n)).enumerate().for_each_init(Vec::new, |col, (b, o)| {
             let xb = &x[b * c * hw..(b + 1) * c * hw];
-            let cols = if k == 1 && !self.relu {
-                xb
-            } else {
-                im2col(xb, c, h, w, k, self.relu, col);
-                &col[..]
-            };
-            matmul(o, Mat::new(wt, cout, ckk), Mat::new(cols, ckk, hw), false);
+            if k == 1 {
+                return pointwise::product(o, Mat::new(wt, cout, c), xb, hw, self.relu);
+            }
+            im2col(xb, c, h, w, k, self.relu, col);
+            matmul(o, Mat::new(wt, cout, ckk), Mat::new(col, ckk, hw), false);
         });
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
     }
@@ -214,7 +212,7 @@ impl CustomOp3 for ConvSameGrad {
                     // small G, not the column matrix (a transposing copy: a quarter of the step).
                     matmul(&mut gw_t, Mat::new(cols, ckk, hw), gm.t(), true);
                     if k == 1 {
-                        matmul(gxb, wm.t(), gm, false);
+                        pointwise::product(gxb, wm.t(), gm.data, hw, false);
                     } else {
                         gcol.resize(ckk * hw, 0.0);
                         matmul(&mut gcol, wm.t(), gm, false);

@@ -14,6 +14,7 @@ mod cuda;
 pub mod depthwise;
 mod gemm;
 mod plane;
+mod pointwise;
 pub mod pool;
 mod pool_s1;
 pub mod profile;
