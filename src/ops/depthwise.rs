@@ -174,7 +174,8 @@ impl CustomOp2 for Depthwise {
         let (n, c, _, _) = l1.shape().dims4()?;
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
-        let mut out = super::zeros(n * c * op);
+        // SAFETY: each plane is overwritten in full (unflatten at stride 1; forward_plane clears it first).
+        let mut out = unsafe { super::unfilled(n * c * op) };
         let offs = if win.stride == 1 { taps::offsets(win.k, win.dilation, padded_width(&win)) } else { Vec::new() };
         out.par_chunks_mut(op).enumerate().for_each_init(Default::default, |buf, (p, o)| {
             let ch = p % c;
@@ -240,7 +241,8 @@ impl CustomOp3 for DepthwiseGradS1 {
         let (top, left) = (sp - 1 - win.pad_top, sp - 1 - win.pad_left);
         let len = (h - 1) * wp + wd;
         let offs = taps::offsets(win.k, win.dilation, wp);
-        let mut out = super::zeros(x.len() + c * kk);
+        // SAFETY: each plane of gx is overwritten by unflatten, and gw in full at the end.
+        let mut out = unsafe { super::unfilled(x.len() + c * kk) };
         let (gx, gw) = out.split_at_mut(x.len());
         // Images in parallel, each task summing its images' weight gradients per channel and lane.
         let lanes = gx
