@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use enas::model::init::sorted_vars;
-use enas::model::{seeded_init, Ctx, MacroSkips, NetConfig, Supernet};
+use enas::model::{seeded_init, Ctx, MacroSkips, MicroSupernet, NetConfig, Supernet};
 use enas::space::{Arch, SpaceKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -114,4 +114,53 @@ fn summed_macro_skips_need_no_projection_and_change_the_output() {
     assert_eq!(a, run(arch));
     // Layer 3 also takes the stem.
     assert_ne!(a, run("0 1 0 4 1 0 5 1 0 1"));
+}
+
+/// The micro cell's nodes as one op (its own backward) and as candle's graph
+/// give the same loss and the same gradient for every variable, on an arc with
+/// every op kind, a state read twice, and identity and pool branches.
+#[test]
+fn fused_micro_cells_match_candles_graph() {
+    let cfg = config(1, false);
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let mut net = match Supernet::new(vb, SpaceKind::Micro, 4, &cfg).unwrap() {
+        Supernet::Micro(n) => n,
+        _ => unreachable!(),
+    };
+    seeded_init(&varmap, 3).unwrap();
+    // (0 sep3, 1 sep5), (2 avg, 0 max), (1 identity, 3 sep3), (2 sep5, 2 identity); then a cell without weights.
+    let arch = Arch::parse(SpaceKind::Micro, "0 0 1 1 2 2 0 3 1 4 3 0 2 1 2 4 0 2 1 3 0 4 2 2 1 4 3 3 4 2 2 4").unwrap();
+    let Arch::Micro(arch) = arch else { unreachable!() };
+    let run = |net: &MicroSupernet| {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let out = net.forward(&input(), &arch, &mut Ctx { train: true, rng: &mut rng, progress: 0.0 }).unwrap();
+        let loss = out.logits.sqr().unwrap().mean_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let g: Vec<(String, Option<Vec<f32>>)> = sorted_vars(&varmap)
+            .into_iter()
+            .map(|(name, v)| (name, grads.get(v.as_tensor()).map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap())))
+            .collect();
+        (loss.to_scalar::<f32>().unwrap(), g)
+    };
+    net.fused_cells = true;
+    let (loss_fused, fused) = run(&net);
+    net.fused_cells = false;
+    let (loss_graph, graph) = run(&net);
+    assert!((loss_fused - loss_graph).abs() <= 1e-6 * loss_graph.abs().max(1.0), "loss {loss_fused} vs {loss_graph}");
+    let mut compared = 0;
+    for ((name, a), (_, b)) in fused.iter().zip(&graph) {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                // Relative to the largest entry, with a floor for gradients near zero (float sums in another order).
+                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(d <= 1e-4 * scale + 1e-6, "{name}: gradient differs by {d} (scale {scale})");
+                compared += 1;
+            }
+            (None, None) => {}
+            _ => panic!("{name}: a gradient on one path only"),
+        }
+    }
+    assert!(compared > 20, "only {compared} variables had gradients");
 }

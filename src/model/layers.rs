@@ -181,17 +181,24 @@ impl SepConv {
             stride,
         })
     }
+    fn halves(&self) -> Vec<ops::SepHalf<'_>> {
+        (0..2).map(|i| ops::SepHalf { dw: &self.depthwise[i], pw: self.pointwise[i].weight(), gamma: &self.bn[i].gamma, beta: &self.bn[i].beta }).collect()
+    }
+
+    /// Running statistics updated with both halves' batch statistics.
+    fn update_running(&self, y: &Tensor, stats: &[ops::BatchStats]) -> Result<()> {
+        // Both halves' outputs have the size of y (only the first depthwise convolution may stride).
+        for (bn, s) in self.bn.iter().zip(stats) {
+            bn.update_running_of(y, s)?;
+        }
+        Ok(())
+    }
+
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             // Both halves as one op.
-            let halves: Vec<ops::SepHalf> = (0..2)
-                .map(|i| ops::SepHalf { dw: &self.depthwise[i], pw: self.pointwise[i].weight(), gamma: &self.bn[i].gamma, beta: &self.bn[i].beta })
-                .collect();
-            let (y, stats) = ops::sep_conv_bn_train(x, &halves, self.stride, false, BN_EPS)?;
-            // Both halves' outputs have the size of y (only the first depthwise convolution may stride).
-            for (bn, s) in self.bn.iter().zip(&stats) {
-                bn.update_running_of(&y, s)?;
-            }
+            let (y, stats) = ops::sep_conv_bn_train(x, &self.halves(), self.stride, false, BN_EPS)?;
+            self.update_running(&y, &stats)?;
             return Ok(y);
         }
         let mut x = x.clone();
@@ -200,6 +207,20 @@ impl SepConv {
             x = self.bn[i].after_conv(&ops::relu_depthwise_conv2d(&x, &self.depthwise[i], stride, 1)?, self.pointwise[i].weight(), false, false, false)?;
         }
         Ok(x)
+    }
+}
+
+impl SepConv {
+    /// Training on the CPU outside candle's graph (ops::sep_conv_bn_taped): the output and its backward.
+    pub fn forward_taped(&self, x: &Tensor) -> Result<(Tensor, ops::SepTape)> {
+        let (y, stats, tape) = ops::sep_conv_bn_taped(x, &self.halves(), self.stride, false, BN_EPS)?;
+        self.update_running(&y, &stats)?;
+        Ok((y, tape))
+    }
+
+    /// The weights, flattened, in the order of the gradient `SepTape::backward` returns.
+    pub fn packed_params(&self) -> Result<Vec<Tensor>> {
+        ops::sep_params(&self.halves())
     }
 }
 

@@ -4,6 +4,7 @@
 //! need no weights once the inputs are calibrated. A forward runs only the
 //! sampled path. Batch norm uses batch statistics, as in the authors' search.
 use super::layers::{dropout, global_avg_pool, param, BatchNorm, Conv, FactorizedReduce, Linear, SepConv};
+use super::micro_cell;
 use super::micro_net::{halve, pool_layers, AuxHead, Calibrate, Hw};
 use super::{Ctx, NetConfig, Output};
 use crate::ops::{self, PoolKind, Window};
@@ -12,9 +13,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// The weighted ops one branch can apply to one input (`_enas_conv` x 2).
-struct SharedConvs {
-    sep3: SepConv,
-    sep5: SepConv,
+pub(super) struct SharedConvs {
+    pub(super) sep3: SepConv,
+    pub(super) sep5: SepConv,
 }
 
 impl SharedConvs {
@@ -60,25 +61,30 @@ impl EnasCell {
         Ok(EnasCell { calibrate, convs, final_w, final_bn })
     }
 
-    fn forward(&self, x0: &Tensor, x1: &Tensor, cell: &Cell, train: bool) -> Result<Tensor> {
+    fn forward(&self, x0: &Tensor, x1: &Tensor, cell: &Cell, train: bool, fused: bool) -> Result<Tensor> {
         if cell.nodes.len() != self.convs.len() {
             candle_core::bail!("architecture has {} nodes per cell, the supernet {}", cell.nodes.len(), self.convs.len());
         }
         let [x0, x1] = self.calibrate.forward(x0, x1, true)?;
-        let mut states = vec![x0, x1];
-        for (node, n) in self.convs.iter().zip(&cell.nodes) {
-            let x = node[0][n.x_id].apply(n.x_op, &states[n.x_id], train)?;
-            let y = node[1][n.y_id].apply(n.y_op, &states[n.y_id], train)?;
-            states.push((x + y)?);
-        }
-        let unused: Vec<u32> = cell.unused().iter().enumerate().filter(|(_, u)| **u).map(|(i, _)| i as u32).collect();
-        let outs: Vec<Tensor> = unused.iter().map(|&i| states[i as usize].clone()).collect();
+        let unused: Vec<usize> = cell.unused().iter().enumerate().filter(|(_, u)| **u).map(|(i, _)| i).collect();
+        let concat = if fused && train && x0.device().is_cpu() {
+            micro_cell::nodes_train(&x0, &x1, &self.convs, cell, &unused)?
+        } else {
+            let mut states = vec![x0, x1];
+            for (node, n) in self.convs.iter().zip(&cell.nodes) {
+                let x = node[0][n.x_id].apply(n.x_op, &states[n.x_id], train)?;
+                let y = node[1][n.y_id].apply(n.y_op, &states[n.y_id], train)?;
+                states.push((x + y)?);
+            }
+            Tensor::cat(&unused.iter().map(|&i| states[i].clone()).collect::<Vec<_>>(), 1)?
+        };
+        let unused: Vec<u32> = unused.into_iter().map(|i| i as u32).collect();
         let k = unused.len();
         let c = self.final_w.dim(1)?;
         let idx = Tensor::from_vec(unused, k, self.final_w.device())?;
         // (k, C_out, C_in) -> (C_out, k * C_in), matching the concatenation order.
         let w = self.final_w.index_select(&idx, 0)?.transpose(0, 1)?.reshape((c, k * c))?;
-        self.final_bn.after_conv(&Tensor::cat(&outs, 1)?, &w, true, false, train)
+        self.final_bn.after_conv(&concat, &w, true, false, train)
     }
 }
 
@@ -90,6 +96,8 @@ pub struct MicroSupernet {
     aux: Option<(usize, AuxHead)>,
     fc: Linear,
     dropout: f32,
+    /// Each cell's nodes as one op in CPU training (`micro_cell`), or as candle's graph.
+    pub fused_cells: bool,
 }
 
 impl MicroSupernet {
@@ -125,7 +133,7 @@ impl MicroSupernet {
             None => None,
         };
         let fc = Linear::new(vb.pp("fc"), out_c, cfg.classes)?;
-        Ok(MicroSupernet { stem, stem_bn, cells, aux, fc, dropout: cfg.dropout })
+        Ok(MicroSupernet { stem, stem_bn, cells, aux, fc, dropout: cfg.dropout, fused_cells: true })
     }
 
     /// Runs `arch` on the shared weights. Batch norm always normalises with the
@@ -143,7 +151,7 @@ impl MicroSupernet {
                 }
                 None => &arch.normal,
             };
-            let out = cell.forward(&prev[0], &prev[1], arc, true)?;
+            let out = cell.forward(&prev[0], &prev[1], arc, true, self.fused_cells)?;
             if let Some((at, head)) = &self.aux {
                 if *at == layer_id && ctx.train {
                     aux_logits = Some(head.forward(&out, true)?);

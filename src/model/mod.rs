@@ -5,6 +5,7 @@ pub mod layers;
 pub mod macro_net;
 pub mod macro_supernet;
 pub mod metaqnn_net;
+mod micro_cell;
 pub mod micro_net;
 pub mod micro_supernet;
 

@@ -31,11 +31,11 @@ pub use add_bn::add_bn_train;
 pub use batch_norm::{batch_norm_relu_train, batch_norm_train, BatchStats};
 pub use conv::conv2d_same;
 pub use conv_bn::conv_bn_train;
-pub use sep_bn::{sep_conv_bn_train, SepHalf};
+pub use sep_bn::{sep_conv_bn_taped, sep_conv_bn_train, sep_params, SepHalf, SepTape};
 pub use sgd::{sgd_velocity, sgd_weight, SgdStep};
 pub use depthwise::{depthwise_conv2d, relu_depthwise_conv2d};
 pub use reduce_bn::reduce_bn_train;
-pub use pool::{avg_pool2d, max_pool2d, pool2d, PoolKind};
+pub use pool::{avg_pool2d, max_pool2d, pool2d, pool2d_grad, PoolKind};
 pub use subsample::subsample2;
 pub use window::Window;
 

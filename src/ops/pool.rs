@@ -32,6 +32,11 @@ pub fn pool2d(x: &Tensor, kind: PoolKind, win: Window) -> Result<Tensor> {
     super::profile::timed("pool fwd", || x.contiguous()?.apply_op1(Pool { kind, win }))
 }
 
+/// The gradient of `pool2d(x, kind, win)` with respect to `x`, given the output's.
+pub fn pool2d_grad(x: &Tensor, kind: PoolKind, win: Window, grad: &Tensor) -> Result<Tensor> {
+    super::profile::timed("pool bwd", || x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad { kind, win }))
+}
+
 struct Pool {
     kind: PoolKind,
     win: Window,
@@ -138,7 +143,7 @@ impl CustomOp1 for Pool {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        super::profile::timed("pool bwd", || Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad { kind: self.kind, win: self.win })?)))
+        pool2d_grad(x, self.kind, self.win, grad).map(Some)
     }
 }
 

@@ -2,12 +2,12 @@
 //! pointwise and batch norm (the authors' `_enas_conv` stacks two halves; the
 //! macro space's separable branch is one). The depthwise and pointwise
 //! outputs, and the first half's output, stay inside the op (see `conv_bn`).
-use super::batch_norm::{BatchNormTrain, BatchStats};
+use super::batch_norm::{BatchNormTrain, BatchStats, HostStats};
 use super::conv_bn::{bn_backward, bn_forward, keep, kept, stats_of, tensor};
 use super::depthwise::Depthwise;
 use super::{conv, f32_data};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One half's weights: depthwise (C, 1, k, k), pointwise (C_out, C), BN's gamma and beta (C_out,).
 pub struct SepHalf<'a> {
@@ -20,7 +20,28 @@ pub struct SepHalf<'a> {
 /// Training mode: the halves in turn on `x`, the first at `stride`, ReLU after
 /// the last batch norm when `relu_out`. Returns the output and each half's batch statistics.
 pub fn sep_conv_bn_train(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out: bool, eps: f64) -> Result<(Tensor, Vec<BatchStats>)> {
-    let (_, mut c, mut h, mut w) = x.dims4()?;
+    check(x, halves)?;
+    if !x.device().is_cpu() {
+        let mut y = x.clone();
+        let mut all = Vec::new();
+        for (i, half) in halves.iter().enumerate() {
+            let d = super::relu_depthwise_conv2d(&y, half.dw, if i == 0 { stride } else { 1 }, 1)?;
+            let (out, stats) = super::conv_bn_train(&d, half.pw, half.gamma, half.beta, false, relu_out && i + 1 == halves.len(), eps)?;
+            y = out;
+            all.push(stats);
+        }
+        return Ok((y, all));
+    }
+    let (x, op, handles, params) = prepare(x, halves, stride, relu_out, eps)?;
+    let packed = Tensor::cat(&params, 0)?;
+    let y = super::profile::timed("sep+bn fwd", || x.apply_op2(&packed, op))?;
+    let stats = handles.iter().map(|s| stats_of(s)).collect::<Result<_>>()?;
+    Ok((y, stats))
+}
+
+/// The halves' weights fit `x` and each other, and there is at least one.
+fn check(x: &Tensor, halves: &[SepHalf]) -> Result<()> {
+    let (_, mut c, _, _) = x.dims4()?;
     for (i, half) in halves.iter().enumerate() {
         let c_out = half.pw.dim(0)?;
         let (dc, one, k, k2) = half.dw.dims4()?;
@@ -38,33 +59,67 @@ pub fn sep_conv_bn_train(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out
     if halves.is_empty() {
         candle_core::bail!("sep_conv_bn_train: no halves")
     }
-    if !x.device().is_cpu() {
-        let mut y = x.clone();
-        let mut all = Vec::new();
-        for (i, half) in halves.iter().enumerate() {
-            let d = super::relu_depthwise_conv2d(&y, half.dw, if i == 0 { stride } else { 1 }, 1)?;
-            let (out, stats) = super::conv_bn_train(&d, half.pw, half.gamma, half.beta, false, relu_out && i + 1 == halves.len(), eps)?;
-            y = out;
-            all.push(stats);
-        }
-        return Ok((y, all));
+    Ok(())
+}
+
+/// The flattened parameters of the halves, in the order the op packs them.
+pub fn sep_params(halves: &[SepHalf]) -> Result<Vec<Tensor>> {
+    let mut params = Vec::with_capacity(4 * halves.len());
+    for half in halves {
+        params.extend([half.dw.flatten_all()?, half.pw.flatten_all()?, half.gamma.clone(), half.beta.clone()]);
     }
+    Ok(params)
+}
+
+/// The op for `halves` on `x` (made contiguous, and ReLU'd at a stride), its
+/// batch statistics' slots, and the parameters to pack.
+fn prepare(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out: bool, eps: f64) -> Result<(Tensor, SepBn, Vec<Arc<Mutex<HostStats>>>, Vec<Tensor>)> {
+    let (_, _, mut h, mut w) = x.dims4()?;
     // At stride 1 the depthwise op applies the ReLU itself.
-    let x = if stride == 1 { x.clone() } else { x.relu()? };
-    let (mut stages, mut handles, mut params) = (Vec::new(), Vec::new(), Vec::new());
+    let x = if stride == 1 { x.contiguous()? } else { x.relu()?.contiguous()? };
+    let (mut stages, mut handles) = (Vec::new(), Vec::new());
     for (i, half) in halves.iter().enumerate() {
         let s = if i == 0 { stride } else { 1 };
         let depthwise = Depthwise::for_input(h, w, half.dw.dims4()?.2, s, 1, s == 1)?;
         let (bn, stats) = BatchNormTrain::new(eps, relu_out && i + 1 == halves.len());
         stages.push(Stage { depthwise, dw: half.dw.shape().clone(), pw: half.pw.shape().clone(), bn, saved: Mutex::new(None) });
         handles.push(stats);
-        params.extend([half.dw.flatten_all()?, half.pw.flatten_all()?, half.gamma.clone(), half.beta.clone()]);
         (h, w) = (h.div_ceil(s), w.div_ceil(s));
     }
-    let packed = Tensor::cat(&params, 0)?;
-    let y = super::profile::timed("sep+bn fwd", || x.contiguous()?.apply_op2(&packed, SepBn { stages }))?;
+    Ok((x, SepBn { stages }, handles, sep_params(halves)?))
+}
+
+/// A separable convolution run outside candle's graph (CPU only), for a
+/// block that does its own backward: the op with what its forward kept.
+pub struct SepTape {
+    op: SepBn,
+    x: Tensor,
+    packed: Tensor,
+    y: Tensor,
+}
+
+/// `sep_conv_bn_train` on detached copies of `x` and the weights: no graph,
+/// the backward left to `SepTape::backward`.
+pub fn sep_conv_bn_taped(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out: bool, eps: f64) -> Result<(Tensor, Vec<BatchStats>, SepTape)> {
+    check(x, halves)?;
+    if !x.device().is_cpu() {
+        candle_core::bail!("sep_conv_bn_taped: CPU only")
+    }
+    let (x, op, handles, params) = prepare(&x.detach(), halves, stride, relu_out, eps)?;
+    let packed = Tensor::cat(&params, 0)?.detach();
+    let y = super::profile::timed("sep+bn fwd", || x.apply_op2_no_bwd(&packed, &op))?;
     let stats = handles.iter().map(|s| stats_of(s)).collect::<Result<_>>()?;
-    Ok((y, stats))
+    Ok((y.clone(), stats, SepTape { op, x, packed, y }))
+}
+
+impl SepTape {
+    /// The gradients of the input and of the packed parameters (`sep_params`, concatenated), given the output's.
+    pub fn backward(&self, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+        match self.op.bwd(&self.x, &self.packed, &self.y, grad)? {
+            (Some(gx), Some(gp)) => Ok((gx, gp)),
+            _ => candle_core::bail!("{}: no gradient", self.op.name()),
+        }
+    }
 }
 
 struct Stage {

@@ -1,0 +1,134 @@
+//! A searched cell's nodes in training, on the CPU, as one op of candle's
+//! graph. candle's backward gives every tensor of its graph a zeroed gradient
+//! and adds each contribution into it, two passes over memory per edge, and a
+//! cell's nodes have some thirty edges. Here the branches run outside the
+//! graph (their backward kept: ops::SepTape, ops::pool2d_grad) and the op's
+//! backward walks the nodes in reverse itself: a node's gradient goes to both
+//! its branches as it is, and a state's gradients are summed only where it
+//! feeds more than one branch.
+use super::micro_supernet::SharedConvs;
+use crate::ops::{self, PoolKind, SepTape, Window};
+use crate::space::Cell;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// What one branch ran, for its backward.
+enum Branch {
+    Sep(SepTape),
+    Pool(PoolKind, Window),
+    Identity,
+}
+
+struct Nodes {
+    /// Outside the graph: the cell's two inputs, then each node's output.
+    states: Vec<Tensor>,
+    /// Per node, its branches x and y: the state each reads and what it ran.
+    branches: Vec<[(usize, Branch); 2]>,
+    /// The states the output concatenates, in order.
+    unused: Vec<usize>,
+}
+
+/// The concatenation (along channels) of the `unused` states of `cell` run on
+/// the calibrated inputs `s0` and `s1` with the shared weights `convs`.
+pub(super) fn nodes_train(s0: &Tensor, s1: &Tensor, convs: &[[Vec<SharedConvs>; 2]], cell: &Cell, unused: &[usize]) -> Result<Tensor> {
+    let mut states = vec![s0.detach().contiguous()?, s1.detach().contiguous()?];
+    let (mut branches, mut params) = (Vec::with_capacity(convs.len()), Vec::new());
+    for (node, n) in convs.iter().zip(&cell.nodes) {
+        let mut run = |b: usize, id: usize, op: usize| -> Result<(Tensor, (usize, Branch))> {
+            let x = &states[id];
+            let (_, _, h, w) = x.dims4()?;
+            let pool = |kind| -> Result<(Tensor, Branch)> {
+                let win = Window::same(h, w, 3, 1, 1);
+                Ok((ops::pool2d(x, kind, win)?, Branch::Pool(kind, win)))
+            };
+            let (y, branch) = match op {
+                0 | 1 => {
+                    let sep = if op == 0 { &node[b][id].sep3 } else { &node[b][id].sep5 };
+                    params.extend(sep.packed_params()?);
+                    let (y, tape) = sep.forward_taped(x)?;
+                    (y, Branch::Sep(tape))
+                }
+                2 => pool(PoolKind::Avg)?,
+                3 => pool(PoolKind::Max)?,
+                _ => (x.clone(), Branch::Identity),
+            };
+            Ok((y, (id, branch)))
+        };
+        let (x, bx) = run(0, n.x_id, n.x_op)?;
+        let (y, by) = run(1, n.y_id, n.y_op)?;
+        states.push((x + y)?);
+        branches.push([bx, by]);
+    }
+    // The op needs a third input even when no branch has weights.
+    let packed = if params.is_empty() { Tensor::zeros(1, s0.dtype(), s0.device())? } else { Tensor::cat(&params, 0)? };
+    s0.apply_op3(s1, &packed, Nodes { states, branches, unused: unused.to_vec() })
+}
+
+/// `slot + g`, or `g` for the first contribution.
+fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+    *slot = Some(match slot.take() {
+        None => g,
+        Some(a) => (a + g)?,
+    });
+    Ok(())
+}
+
+impl CustomOp3 for Nodes {
+    fn name(&self) -> &'static str {
+        "micro-cell-nodes"
+    }
+
+    /// The nodes ran before the op was built: this only concatenates.
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = self.states[0].dims4()?;
+        let (plane, k) = (c * h * w, self.unused.len());
+        let guards: Vec<_> = self.unused.iter().map(|&u| self.states[u].storage_and_layout()).collect();
+        let mut parts = Vec::with_capacity(k);
+        for (storage, layout) in &guards {
+            let Storage::Cpu(s) = &**storage else { candle_core::bail!("{}: CPU only", self.name()) };
+            parts.push(ops::f32_data(s, layout, self.name())?);
+        }
+        // SAFETY: every image's k planes are copied in below.
+        let mut out = unsafe { ops::unfilled(n * k * plane) };
+        out.par_chunks_mut(k * plane).enumerate().for_each(|(b, o)| {
+            for (dst, src) in o.chunks_exact_mut(plane).zip(&parts) {
+                dst.copy_from_slice(&src[b * plane..(b + 1) * plane]);
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, k * c, h, w))))
+    }
+
+    fn bwd(&self, s0: &Tensor, s1: &Tensor, packed: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = self.states[0].dim(1)?;
+        let mut g: Vec<Option<Tensor>> = vec![None; self.states.len()];
+        for (j, &u) in self.unused.iter().enumerate() {
+            accumulate(&mut g[u], grad.narrow(1, j * c, c)?.contiguous()?)?;
+        }
+        // The separable branches' parameter gradients, last branch first.
+        let mut g_params = Vec::new();
+        for (node, pair) in self.branches.iter().enumerate().rev() {
+            // Every node feeds a later one or the output; zeros keep the parameters' order regardless.
+            let g_node = match g[node + 2].take() {
+                Some(g) => g,
+                None => self.states[node + 2].zeros_like()?,
+            };
+            for (id, branch) in pair.iter().rev() {
+                let g_in = match branch {
+                    Branch::Sep(tape) => {
+                        let (g_in, g_p) = tape.backward(&g_node)?;
+                        g_params.push(g_p);
+                        g_in
+                    }
+                    Branch::Pool(kind, win) => ops::pool2d_grad(&self.states[*id], *kind, *win, &g_node)?,
+                    Branch::Identity => g_node.clone(),
+                };
+                accumulate(&mut g[*id], g_in)?;
+            }
+        }
+        g_params.reverse();
+        let g_packed = if g_params.is_empty() { packed.zeros_like()? } else { Tensor::cat(&g_params, 0)? };
+        let or_zeros = |g: Option<Tensor>, s: &Tensor| g.map_or_else(|| s.zeros_like(), Ok);
+        let [g0, g1] = [g[0].take(), g[1].take()];
+        Ok((Some(or_zeros(g0, s0)?), Some(or_zeros(g1, s1)?), Some(g_packed)))
+    }
+}
