@@ -98,8 +98,15 @@ impl BatchNorm {
         Ok(y)
     }
 
+    /// gamma and beta, concatenated as the fused ops take them.
+    pub(super) fn affine(&self) -> Result<Tensor> {
+        Tensor::cat(&[&self.gamma, &self.beta], 0)
+    }
+
+    pub(super) const EPS: f64 = BN_EPS;
+
     /// Running statistics updated with the batch statistics of a training output `y`.
-    fn update_running_of(&self, y: &Tensor, stats: &ops::BatchStats) -> Result<()> {
+    pub(super) fn update_running_of(&self, y: &Tensor, stats: &ops::BatchStats) -> Result<()> {
         let (n, _, h, w) = y.dims4()?;
         self.update_running(stats, (n * h * w) as f64)
     }

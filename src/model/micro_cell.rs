@@ -1,16 +1,19 @@
-//! A searched cell's nodes in training, on the CPU, as one op of candle's
-//! graph. candle's backward gives every tensor of its graph a zeroed gradient
-//! and adds each contribution into it, two passes over memory per edge, and a
-//! cell's nodes have some thirty edges. Here the branches run outside the
-//! graph (their backward kept: ops::SepTape, ops::pool2d_grad) and the op's
-//! backward walks the nodes in reverse itself: a node's gradient goes to both
-//! its branches as it is, and a state's gradients are summed only where it
-//! feeds more than one branch.
+//! A searched cell in training, on the CPU, as one op of candle's graph: its
+//! nodes and its final ReLU, 1x1 convolution and batch norm over the unused
+//! states. candle's backward gives every tensor of its graph a zeroed
+//! gradient and adds each contribution into it, two passes over memory per
+//! edge, and a cell has some thirty edges. Here the branches run outside the
+//! graph (their backward kept: ops::SepTape, ops::pool2d_grad,
+//! ops::ConvBnTape) and the op's backward walks the cell in reverse itself: a
+//! node's gradient goes to both its branches as it is, and a state's
+//! gradients are summed only where it feeds more than one branch.
+use super::layers::BatchNorm;
 use super::micro_supernet::SharedConvs;
-use crate::ops::{self, PoolKind, SepTape, Window};
+use crate::ops::{self, BatchStats, ConvBnTape, PoolKind, SepTape, Window};
 use crate::space::Cell;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// What one branch ran, for its backward.
 enum Branch {
@@ -19,18 +22,25 @@ enum Branch {
     Identity,
 }
 
-struct Nodes {
+struct CellOp {
     /// Outside the graph: the cell's two inputs, then each node's output.
     states: Vec<Tensor>,
     /// Per node, its branches x and y: the state each reads and what it ran.
     branches: Vec<[(usize, Branch); 2]>,
-    /// The states the output concatenates, in order.
+    /// The states the final convolution reads, concatenated in this order.
     unused: Vec<usize>,
+    /// The final convolution's weight (C, k C) and its batch norm's gamma and beta, outside the graph.
+    final_w: Tensor,
+    final_affine: Tensor,
+    /// Filled by the forward: the final convolution's backward, and its batch statistics.
+    final_conv: Mutex<Option<ConvBnTape>>,
+    final_stats: Arc<Mutex<Option<BatchStats>>>,
 }
 
-/// The concatenation (along channels) of the `unused` states of `cell` run on
-/// the calibrated inputs `s0` and `s1` with the shared weights `convs`.
-pub(super) fn nodes_train(s0: &Tensor, s1: &Tensor, convs: &[[Vec<SharedConvs>; 2]], cell: &Cell, unused: &[usize]) -> Result<Tensor> {
+/// The output of `cell` (the batch norm of the final 1x1 convolution `final_w`
+/// (C, k C) of ReLU of the concatenated `unused` states) run on the calibrated
+/// inputs `s0` and `s1` with the shared weights `convs`.
+pub(super) fn cell_train(s0: &Tensor, s1: &Tensor, convs: &[[Vec<SharedConvs>; 2]], cell: &Cell, unused: &[usize], final_w: &Tensor, final_bn: &BatchNorm) -> Result<Tensor> {
     let mut states = vec![s0.detach().contiguous()?, s1.detach().contiguous()?];
     let (mut branches, mut params) = (Vec::with_capacity(convs.len()), Vec::new());
     for (node, n) in convs.iter().zip(&cell.nodes) {
@@ -59,9 +69,22 @@ pub(super) fn nodes_train(s0: &Tensor, s1: &Tensor, convs: &[[Vec<SharedConvs>; 
         states.push((x + y)?);
         branches.push([bx, by]);
     }
-    // The op needs a third input even when no branch has weights.
-    let packed = if params.is_empty() { Tensor::zeros(1, s0.dtype(), s0.device())? } else { Tensor::cat(&params, 0)? };
-    s0.apply_op3(s1, &packed, Nodes { states, branches, unused: unused.to_vec() })
+    let affine = final_bn.affine()?;
+    params.extend([final_w.flatten_all()?, affine.clone()]);
+    let final_stats = Arc::new(Mutex::new(None));
+    let op = CellOp {
+        states,
+        branches,
+        unused: unused.to_vec(),
+        final_w: final_w.detach(),
+        final_affine: affine.detach(),
+        final_conv: Mutex::new(None),
+        final_stats: final_stats.clone(),
+    };
+    let y = s0.apply_op3(s1, &Tensor::cat(&params, 0)?, op)?;
+    let stats = final_stats.lock().unwrap_or_else(PoisonError::into_inner).take();
+    final_bn.update_running_of(&y, &stats.ok_or_else(|| candle_core::Error::Msg("micro cell: no batch statistics".into()))?)?;
+    Ok(y)
 }
 
 /// `slot + g`, or `g` for the first contribution.
@@ -73,12 +96,13 @@ fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
     Ok(())
 }
 
-impl CustomOp3 for Nodes {
+impl CustomOp3 for CellOp {
     fn name(&self) -> &'static str {
-        "micro-cell-nodes"
+        "micro-cell"
     }
 
-    /// The nodes ran before the op was built: this only concatenates.
+    /// The nodes ran before the op was built: this concatenates the unused
+    /// states and runs the final convolution and batch norm.
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = self.states[0].dims4()?;
         let (plane, k) = (c * h * w, self.unused.len());
@@ -89,20 +113,28 @@ impl CustomOp3 for Nodes {
             parts.push(ops::f32_data(s, layout, self.name())?);
         }
         // SAFETY: every image's k planes are copied in below.
-        let mut out = unsafe { ops::unfilled(n * k * plane) };
-        out.par_chunks_mut(k * plane).enumerate().for_each(|(b, o)| {
+        let mut concat = unsafe { ops::unfilled(n * k * plane) };
+        concat.par_chunks_mut(k * plane).enumerate().for_each(|(b, o)| {
             for (dst, src) in o.chunks_exact_mut(plane).zip(&parts) {
                 dst.copy_from_slice(&src[b * plane..(b + 1) * plane]);
             }
         });
-        Ok((CpuStorage::F32(out), Shape::from((n, k * c, h, w))))
+        let concat = Tensor::from_vec(concat, (n, k * c, h, w), &candle_core::Device::Cpu)?;
+        let (y, stats, tape) = ops::conv_bn_taped(&concat, &self.final_w, &self.final_affine, true, false, BatchNorm::EPS)?;
+        *self.final_conv.lock().unwrap_or_else(PoisonError::into_inner) = Some(tape);
+        *self.final_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
+        Ok(y)
     }
 
-    fn bwd(&self, s0: &Tensor, s1: &Tensor, packed: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, s0: &Tensor, s1: &Tensor, _packed: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (g_concat, g_w, g_affine) = match &*self.final_conv.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(tape) => tape.backward(res, grad)?,
+            None => candle_core::bail!("{}: backward before forward", self.name()),
+        };
         let c = self.states[0].dim(1)?;
         let mut g: Vec<Option<Tensor>> = vec![None; self.states.len()];
         for (j, &u) in self.unused.iter().enumerate() {
-            accumulate(&mut g[u], grad.narrow(1, j * c, c)?.contiguous()?)?;
+            accumulate(&mut g[u], g_concat.narrow(1, j * c, c)?.contiguous()?)?;
         }
         // The separable branches' parameter gradients, last branch first.
         let mut g_params = Vec::new();
@@ -126,7 +158,8 @@ impl CustomOp3 for Nodes {
             }
         }
         g_params.reverse();
-        let g_packed = if g_params.is_empty() { packed.zeros_like()? } else { Tensor::cat(&g_params, 0)? };
+        g_params.extend([g_w.flatten_all()?, g_affine]);
+        let g_packed = Tensor::cat(&g_params, 0)?;
         let or_zeros = |g: Option<Tensor>, s: &Tensor| g.map_or_else(|| s.zeros_like(), Ok);
         let [g0, g1] = [g[0].take(), g[1].take()];
         Ok((Some(or_zeros(g0, s0)?), Some(or_zeros(g1, s1)?), Some(g_packed)))

@@ -67,23 +67,21 @@ impl EnasCell {
         }
         let [x0, x1] = self.calibrate.forward(x0, x1, true)?;
         let unused: Vec<usize> = cell.unused().iter().enumerate().filter(|(_, u)| **u).map(|(i, _)| i).collect();
-        let concat = if fused && train && x0.device().is_cpu() {
-            micro_cell::nodes_train(&x0, &x1, &self.convs, cell, &unused)?
-        } else {
-            let mut states = vec![x0, x1];
-            for (node, n) in self.convs.iter().zip(&cell.nodes) {
-                let x = node[0][n.x_id].apply(n.x_op, &states[n.x_id], train)?;
-                let y = node[1][n.y_id].apply(n.y_op, &states[n.y_id], train)?;
-                states.push((x + y)?);
-            }
-            Tensor::cat(&unused.iter().map(|&i| states[i].clone()).collect::<Vec<_>>(), 1)?
-        };
-        let unused: Vec<u32> = unused.into_iter().map(|i| i as u32).collect();
         let k = unused.len();
         let c = self.final_w.dim(1)?;
-        let idx = Tensor::from_vec(unused, k, self.final_w.device())?;
+        let idx = Tensor::from_vec(unused.iter().map(|&i| i as u32).collect::<Vec<_>>(), k, self.final_w.device())?;
         // (k, C_out, C_in) -> (C_out, k * C_in), matching the concatenation order.
         let w = self.final_w.index_select(&idx, 0)?.transpose(0, 1)?.reshape((c, k * c))?;
+        if fused && train && x0.device().is_cpu() {
+            return micro_cell::cell_train(&x0, &x1, &self.convs, cell, &unused, &w, &self.final_bn);
+        }
+        let mut states = vec![x0, x1];
+        for (node, n) in self.convs.iter().zip(&cell.nodes) {
+            let x = node[0][n.x_id].apply(n.x_op, &states[n.x_id], train)?;
+            let y = node[1][n.y_id].apply(n.y_op, &states[n.y_id], train)?;
+            states.push((x + y)?);
+        }
+        let concat = Tensor::cat(&unused.iter().map(|&i| states[i].clone()).collect::<Vec<_>>(), 1)?;
         self.final_bn.after_conv(&concat, &w, true, false, train)
     }
 }

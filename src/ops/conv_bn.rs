@@ -4,7 +4,7 @@
 //! own: two passes over memory, on the calling thread alone, per activation.
 use super::batch_norm::{BatchNormTrain, BatchStats, HostStats};
 use super::{conv, f32_data};
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
 use std::sync::{Mutex, PoisonError};
 
 /// Training-mode batch norm (then ReLU when `relu_out`) of `conv2d_same(x, w,
@@ -27,6 +27,45 @@ pub fn conv_bn_train(x: &Tensor, w: &Tensor, gamma: &Tensor, beta: &Tensor, relu
     let affine = Tensor::cat(&[gamma, beta], 0)?;
     let y = super::profile::timed("conv+bn fwd", || x.contiguous()?.apply_op3(&w.contiguous()?, &affine, op))?;
     Ok((y, stats_of(&stats)?))
+}
+
+/// A convolution and batch norm run outside candle's graph (CPU only), for a
+/// block that does its own backward: the op with what its forward kept.
+pub struct ConvBnTape {
+    op: ConvBn,
+    x: Tensor,
+    w: Tensor,
+    affine: Tensor,
+}
+
+/// `conv_bn_train` on tensors outside candle's graph, with gamma and beta
+/// concatenated in `affine`: the output as a storage, for an op that returns
+/// it as its own; the batch statistics; the backward, `ConvBnTape::backward`.
+pub fn conv_bn_taped(x: &Tensor, w: &Tensor, affine: &Tensor, relu_in: bool, relu_out: bool, eps: f64) -> Result<((CpuStorage, Shape), BatchStats, ConvBnTape)> {
+    let (_, c, _, _) = x.dims4()?;
+    let k = match conv::kernel_size(w, c) {
+        Some(k) if x.device().is_cpu() && affine.dims() == [2 * w.dim(0)?] => k,
+        _ => candle_core::bail!("conv_bn_taped: weight {:?} and affine {:?} do not fit input {:?} on the CPU", w.dims(), affine.dims(), x.dims()),
+    };
+    let (bn, stats) = BatchNormTrain::new(eps, relu_out);
+    let op = ConvBn { k, relu_in, bn, conv_out: Mutex::new(None) };
+    let (x, w, affine) = (x.detach().contiguous()?, w.detach().contiguous()?, affine.detach().contiguous()?);
+    let y = super::profile::timed("conv+bn fwd", || -> Result<_> {
+        let ((sx, lx), (sw, lw), (sa, la)) = (x.storage_and_layout(), w.storage_and_layout(), affine.storage_and_layout());
+        let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(sa)) = (&*sx, &*sw, &*sa) else { candle_core::bail!("conv_bn_taped: CPU only") };
+        op.cpu_fwd(sx, lx, sw, lw, sa, la)
+    })?;
+    Ok((y, stats_of(&stats)?, ConvBnTape { op, x, w, affine }))
+}
+
+impl ConvBnTape {
+    /// The gradients of the input, the weight, and gamma and beta concatenated, given the output `y` and its gradient.
+    pub fn backward(&self, y: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        match self.op.bwd(&self.x, &self.w, &self.affine, y, grad)? {
+            (Some(gx), Some(gw), Some(ga)) => Ok((gx, gw, ga)),
+            _ => candle_core::bail!("{}: no gradient", self.op.name()),
+        }
+    }
 }
 
 struct ConvBn {
