@@ -129,8 +129,9 @@ fn fused_micro_cells_match_candles_graph() {
         _ => unreachable!(),
     };
     seeded_init(&varmap, 3).unwrap();
-    // (0 sep3, 1 sep5), (2 avg, 0 max), (1 identity, 3 sep3), (2 sep5, 2 identity); then a cell without weights.
-    let arch = Arch::parse(SpaceKind::Micro, "0 0 1 1 2 2 0 3 1 4 3 0 2 1 2 4 0 2 1 3 0 4 2 2 1 4 3 3 4 2 2 4").unwrap();
+    // (0 sep3, 1 sep5), (2 avg, 0 max), (1 identity, 3 sep3), (2 sep5, 2 identity); then a cell without
+    // weights, one node of which passes state 0 through both branches.
+    let arch = Arch::parse(SpaceKind::Micro, "0 0 1 1 2 2 0 3 1 4 3 0 2 1 2 4 0 2 1 3 0 4 0 4 1 4 3 3 4 2 2 4").unwrap();
     let Arch::Micro(arch) = arch else { unreachable!() };
     let run = |net: &MicroSupernet| {
         let mut rng = ChaCha8Rng::seed_from_u64(0);

@@ -87,12 +87,16 @@ pub(super) fn cell_train(s0: &Tensor, s1: &Tensor, convs: &[[Vec<SharedConvs>; 2
     Ok(y)
 }
 
-/// `slot + g`, or `g` for the first contribution.
+/// `slot + g`, or `g` for the first contribution. Gradients are added in
+/// place: each slot holds a tensor of the backward's own, or a node's gradient
+/// passed on by an identity branch, which nothing reads once its node is done.
 fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
-    *slot = Some(match slot.take() {
-        None => g,
-        Some(a) => (a + g)?,
-    });
+    match slot {
+        None => *slot = Some(g),
+        // An identity branch and another of the same node on one state: the node's gradient twice.
+        Some(a) if a.id() == g.id() => *slot = Some((&*a + &g)?),
+        Some(a) => ops::add_into(a, &g)?,
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! `sep_bn`, `reduce_bn`, `add_bn`). CPU loops live here; with the `cuda` feature the
 //! depthwise and pooling ops and the in-place SGD step (`sgd`) launch our
 //! kernels (kernels/, `cuda.rs`).
+pub mod accumulate;
 pub mod add_bn;
 pub mod batch_norm;
 pub mod conv;
@@ -27,6 +28,7 @@ mod taps;
 mod window;
 mod winograd;
 
+pub use accumulate::add_into;
 pub use add_bn::add_bn_train;
 pub use batch_norm::{batch_norm_relu_train, batch_norm_train, BatchStats};
 pub use conv::conv2d_same;

@@ -1,0 +1,32 @@
+//! Gradient accumulation in place: `acc += g` over the worker threads, for
+//! blocks that sum their own gradients (candle's `+` allocates a third tensor).
+use super::{f32_data, f32_data_mut};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
+use rayon::prelude::*;
+
+/// `acc += g` in place (CPU, contiguous, same shape). `acc` must not share
+/// its storage with a tensor that is still to be read as it was.
+pub fn add_into(acc: &Tensor, g: &Tensor) -> Result<()> {
+    if acc.shape() != g.shape() {
+        candle_core::bail!("add_into: shapes {:?} and {:?} differ", acc.dims(), g.dims())
+    }
+    if acc.id() == g.id() {
+        candle_core::bail!("add_into: a tensor added into itself")
+    }
+    acc.inplace_op2(&g.contiguous()?, &AddInto)
+}
+
+struct AddInto;
+
+impl InplaceOp2 for AddInto {
+    fn name(&self) -> &'static str {
+        "add-into"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let g = f32_data(s2, l2, self.name())?;
+        let acc = f32_data_mut(s1, l1, self.name())?;
+        acc.par_chunks_mut(1 << 14).zip(g.par_chunks(1 << 14)).for_each(|(a, g)| a.iter_mut().zip(g).for_each(|(a, g)| *a += g));
+        Ok(())
+    }
+}
