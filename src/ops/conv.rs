@@ -215,7 +215,7 @@ impl CustomOp3 for ConvSameGrad {
                         pointwise::product(gxb, wm.t(), gm.data, hw, false);
                     } else {
                         gcol.resize(ckk * hw, 0.0);
-                        matmul(&mut gcol, wm.t(), gm, false);
+                        pointwise::product(&mut gcol, wm.t(), gm.data, hw, false);
                         col2im(&gcol, c, h, w, k, gxb);
                     }
                     if relu {
