@@ -58,6 +58,9 @@ const BN_MOMENTUM: f64 = 0.1;
 const BN_EPS: f64 = 1e-5;
 
 impl BatchNorm {
+    /// The epsilon every training and evaluation path adds to the variance.
+    pub(super) const EPS: f64 = BN_EPS;
+
     pub fn new(vb: VarBuilder, c: usize) -> Result<Self> {
         let gamma = param(&vb, &[c], "gamma")?;
         let beta = param(&vb, &[c], "beta")?;
@@ -102,8 +105,6 @@ impl BatchNorm {
     pub(super) fn affine(&self) -> Result<Tensor> {
         Tensor::cat(&[&self.gamma, &self.beta], 0)
     }
-
-    pub(super) const EPS: f64 = BN_EPS;
 
     /// Running statistics updated with the batch statistics of a training output `y`.
     pub(super) fn update_running_of(&self, y: &Tensor, stats: &ops::BatchStats) -> Result<()> {
@@ -215,9 +216,7 @@ impl SepConv {
         }
         Ok(x)
     }
-}
 
-impl SepConv {
     /// Training on the CPU outside candle's graph (ops::sep_conv_bn_taped): the output and its backward.
     pub fn forward_taped(&self, x: &Tensor) -> Result<(Tensor, ops::SepTape)> {
         let (y, stats, tape) = ops::sep_conv_bn_taped(x, &self.halves(), self.stride, false, BN_EPS)?;
