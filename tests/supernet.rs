@@ -165,3 +165,34 @@ fn fused_micro_cells_match_candles_graph() {
     }
     assert!(compared > 20, "only {compared} variables had gradients");
 }
+
+/// A macro layer's convolution branch as one op gives the output and the
+/// gradients of the separate ops to the bit (the same float operations).
+#[test]
+fn fused_macro_conv_branch_is_bitwise_the_composition() {
+    use enas::model::macro_net::MacroOp;
+    for op in [0, 2] {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let layer = MacroOp::new(vb, op, 4).unwrap();
+        seeded_init(&varmap, 5).unwrap();
+        let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4, 9, 7), &Device::Cpu).unwrap()).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (3, 4, 9, 7), &Device::Cpu).unwrap();
+        let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+            let y = f(x.as_tensor());
+            let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut all = vec![y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()];
+            for (_, v) in sorted_vars(&varmap) {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    all.push(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                }
+            }
+            all
+        };
+        let fused = run(&|x| layer.forward(x, true).unwrap());
+        let composed = run(&|x| layer.forward_composed(x, true).unwrap());
+        assert_eq!(fused.len(), composed.len(), "op {op}: the same variables get gradients");
+        assert!(fused.len() >= 2 + 6, "op {op}: both convolutions' weights and batch norms have gradients");
+        assert_eq!(fused, composed, "op {op}: output and gradients");
+    }
+}

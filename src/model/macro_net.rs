@@ -48,6 +48,14 @@ impl MacroOp {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let (Op::Conv(conv, bn), true, true) = (&self.op, train, x.device().is_cpu()) {
+            return super::macro_op::conv_branch_train(x, self.inp.weight(), &self.inp_bn, conv.weight(), bn);
+        }
+        self.forward_composed(x, train)
+    }
+
+    /// `forward` as separate ops of candle's graph, as it runs off the CPU and in evaluation.
+    pub fn forward_composed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         // The ReLU after the input BN is fused into the op that follows (convolutions) or the BN (pools);
         // each convolution and its BN run as one op.
         let relu = matches!(self.op, Op::Pool(_));

@@ -3,6 +3,7 @@
 pub mod init;
 pub mod layers;
 pub mod macro_net;
+mod macro_op;
 pub mod macro_supernet;
 pub mod metaqnn_net;
 mod micro_cell;
