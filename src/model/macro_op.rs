@@ -7,7 +7,7 @@
 //! and backward (tests/supernet.rs).
 use super::layers::BatchNorm;
 use crate::ops::{self, BatchStats, ConvBnTape};
-use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex, PoisonError};
 
 struct ConvBranch {
@@ -25,8 +25,7 @@ struct ConvBranch {
 pub(super) fn conv_branch_train(x: &Tensor, inp_w: &Tensor, inp_bn: &BatchNorm, conv_w: &Tensor, conv_bn: &BatchNorm) -> Result<Tensor> {
     let (inp_affine, conv_affine) = (inp_bn.affine()?, conv_bn.affine()?);
     let ((h, shape), inp_stats, inp) = ops::conv_bn_taped(x, inp_w, &inp_affine, false, false, BatchNorm::EPS)?;
-    let CpuStorage::F32(h) = h else { candle_core::bail!("macro conv branch: f32 only") };
-    let h = Tensor::from_vec(h, shape, &Device::Cpu)?;
+    let h = ops::storage_tensor(h, shape)?;
     inp_bn.update_running_of(&h, &inp_stats)?;
     let packed = Tensor::cat(&[inp_w.flatten_all()?, inp_affine, conv_w.flatten_all()?, conv_affine.clone()], 0)?;
     let stats = Arc::new(Mutex::new(None));

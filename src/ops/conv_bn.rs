@@ -87,7 +87,7 @@ pub(super) fn bn_forward(bn: &BatchNormTrain, conv: CpuStorage, shape: Shape, af
 }
 
 /// A contiguous f32 storage an op produced, as a tensor (no copy).
-pub(super) fn tensor(s: CpuStorage, shape: Shape) -> Result<Tensor> {
+pub(crate) fn tensor(s: CpuStorage, shape: Shape) -> Result<Tensor> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("fused op: an f32 op gave another dtype") };
     Tensor::from_vec(v, shape, &Device::Cpu)
 }

@@ -33,6 +33,7 @@ pub use add_bn::add_bn_train;
 pub use batch_norm::{batch_norm_relu_train, batch_norm_train, BatchStats};
 pub use conv::conv2d_same;
 pub use conv_bn::{conv_bn_taped, conv_bn_train, ConvBnTape};
+pub(crate) use conv_bn::tensor as storage_tensor;
 pub use sep_bn::{sep_conv_bn_taped, sep_conv_bn_train, sep_params, SepHalf, SepTape};
 pub use sgd::{sgd_velocity, sgd_weight, SgdStep};
 pub use depthwise::{depthwise_conv2d, relu_depthwise_conv2d};
