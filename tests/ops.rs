@@ -284,9 +284,10 @@ fn compare_with_candle(ours: &dyn Fn(&Tensor, &Tensor) -> Tensor, theirs: &dyn F
 #[test]
 fn conv_same_matches_candle_forward_and_backward() {
     for &(k, relu) in &[(1, false), (1, true), (3, false), (3, true), (5, false), (5, true)] {
-        // The last two give the 5x5 (Winograd) several tiles an image, several images a task,
-        // a short last task, and channel counts past one group of lanes.
-        for &(n, c, cout, h, w) in &[(2, 3, 4, 8, 8), (3, 5, 2, 7, 9), (1, 4, 6, 2, 3), (4, 2, 3, 1, 1), (17, 6, 5, 11, 10), (3, 11, 9, 13, 12)] {
+        // The last three give the 5x5 (Winograd) several tiles an image, several images a task,
+        // a short last task, and channel counts past one group of lanes; the last two take the
+        // weight gradient as dot products (at least 128 pixels): every tile of rows, a partial block.
+        for &(n, c, cout, h, w) in &[(2, 3, 4, 8, 8), (3, 5, 2, 7, 9), (1, 4, 6, 2, 3), (4, 2, 3, 1, 1), (17, 6, 5, 11, 10), (3, 11, 9, 13, 12), (2, 13, 7, 17, 17)] {
             let x = rand_tensor(&[n, c, h, w], 40);
             let wt = rand_tensor(&[cout, c, k, k], 41);
             let what = format!("conv k{k} relu {relu} ({n}, {c}, {h}, {w}) -> {cout}");
@@ -315,11 +316,11 @@ fn conv_same_matches_candle_forward_and_backward() {
 
 /// The 1x1 convolution's own kernel does gemm's float operations (K fused
 /// multiply-adds in order): its output and input gradient equal candle's
-/// matmul (gemm) to the bit, over tiles of 16, 8, 4, 2 and 1 output rows and
-/// a partial block of pixels.
+/// matmul (gemm) to the bit, over tiles of 20, 16, 8, 4, 2 and 1 output rows
+/// and a partial block of pixels.
 #[test]
 fn pointwise_conv_is_bitwise_candles_matmul() {
-    for &(c, cout, h, w) in &[(20, 20, 8, 8), (40, 31, 5, 7), (80, 80, 4, 4)] {
+    for &(c, cout, h, w) in &[(20, 20, 8, 8), (40, 31, 5, 7), (80, 80, 4, 4), (12, 39, 6, 6), (9, 24, 3, 5)] {
         for relu in [false, true] {
             let x = Var::from_tensor(&rand_tensor(&[3, c, h, w], 44)).unwrap();
             let wt = rand_tensor(&[cout, c], 45);

@@ -202,15 +202,20 @@ impl CustomOp3 for ConvSameGrad {
                 |(mut gw_t, mut col, mut gcol), (b, gxb)| {
                     let xb = &x[b * c * hw..(b + 1) * c * hw];
                     let gm = Mat::new(&g[b * cout * hw..(b + 1) * cout * hw], cout, hw);
-                    let cols = if k == 1 && !relu {
-                        xb
+                    // The weight gradient's transpose (C k k, C_out) = cols G^T.
+                    let dots = pointwise::dots_beat_gemm(ckk, hw);
+                    let (cols, relu_cols) = if k == 1 && (dots || !relu) {
+                        (xb, relu)
                     } else {
                         im2col(xb, c, h, w, k, relu, &mut col);
-                        &col[..]
+                        (&col[..], false)
                     };
-                    // The transpose (C k k, C_out) = cols G^T: gemm then packs only the
-                    // small G, not the column matrix (a transposing copy: a quarter of the step).
-                    matmul(&mut gw_t, Mat::new(cols, ckk, hw), gm.t(), true);
+                    if dots {
+                        pointwise::weight_grad(&mut gw_t, cols, ckk, gm.data, cout, hw, relu_cols);
+                    } else {
+                        // gemm packs only the small G, not the column matrix (a transposing copy).
+                        matmul(&mut gw_t, Mat::new(cols, ckk, hw), gm.t(), true);
+                    }
                     if k == 1 {
                         pointwise::product(gxb, wm.t(), gm.data, hw, false);
                     } else {
