@@ -432,9 +432,12 @@ fn fused_conv_bn_matches_conv_then_bn_forward_and_backward() {
 
 #[test]
 fn fused_sep_conv_bn_matches_relu_depthwise_pointwise_bn() {
-    // One half (the macro branch, ReLU after its BN) and two (the micro separable convolution).
-    for (halves, k, stride, relu_out) in [(1, 3, 1, true), (1, 5, 2, false), (2, 3, 1, false), (2, 5, 2, false), (2, 3, 2, true)] {
-        let (n, c, cout, h, w) = (3, 4, 6, 9, 8);
+    // One half (the macro branch, ReLU after its BN) and two (the micro separable convolution);
+    // the last at 12 x 12 takes the pointwise weight gradient as dot products (at least 128 pixels).
+    for (halves, k, stride, relu_out, (h, w)) in
+        [(1, 3, 1, true, (9, 8)), (1, 5, 2, false, (9, 8)), (2, 3, 1, false, (9, 8)), (2, 5, 2, false, (9, 8)), (2, 3, 2, true, (9, 8)), (2, 5, 1, true, (12, 12))]
+    {
+        let (n, c, cout) = (3, 4, 6);
         let mut tensors = vec![rand_tensor(&[n, c, h, w], 80)];
         for i in 0..halves {
             let c_in = if i == 0 { c } else { cout };

@@ -56,6 +56,56 @@ impl Depthwise {
     }
 }
 
+/// The stride-1 kernels one image at a time, for ops that run another
+/// kernel on each image while its planes are still in cache (`sep_bn`).
+impl Depthwise {
+    pub(crate) fn is_stride1(&self) -> bool {
+        self.win.stride == 1
+    }
+
+    /// The taps' offsets in a padded plane, shared by every plane of the op.
+    pub(crate) fn offsets(&self) -> Vec<usize> {
+        taps::offsets(self.win.k, self.win.dilation, padded_width(&self.win))
+    }
+
+    /// Stride 1: the planes of one image `x` (C, H, W) into `out` (C, H, W), weight `w` (C, 1, k, k).
+    pub(crate) fn forward_image(&self, x: &[f32], w: &[f32], out: &mut [f32], offs: &[usize], buf: &mut Scratch) {
+        let (ip, op, kk) = (self.win.in_h * self.win.in_w, self.win.out_h * self.win.out_w, self.win.k * self.win.k);
+        for (ch, o) in out.chunks_exact_mut(op).enumerate() {
+            forward_plane_s1(&x[ch * ip..(ch + 1) * ip], &w[ch * kk..(ch + 1) * kk], o, &self.win, self.relu, offs, buf);
+        }
+    }
+
+    /// Stride 1, one image: the input gradient `gx` (C, H, W) of output
+    /// gradient `g`, and the weight gradient added lane by lane into `lanes`
+    /// (C k k). Each plane's gradient is padded once and serves both: the
+    /// grad-input taps read it padded, the weight dot products read the same
+    /// buffer from its first gradient pixel, where the padding supplies the
+    /// zero columns between rows.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn grad_image(&self, x: &[f32], w: &[f32], g: &[f32], gx: &mut [f32], lanes: &mut [[f32; taps::V]], offs: &[usize], buf: &mut Scratch) {
+        let win = self.win;
+        let (h, wd, kk, sp) = (win.in_h, win.in_w, win.k * win.k, span(&win));
+        let ip = h * wd;
+        let (hp, wp) = (h + sp - 1, wd + sp - 1);
+        let (top, left) = (sp - 1 - win.pad_top, sp - 1 - win.pad_left);
+        let len = (h - 1) * wp + wd;
+        for (ch, gi) in gx.chunks_exact_mut(ip).enumerate() {
+            let (xp, gp) = (&x[ch * ip..(ch + 1) * ip], &g[ch * ip..(ch + 1) * ip]);
+            buf.rotated.clear();
+            buf.rotated.extend(w[ch * kk..(ch + 1) * kk].iter().rev());
+            let gpad = buf.padded.copy(gp, h, wd, top, left, hp, wp, 0.0, false);
+            taps::weighted_taps(gpad, &buf.rotated, offs, len, &mut buf.flat);
+            unflatten(&buf.flat, gi, h, wd, wp, 0, 0);
+            if self.relu {
+                super::relu_mask(gi, xp);
+            }
+            let xpad = buf.xpad.copy(xp, h, wd, win.pad_top, win.pad_left, hp, wp, 0.0, self.relu);
+            taps::tap_dots(&buf.padded.data()[top * wp + left..], xpad, offs, len, &mut lanes[ch * kk..(ch + 1) * kk]);
+        }
+    }
+}
+
 /// Strided path: adds `wv * src[...]` into one output row for tap (ky, kx); `src` is an input row.
 #[inline]
 fn accumulate_row(out: &mut [f32], src: &[f32], wv: f32, win: &Window, kx: usize) {
@@ -81,10 +131,12 @@ fn span(win: &Window) -> usize {
 /// Buffers one worker reuses across planes: the padded plane, the flat
 /// result and the rotated kernel.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     padded: Padded,
     flat: Vec<f32>,
     rotated: Vec<f32>,
+    /// The input plane padded, for the weight gradient (backward only).
+    xpad: Padded,
 }
 
 /// Row width of the padded plane of a stride-1 window.
@@ -205,10 +257,8 @@ impl CustomOp2 for Depthwise {
 }
 
 /// Stride 1 on the CPU: (input, weight, grad_out) -> grad_input and
-/// grad_weight, flattened one after the other. Images in parallel; each
-/// plane's gradient is padded once and serves both: the grad-input taps read
-/// it padded, the weight dot products read the same buffer from its first
-/// gradient pixel, where the padding supplies the zero columns between rows.
+/// grad_weight, flattened one after the other; images in parallel
+/// (`Depthwise::grad_image`).
 struct DepthwiseGradS1 {
     win: Window,
     relu: bool,
@@ -233,14 +283,12 @@ impl CustomOp3 for DepthwiseGradS1 {
         let g = f32_data(s3, l3, self.name())?;
         let (n, c, h, wd) = l1.shape().dims4()?;
         let win = self.win;
-        let (ip, op, kk, sp) = (h * wd, win.out_h * win.out_w, win.k * win.k, span(&win));
         if win.stride != 1 || (win.out_h, win.out_w) != (h, wd) {
             candle_core::bail!("{}: stride-1 'same' windows only", self.name())
         }
-        let (hp, wp) = (h + sp - 1, wd + sp - 1);
-        let (top, left) = (sp - 1 - win.pad_top, sp - 1 - win.pad_left);
-        let len = (h - 1) * wp + wd;
-        let offs = taps::offsets(win.k, win.dilation, wp);
+        let (ip, kk) = (h * wd, win.k * win.k);
+        let op = Depthwise { win, relu: self.relu };
+        let offs = op.offsets();
         // SAFETY: each plane of gx is overwritten by unflatten, and gw in full at the end.
         let mut out = unsafe { super::unfilled(x.len() + c * kk) };
         let (gx, gw) = out.split_at_mut(x.len());
@@ -250,34 +298,15 @@ impl CustomOp3 for DepthwiseGradS1 {
             .with_min_len((n / (2 * rayon::current_num_threads())).max(1))
             .enumerate()
             .fold(
-                || (vec![[0f32; taps::V]; c * kk], Scratch::default(), Padded::default()),
-                |(mut lanes, mut buf, mut xpad), (b, gxb)| {
-                    for ch in 0..c {
-                        let p = b * c + ch;
-                        let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
-                        buf.rotated.clear();
-                        buf.rotated.extend(w[ch * kk..(ch + 1) * kk].iter().rev());
-                        let gpad = buf.padded.copy(gp, h, wd, top, left, hp, wp, 0.0, false);
-                        taps::weighted_taps(gpad, &buf.rotated, &offs, len, &mut buf.flat);
-                        let gi = &mut gxb[ch * ip..(ch + 1) * ip];
-                        unflatten(&buf.flat, gi, h, wd, wp, 0, 0);
-                        if self.relu {
-                            super::relu_mask(gi, xp);
-                        }
-                        let xpad = xpad.copy(xp, h, wd, win.pad_top, win.pad_left, hp, wp, 0.0, self.relu);
-                        taps::tap_dots(&buf.padded.data()[top * wp + left..], xpad, &offs, len, &mut lanes[ch * kk..(ch + 1) * kk]);
-                    }
-                    (lanes, buf, xpad)
+                || (vec![[0f32; taps::V]; c * kk], Scratch::default()),
+                |(mut lanes, mut buf), (b, gxb)| {
+                    let img = b * c * ip..(b + 1) * c * ip;
+                    op.grad_image(&x[img.clone()], w, &g[img], gxb, &mut lanes, &offs, &mut buf);
+                    (lanes, buf)
                 },
             )
-            .map(|(lanes, _, _)| lanes)
-            .reduce(
-                || vec![[0f32; taps::V]; c * kk],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(u, v)| *u += v));
-                    a
-                },
-            );
+            .map(|(lanes, _)| lanes)
+            .reduce(|| vec![[0f32; taps::V]; c * kk], add_lanes);
         gw.iter_mut().zip(&lanes).for_each(|(o, l)| *o = super::sum(l));
         Ok((CpuStorage::F32(out), Shape::from(x.len() + c * kk)))
     }
@@ -334,6 +363,12 @@ impl CustomOp3 for DepthwiseGradInput {
         });
         Ok((CpuStorage::F32(gin), Shape::from((n, c, win.in_h, win.in_w))))
     }
+}
+
+/// Two tasks' weight gradients, lane by lane, summed into the first.
+pub(crate) fn add_lanes(mut a: Vec<[f32; taps::V]>, b: Vec<[f32; taps::V]>) -> Vec<[f32; taps::V]> {
+    a.iter_mut().zip(&b).for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(u, v)| *u += v));
+    a
 }
 
 /// (input, grad_out) -> grad_weight, summed over the batch.

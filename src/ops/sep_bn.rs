@@ -4,9 +4,11 @@
 //! outputs, and the first half's output, stay inside the op (see `conv_bn`).
 use super::batch_norm::{BatchNormTrain, BatchStats, HostStats};
 use super::conv_bn::{bn_backward, bn_forward, keep, kept, stats_of, tensor};
-use super::depthwise::Depthwise;
-use super::{conv, f32_data};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use super::depthwise::{self, Depthwise, Scratch};
+use super::gemm::{matmul, Mat};
+use super::{conv, f32_data, pointwise, taps};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
 /// One half's weights: depthwise (C, 1, k, k), pointwise (C_out, C), BN's gamma and beta (C_out,).
@@ -151,6 +153,80 @@ impl Stage {
     }
 }
 
+/// At stride 1 a half's depthwise and pointwise convolutions run image by
+/// image, forward and backward, so each image's depthwise output (or
+/// gradient) is still in cache when the pointwise kernel reads it; the
+/// depthwise output's gradient is never a tensor of the whole batch.
+impl Stage {
+    /// The depthwise output and the pointwise output of input `x` (N, C, H, W).
+    fn forward_by_image(&self, x: &[f32], shape: &Shape, dw: &[f32], pw: &[f32]) -> Result<((CpuStorage, Shape), (CpuStorage, Shape))> {
+        let (n, c, h, w) = shape.dims4()?;
+        let (hw, c_out) = (h * w, self.pw.dims()[0]);
+        // SAFETY: every image's planes of both are written below.
+        let (mut d, mut p) = unsafe { (super::unfilled(n * c * hw), super::unfilled(n * c_out * hw)) };
+        let offs = self.depthwise.offsets();
+        d.par_chunks_mut(c * hw).zip(p.par_chunks_mut(c_out * hw)).enumerate().with_min_len(conv::min_images(n)).for_each_init(
+            Scratch::default,
+            |buf, (b, (db, pb))| {
+                self.depthwise.forward_image(&x[b * c * hw..(b + 1) * c * hw], dw, db, &offs, buf);
+                pointwise::product(pb, Mat::new(pw, c_out, c), db, hw, false);
+            },
+        );
+        Ok(((CpuStorage::F32(d), Shape::from((n, c, h, w))), (CpuStorage::F32(p), Shape::from((n, c_out, h, w)))))
+    }
+
+    /// The gradients of the half's input, depthwise weight and pointwise
+    /// weight, given the pointwise output's `g` (contiguous), from the input
+    /// `x` and depthwise output `d` of the forward.
+    fn backward_by_image(&self, x: &Tensor, dw: &Tensor, d: &Tensor, pw: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (n, c, h, w) = x.dims4()?;
+        let (hw, c_out, kk) = (h * w, self.pw.dims()[0], self.dw.dims()[2] * self.dw.dims()[3]);
+        let guards = [x, dw, d, pw, g].map(|t| t.storage_and_layout());
+        let mut data = Vec::with_capacity(guards.len());
+        for (storage, layout) in &guards {
+            let Storage::Cpu(s) = &**storage else { candle_core::bail!("sep-conv-batch-norm: CPU only") };
+            data.push(f32_data(s, layout, "sep-conv-batch-norm")?);
+        }
+        let [x, dw, d, pw, g] = data[..] else { unreachable!("five tensors") };
+        let offs = self.depthwise.offsets();
+        let dots = pointwise::dots_beat_gemm(c, hw);
+        // SAFETY: each image's input gradient is overwritten by `grad_image`.
+        let mut g_in = unsafe { super::unfilled(n * c * hw) };
+        let (lanes, gw_t) = g_in
+            .par_chunks_mut(c * hw)
+            .with_min_len(conv::min_images(n))
+            .enumerate()
+            .fold(
+                || (vec![[0f32; taps::V]; c * kk], vec![0f32; c * c_out], Vec::new(), Scratch::default()),
+                |(mut lanes, mut gw_t, mut g_d, mut buf), (b, gib)| {
+                    let img = b * c * hw..(b + 1) * c * hw;
+                    let gb = &g[b * c_out * hw..(b + 1) * c_out * hw];
+                    if dots {
+                        pointwise::weight_grad(&mut gw_t, &d[img.clone()], c, gb, c_out, hw, false);
+                    } else {
+                        matmul(&mut gw_t, Mat::new(&d[img.clone()], c, hw), Mat::new(gb, c_out, hw).t(), true);
+                    }
+                    g_d.resize(c * hw, 0.0);
+                    pointwise::product(&mut g_d, Mat::new(pw, c_out, c).t(), gb, hw, false);
+                    self.depthwise.grad_image(&x[img], dw, &g_d, gib, &mut lanes, &offs, &mut buf);
+                    (lanes, gw_t, g_d, buf)
+                },
+            )
+            .map(|(lanes, gw_t, _, _)| (lanes, gw_t))
+            .reduce(
+                || (vec![[0f32; taps::V]; c * kk], vec![0f32; c * c_out]),
+                |(la, mut wa), (lb, wb)| {
+                    wa.iter_mut().zip(&wb).for_each(|(u, v)| *u += v);
+                    (depthwise::add_lanes(la, lb), wa)
+                },
+            );
+        let g_dw: Vec<f32> = lanes.iter().map(|l| super::sum(l)).collect();
+        let g_pw: Vec<f32> = (0..c_out * c).map(|i| gw_t[(i % c) * c_out + i / c]).collect();
+        let cpu = &candle_core::Device::Cpu;
+        Ok((Tensor::from_vec(g_in, (n, c, h, w), cpu)?, Tensor::from_vec(g_dw, self.dw.clone(), cpu)?, Tensor::from_vec(g_pw, self.pw.clone(), cpu)?))
+    }
+}
+
 impl CustomOp2 for SepBn {
     fn name(&self) -> &'static str {
         "sep-conv-batch-norm"
@@ -164,12 +240,18 @@ impl CustomOp2 for SepBn {
         for st in &self.stages {
             let [dr, pr, ar] = st.ranges(at);
             at = ar.end;
-            let (dw, pw) = (CpuStorage::F32(packed[dr].to_vec()), CpuStorage::F32(packed[pr].to_vec()));
-            let (d_s, d_shape) = match &prev {
-                None => st.depthwise.cpu_fwd(s1, l1, &dw, &Layout::contiguous(st.dw.clone()))?,
-                Some((s, shape)) => st.depthwise.cpu_fwd(s, &Layout::contiguous(shape.clone()), &dw, &Layout::contiguous(st.dw.clone()))?,
+            let (s_in, l_in) = match &prev {
+                None => (s1, l1.clone()),
+                Some((s, shape)) => (s, Layout::contiguous(shape.clone())),
             };
-            let (c_s, c_shape) = conv::cpu_forward(1, false, &d_s, &Layout::contiguous(d_shape.clone()), &pw, &Layout::contiguous(st.pw.clone()))?;
+            let ((d_s, d_shape), (c_s, c_shape)) = if st.depthwise.is_stride1() {
+                st.forward_by_image(f32_data(s_in, &l_in, self.name())?, l_in.shape(), &packed[dr], &packed[pr])?
+            } else {
+                let (dw, pw) = (CpuStorage::F32(packed[dr].to_vec()), CpuStorage::F32(packed[pr].to_vec()));
+                let (d_s, d_shape) = st.depthwise.cpu_fwd(s_in, &l_in, &dw, &Layout::contiguous(st.dw.clone()))?;
+                let c = conv::cpu_forward(1, false, &d_s, &Layout::contiguous(d_shape.clone()), &pw, &Layout::contiguous(st.pw.clone()))?;
+                ((d_s, d_shape), c)
+            };
             let (y, pw_out) = bn_forward(&st.bn, c_s, c_shape, &packed[ar])?;
             let input = prev.take().map(|(s, shape)| tensor(s, shape)).transpose()?;
             keep(&st.saved, Saved { input, dw_out: tensor(d_s, d_shape)?, pw_out });
@@ -196,11 +278,16 @@ impl CustomOp2 for SepBn {
             };
             let (g_pw_out, g_gamma, g_beta) = bn_backward(&st.bn, &sv.pw_out, &packed.narrow(0, ar.start, ar.len())?, &out, &g)?;
             let pw = packed.narrow(0, pr.start, pr.len())?.reshape(st.pw.clone())?;
-            let (g_d, g_pw) = super::profile::timed("conv bwd", || conv::backward(1, false, &sv.dw_out, &pw, &g_pw_out))?;
             let dw = packed.narrow(0, dr.start, dr.len())?.reshape(st.dw.clone())?;
             let input = sv.input.as_ref().unwrap_or(x);
-            let (Some(g_in), Some(g_dw)) = st.depthwise.bwd(input, &dw, &sv.dw_out, &g_d)? else {
-                candle_core::bail!("{}: the depthwise convolution gave no gradient", self.name())
+            let (g_in, g_dw, g_pw) = if st.depthwise.is_stride1() {
+                super::profile::timed("sep bwd", || st.backward_by_image(input, &dw, &sv.dw_out, &pw, &g_pw_out.contiguous()?))?
+            } else {
+                let (g_d, g_pw) = super::profile::timed("conv bwd", || conv::backward(1, false, &sv.dw_out, &pw, &g_pw_out))?;
+                let (Some(g_in), Some(g_dw)) = st.depthwise.bwd(input, &dw, &sv.dw_out, &g_d)? else {
+                    candle_core::bail!("{}: the depthwise convolution gave no gradient", self.name())
+                };
+                (g_in, g_dw, g_pw)
             };
             grads[i] = vec![g_dw.flatten_all()?, g_pw.flatten_all()?, g_gamma, g_beta];
             g = g_in;
