@@ -3,7 +3,7 @@
 //! search (20 to 100), and the weight gradient, a few hundred dot products
 //! over the pixels. gemm packs B, the whole image, before every product;
 //! here A's entries are broadcast from L1 and B is read where it lies,
-//! 16 pixels at a time against up to 20 output rows held in registers.
+//! 32 pixels at a time against up to 12 output rows held in registers.
 //! Each output of `product` is `K` fused multiply-adds in order from zero,
 //! the float operations of gemm's kernel at these depths, so the results are
 //! the same to the bit (tests/ops.rs).
@@ -18,14 +18,13 @@ pub(crate) fn product(out: &mut [f32], a: Mat, b: &[f32], hw: usize, relu: bool)
     assert!(out.len() >= m * hw && b.len() >= k * hw, "pointwise: shapes do not fit");
     let mut row = 0;
     while row < m {
-        // Tiles of 20 rows, then 16, 8, 4, 2, 1: each tile's accumulators fit the registers.
+        // Tiles of 12 rows, then 8, 4, 2, 1, two blocks of pixels at a time: each tile's
+        // accumulators fit the registers, and each A entry broadcast serves two blocks.
         let left = m - row;
-        let tile = [20, 16, 8, 4, 2, 1].into_iter().find(|&t| t <= left).unwrap_or(1);
+        let tile = [12, 8, 4, 2, 1].into_iter().find(|&t| t <= left).unwrap_or(1);
         match (tile, relu) {
-            (20, false) => rows::<20, false>(out, a, row, b, hw),
-            (20, true) => rows::<20, true>(out, a, row, b, hw),
-            (16, false) => rows::<16, false>(out, a, row, b, hw),
-            (16, true) => rows::<16, true>(out, a, row, b, hw),
+            (12, false) => rows::<12, false>(out, a, row, b, hw),
+            (12, true) => rows::<12, true>(out, a, row, b, hw),
             (8, false) => rows::<8, false>(out, a, row, b, hw),
             (8, true) => rows::<8, true>(out, a, row, b, hw),
             (4, false) => rows::<4, false>(out, a, row, b, hw),
@@ -61,8 +60,11 @@ fn rows<const R: usize, const RELU: bool>(out: &mut [f32], a: Mat, row: usize, b
         }
     }
     let blocks = hw / V;
-    for blk in 0..blocks {
-        block::<R, RELU>(out, &coef, b, hw, row, blk * V);
+    for pair in 0..blocks / 2 {
+        block::<R, 2, RELU>(out, &coef, b, hw, row, pair * 2 * V);
+    }
+    if blocks % 2 == 1 {
+        block::<R, 1, RELU>(out, &coef, b, hw, row, (blocks - 1) * V);
     }
     for p in blocks * V..hw {
         for r in 0..R {
@@ -76,27 +78,35 @@ fn rows<const R: usize, const RELU: bool>(out: &mut [f32], a: Mat, row: usize, b
     }
 }
 
-/// Output rows `row..row + R` at pixels `p..p + V`: R accumulators in registers.
+/// Output rows `row..row + R` at pixels `p..p + P V`: R P accumulators in registers.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 #[inline(always)]
-fn block<const R: usize, const RELU: bool>(out: &mut [f32], coef: &[[f32; R]], b: &[f32], hw: usize, row: usize, p: usize) {
+fn block<const R: usize, const P: usize, const RELU: bool>(out: &mut [f32], coef: &[[f32; R]], b: &[f32], hw: usize, row: usize, p: usize) {
     use std::arch::x86_64::*;
-    assert!(b.len() >= (coef.len() - 1) * hw + p + V && out.len() >= (row + R - 1) * hw + p + V);
+    assert!(b.len() >= (coef.len() - 1) * hw + p + P * V && out.len() >= (row + R - 1) * hw + p + P * V);
     // SAFETY: avx512f is enabled at compile time (the cfg above); every load
     // and store is of V floats inside `b` or `out`, as asserted above.
     unsafe {
-        let mut acc = [_mm512_setzero_ps(); R];
+        let mut acc = [[_mm512_setzero_ps(); R]; P];
         for (kk, c) in coef.iter().enumerate() {
-            let mut x = _mm512_loadu_ps(b.as_ptr().add(kk * hw + p));
-            if RELU {
-                x = _mm512_max_ps(x, _mm512_setzero_ps());
+            let mut x = [_mm512_setzero_ps(); P];
+            for (q, x) in x.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(b.as_ptr().add(kk * hw + p + q * V));
+                if RELU {
+                    *x = _mm512_max_ps(*x, _mm512_setzero_ps());
+                }
             }
             for r in 0..R {
-                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(c[r]), x, acc[r]);
+                let cr = _mm512_set1_ps(c[r]);
+                for q in 0..P {
+                    acc[q][r] = _mm512_fmadd_ps(cr, x[q], acc[q][r]);
+                }
             }
         }
-        for (r, a) in acc.iter().enumerate() {
-            _mm512_storeu_ps(out.as_mut_ptr().add((row + r) * hw + p), *a);
+        for (q, acc) in acc.iter().enumerate() {
+            for (r, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(out.as_mut_ptr().add((row + r) * hw + p + q * V), *a);
+            }
         }
     }
 }
@@ -104,18 +114,21 @@ fn block<const R: usize, const RELU: bool>(out: &mut [f32], coef: &[[f32; R]], b
 /// The same without AVX-512, for the compiler to vectorise as it can.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
 #[inline(always)]
-fn block<const R: usize, const RELU: bool>(out: &mut [f32], coef: &[[f32; R]], b: &[f32], hw: usize, row: usize, p: usize) {
-    let mut acc = [[0f32; V]; R];
-    for (kk, c) in coef.iter().enumerate() {
-        let x = load::<RELU>(&b[kk * hw + p..]);
-        for r in 0..R {
-            for l in 0..V {
-                acc[r][l] = c[r].mul_add(x[l], acc[r][l]);
+fn block<const R: usize, const P: usize, const RELU: bool>(out: &mut [f32], coef: &[[f32; R]], b: &[f32], hw: usize, row: usize, p: usize) {
+    for q in 0..P {
+        let p = p + q * V;
+        let mut acc = [[0f32; V]; R];
+        for (kk, c) in coef.iter().enumerate() {
+            let x = load::<RELU>(&b[kk * hw + p..]);
+            for r in 0..R {
+                for l in 0..V {
+                    acc[r][l] = c[r].mul_add(x[l], acc[r][l]);
+                }
             }
         }
-    }
-    for (r, acc) in acc.iter().enumerate() {
-        out[(row + r) * hw + p..][..V].copy_from_slice(acc);
+        for (r, acc) in acc.iter().enumerate() {
+            out[(row + r) * hw + p..][..V].copy_from_slice(acc);
+        }
     }
 }
 
