@@ -166,6 +166,64 @@ fn fused_micro_cells_match_candles_graph() {
     assert!(compared > 20, "only {compared} variables had gradients");
 }
 
+/// The macro layers as one op (its own backward) and as candle's graph give
+/// the same loss, the same gradient for every variable and the same running
+/// statistics, on an arc with every op kind, a layer without skips, outputs
+/// read by several later layers, and a reduced output no later layer reads
+/// (its reduction gets no gradient on either path).
+#[test]
+fn fused_macro_layers_match_candles_graph() {
+    use enas::model::MacroSupernet;
+    let cfg = NetConfig { macro_skips: MacroSkips::Sum, ..config(6, false) };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let mut net = match Supernet::new(vb, SpaceKind::Macro, 0, &cfg).unwrap() {
+        Supernet::Macro(n) => n,
+        _ => unreachable!(),
+    };
+    // Reductions after layers 1 and 3; output 2 is reduced there and read by no later layer.
+    let arch = Arch::parse(SpaceKind::Macro, "0 1 0 2 1 1 3 0 1 1 4 1 1 0 0 5 0 1 0 1 0").unwrap();
+    let Arch::Macro(arch) = arch else { unreachable!() };
+    let run = |net: &MacroSupernet| {
+        seeded_init(&varmap, 4).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let out = net.forward(&input(), &arch, &mut Ctx { train: true, rng: &mut rng, progress: 0.0 }).unwrap();
+        let loss = out.logits.sqr().unwrap().mean_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let vars = sorted_vars(&varmap);
+        let g: Vec<(String, Option<Vec<f32>>)> =
+            vars.iter().map(|(name, v)| (name.clone(), grads.get(v.as_tensor()).map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap()))).collect();
+        let running: Vec<Vec<f32>> =
+            vars.iter().filter(|(name, _)| name.contains("running")).map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+        (loss.to_scalar::<f32>().unwrap(), g, running)
+    };
+    net.fused_layers = true;
+    let (loss_fused, fused, running_fused) = run(&net);
+    net.fused_layers = false;
+    let (loss_graph, graph, running_graph) = run(&net);
+    assert!((loss_fused - loss_graph).abs() <= 1e-6 * loss_graph.abs().max(1.0), "loss {loss_fused} vs {loss_graph}");
+    let (mut compared, mut without) = (0, Vec::new());
+    for ((name, a), (_, b)) in fused.iter().zip(&graph) {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(d <= 1e-4 * scale + 1e-6, "{name}: gradient differs by {d} (scale {scale})");
+                compared += 1;
+            }
+            (None, None) => without.push(name.clone()),
+            _ => panic!("{name}: a gradient on one path only"),
+        }
+    }
+    assert!(compared > 40, "only {compared} variables had gradients");
+    assert!(without.iter().any(|n| n.contains("pool.from_2")), "the unread reduction gets no gradient: {without:?}");
+    assert!(!running_fused.is_empty());
+    for (a, b) in running_fused.iter().zip(&running_graph) {
+        let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d <= 1e-5, "running statistics differ by {d}");
+    }
+}
+
 /// A macro layer's convolution branch as one op gives the output and the
 /// gradients of the separate ops to the bit (the same float operations).
 #[test]

@@ -95,10 +95,14 @@ impl BatchNorm {
         if !train {
             return self.after_conv(&ops::relu_depthwise_conv2d(x, dw, 1, 1)?, pw, false, relu_out, false);
         }
-        let half = ops::SepHalf { dw, pw, gamma: &self.gamma, beta: &self.beta };
-        let (y, stats) = ops::sep_conv_bn_train(x, &[half], 1, relu_out, BN_EPS)?;
+        let (y, stats) = ops::sep_conv_bn_train(x, &[self.sep_half(dw, pw)], 1, relu_out, BN_EPS)?;
         self.update_running_of(&y, &stats[0])?;
         Ok(y)
+    }
+
+    /// A separable convolution's half with this BN after its pointwise convolution `pw`.
+    pub(super) fn sep_half<'a>(&'a self, dw: &'a Tensor, pw: &'a Tensor) -> ops::SepHalf<'a> {
+        ops::SepHalf { dw, pw, gamma: &self.gamma, beta: &self.beta }
     }
 
     /// gamma and beta, concatenated as the fused ops take them.
@@ -255,6 +259,15 @@ impl FactorizedReduce {
     /// Of ReLU(x), fused into the two 1x1 convolutions.
     pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.run(x, true, train)
+    }
+    /// `forward(x, true)` on the CPU outside candle's graph: the output, the
+    /// parameters (flattened, in the order of the tape's gradients: both
+    /// weights stacked, then gamma and beta) and the tape.
+    pub(super) fn forward_taped(&self, x: &Tensor) -> Result<(Tensor, Vec<Tensor>, ops::ReduceBnTape)> {
+        let (w, affine) = (Tensor::cat(&[&self.path1.w, &self.path2.w], 0)?, self.bn.affine()?);
+        let (y, stats, tape) = ops::reduce_bn_taped(x, &w, &affine, false, BN_EPS)?;
+        self.bn.update_running_of(&y, &stats)?;
+        Ok((y, vec![w.flatten_all()?, affine], tape))
     }
     fn run(&self, x: &Tensor, relu: bool, train: bool) -> Result<Tensor> {
         if train {

@@ -19,12 +19,12 @@ pub fn pool_layers(num_layers: usize) -> [usize; 2] {
 /// 1x1 conv, BN, ReLU, then the k x k (separable) conv, BN, ReLU, or the pool.
 /// The supernet holds one of each per layer.
 pub struct MacroOp {
-    inp: Conv1x1,
-    inp_bn: BatchNorm,
-    op: Op,
+    pub(super) inp: Conv1x1,
+    pub(super) inp_bn: BatchNorm,
+    pub(super) op: Op,
 }
 
-enum Op {
+pub(super) enum Op {
     Conv(Conv, BatchNorm),
     Sep(Tensor, Conv1x1, BatchNorm),
     Pool(PoolKind),

@@ -8,6 +8,7 @@
 //! instead and applies BN, as the authors' search code does.
 use super::layers::{dropout, global_avg_pool, param, BatchNorm, Conv, FactorizedReduce, Linear};
 use super::macro_net::{pool_layers, MacroOp};
+use super::macro_trunk::Trunk;
 use super::{Ctx, MacroSkips, NetConfig, Output};
 use crate::space::{MacroArch, MACRO_OPS};
 use candle_core::{Result, Tensor};
@@ -28,6 +29,8 @@ pub struct MacroSupernet {
     reductions: Vec<(usize, Vec<FactorizedReduce>)>,
     fc: Linear,
     dropout: f32,
+    /// With summed skips on the CPU, the layers as one op (`macro_trunk`), or as candle's graph.
+    pub fused_layers: bool,
 }
 
 impl MacroSupernet {
@@ -54,14 +57,39 @@ impl MacroSupernet {
             }
         }
         let fc = Linear::new(vb.pp("fc"), c, cfg.classes)?;
-        Ok(MacroSupernet { stem, stem_bn, layers, reductions, fc, dropout: cfg.dropout })
+        Ok(MacroSupernet { stem, stem_bn, layers, reductions, fc, dropout: cfg.dropout, fused_layers: true })
     }
 
     pub fn forward(&self, x: &Tensor, arch: &MacroArch, ctx: &mut Ctx) -> Result<Output> {
         if arch.layers.len() != self.layers.len() {
             candle_core::bail!("architecture has {} layers, the supernet {}", arch.layers.len(), self.layers.len());
         }
-        let mut states = vec![self.stem_bn.after_conv(x, self.stem.weight(), false, false, true)?];
+        let stem = self.stem_bn.after_conv(x, self.stem.weight(), false, false, true)?;
+        let last = if self.fused_layers && x.device().is_cpu() && self.layers.iter().all(|l| l.skip_w.is_none()) {
+            self.trunk(&stem, arch)?
+        } else {
+            self.graph_layers(stem, arch)?
+        };
+        let x = global_avg_pool(&last)?;
+        let x = dropout(&x, self.dropout, ctx)?;
+        Ok(Output { logits: self.fc.forward(&x)?, aux_logits: None })
+    }
+
+    /// The layers (skips summed) as one op of candle's graph.
+    fn trunk(&self, stem: &Tensor, arch: &MacroArch) -> Result<Tensor> {
+        let mut trunk = Trunk::new(stem)?;
+        for (i, (layer, choice)) in self.layers.iter().zip(&arch.layers).enumerate() {
+            trunk.layer(&layer.ops[choice.op], layer.skip_bn.as_ref(), &choice.skips)?;
+            if let Some((_, reds)) = self.reductions.iter().find(|(at, _)| *at == i) {
+                trunk.reduce(reds)?;
+            }
+        }
+        trunk.finish(stem)
+    }
+
+    /// The layers as candle's graph: the last layer's output.
+    fn graph_layers(&self, stem: Tensor, arch: &MacroArch) -> Result<Tensor> {
+        let mut states = vec![stem];
         for (i, (layer, choice)) in self.layers.iter().zip(&arch.layers).enumerate() {
             let y = layer.ops[choice.op].forward(states.last().expect("the stem is always there"), true)?;
             let out = match (&layer.skip_w, &layer.skip_bn) {
@@ -90,8 +118,6 @@ impl MacroSupernet {
                 states = states.iter().zip(reds).map(|(s, r)| r.forward(s, true)).collect::<Result<Vec<_>>>()?;
             }
         }
-        let x = global_avg_pool(states.last().expect("at least the stem"))?;
-        let x = dropout(&x, self.dropout, ctx)?;
-        Ok(Output { logits: self.fc.forward(&x)?, aux_logits: None })
+        Ok(states.pop().expect("at least the stem"))
     }
 }

@@ -5,6 +5,7 @@ pub mod layers;
 pub mod macro_net;
 mod macro_op;
 pub mod macro_supernet;
+mod macro_trunk;
 pub mod metaqnn_net;
 mod micro_cell;
 pub mod micro_net;

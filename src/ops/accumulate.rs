@@ -1,7 +1,7 @@
 //! Gradient accumulation in place: `acc += g` over the worker threads, for
 //! blocks that sum their own gradients (candle's `+` allocates a third tensor).
 use super::{f32_data, f32_data_mut};
-use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 /// `acc += g` in place (CPU, contiguous, same shape). `acc` must not share
@@ -14,6 +14,25 @@ pub fn add_into(acc: &Tensor, g: &Tensor) -> Result<()> {
         candle_core::bail!("add_into: a tensor added into itself")
     }
     acc.inplace_op2(&g.contiguous()?, &AddInto)
+}
+
+/// `a + b` as a new tensor (CPU, contiguous, same shape), over the worker
+/// threads: candle's `+` runs on the calling thread alone here (see cli's
+/// thread settings).
+pub fn sum_of(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() || !a.device().is_cpu() {
+        candle_core::bail!("sum_of: shapes {:?} and {:?} differ, or not on the CPU", a.dims(), b.dims())
+    }
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    let ((sa, la), (sb, lb)) = (a.storage_and_layout(), b.storage_and_layout());
+    let (Storage::Cpu(sa), Storage::Cpu(sb)) = (&*sa, &*sb) else { candle_core::bail!("sum_of: CPU only") };
+    let (x, y) = (f32_data(sa, la, "sum_of")?, f32_data(sb, lb, "sum_of")?);
+    // SAFETY: every element is written just below.
+    let mut out = unsafe { super::unfilled(x.len()) };
+    out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14))).for_each(|(o, (x, y))| {
+        o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (x, y))| *o = x + y);
+    });
+    Tensor::from_vec(out, a.shape(), &candle_core::Device::Cpu)
 }
 
 struct AddInto;

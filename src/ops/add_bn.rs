@@ -4,7 +4,7 @@
 use super::batch_norm::{BatchNormTrain, BatchStats};
 use super::conv_bn::{bn_backward, bn_forward, keep, kept, stats_of};
 use super::f32_data;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -50,5 +50,57 @@ impl CustomOp3 for AddBn {
     fn bwd(&self, _a: &Tensor, _b: &Tensor, affine: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (g_sum, g_gamma, g_beta) = bn_backward(&self.bn, &kept(&self.sum, self.name())?, affine, res, grad)?;
         Ok((Some(g_sum.clone()), Some(g_sum), Some(Tensor::cat(&[g_gamma, g_beta], 0)?)))
+    }
+}
+
+/// The batch norm of a layer's output plus its summed skips, run outside
+/// candle's graph (CPU only), for a block that does its own backward.
+pub struct SumBnTape {
+    bn: BatchNormTrain,
+    /// The normalised sum, and (gamma; beta).
+    sum: Tensor,
+    affine: Tensor,
+}
+
+/// Training-mode batch norm of `y + (s_1 + ... + s_k)` (the skips summed
+/// first, in order, as `add_bn_train` after candle's adds does), with gamma
+/// and beta concatenated in `affine`: the output, the batch statistics and
+/// the backward. With no skips, the batch norm of `y`.
+pub fn sum_bn_taped(y: &Tensor, skips: &[&Tensor], affine: &Tensor, eps: f64) -> Result<(Tensor, BatchStats, SumBnTape)> {
+    if !y.device().is_cpu() || skips.iter().any(|s| s.dims() != y.dims()) || affine.dims() != [2 * y.dim(1)?] {
+        candle_core::bail!("sum_bn_taped: skips {:?} and affine {:?} do not fit {:?} on the CPU", skips.iter().map(|s| s.dims()).collect::<Vec<_>>(), affine.dims(), y.dims());
+    }
+    let (y, affine) = (y.detach().contiguous()?, affine.detach().contiguous()?);
+    let sum = match skips {
+        [] => y,
+        [only] => super::sum_of(&only.detach(), &y)?,
+        [first, second, rest @ ..] => {
+            let acc = super::sum_of(&first.detach(), second)?;
+            for s in rest {
+                super::add_into(&acc, s)?;
+            }
+            super::add_into(&acc, &y)?;
+            acc
+        }
+    };
+    let (bn, stats) = BatchNormTrain::new(eps, false);
+    let out = super::profile::timed("add+bn fwd", || -> Result<_> {
+        let ((ss, ls), (sa, la)) = (sum.storage_and_layout(), affine.storage_and_layout());
+        let (Storage::Cpu(ss), Storage::Cpu(sa)) = (&*ss, &*sa) else { candle_core::bail!("sum_bn_taped: CPU only") };
+        let c = la.dims()[0] / 2;
+        let a = f32_data(sa, la, "sum_bn_taped")?;
+        let (gamma, beta) = (CpuStorage::F32(a[..c].to_vec()), CpuStorage::F32(a[c..].to_vec()));
+        let lc = Layout::contiguous(c);
+        bn.cpu_fwd(ss, ls, &gamma, &lc, &beta, &lc)
+    })?;
+    let out = super::conv_bn::tensor(out.0, out.1)?;
+    Ok((out, stats_of(&stats)?, SumBnTape { bn, sum, affine }))
+}
+
+impl SumBnTape {
+    /// The gradient of the sum (that of `y` and of every skip), and of (gamma; beta), given the output `out` and its gradient.
+    pub fn backward(&self, out: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (g_sum, g_gamma, g_beta) = bn_backward(&self.bn, &self.sum, &self.affine, out, grad)?;
+        Ok((g_sum, Tensor::cat(&[g_gamma, g_beta], 0)?))
     }
 }

@@ -96,3 +96,37 @@ impl CustomOp3 for ReduceBn {
         Ok((Some(gx), Some(Tensor::cat(&gw, 0)?), Some(Tensor::cat(&[g_gamma, g_beta], 0)?)))
     }
 }
+
+/// A factorized reduction run outside candle's graph (CPU only), for a block
+/// that does its own backward: the op with what its forward kept.
+pub struct ReduceBnTape {
+    op: ReduceBn,
+    x: Tensor,
+    w: Tensor,
+    affine: Tensor,
+}
+
+/// `reduce_bn_train` on tensors outside candle's graph, the two weights
+/// stacked in `w` (C_out, C) and gamma and beta concatenated in `affine`:
+/// the output, the batch statistics and the backward.
+pub fn reduce_bn_taped(x: &Tensor, w: &Tensor, affine: &Tensor, relu_in: bool, eps: f64) -> Result<(Tensor, BatchStats, ReduceBnTape)> {
+    let (c_out, c) = w.dims2()?;
+    if !x.device().is_cpu() || x.dim(1)? != c || c_out % 2 != 0 || affine.dims() != [2 * c_out] {
+        candle_core::bail!("reduce_bn_taped: weight {:?} and affine {:?} do not fit input {:?} on the CPU", w.dims(), affine.dims(), x.dims());
+    }
+    let (bn, stats) = BatchNormTrain::new(eps, false);
+    let op = ReduceBn { relu_in, half: c_out / 2, bn, grids: Mutex::new(None), cat: Mutex::new(None) };
+    let (x, w, affine) = (x.detach().contiguous()?, w.detach().contiguous()?, affine.detach().contiguous()?);
+    let y = super::profile::timed("reduce+bn fwd", || x.apply_op3_no_bwd(&w, &affine, &op))?;
+    Ok((y, stats_of(&stats)?, ReduceBnTape { op, x, w, affine }))
+}
+
+impl ReduceBnTape {
+    /// The gradients of the input, the stacked weights, and (gamma; beta), given the output `y` and its gradient.
+    pub fn backward(&self, y: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        match self.op.bwd(&self.x, &self.w, &self.affine, y, grad)? {
+            (Some(gx), Some(gw), Some(ga)) => Ok((gx, gw, ga)),
+            _ => candle_core::bail!("{}: no gradient", self.op.name()),
+        }
+    }
+}
