@@ -66,7 +66,7 @@ pub(super) fn cell_train(s0: &Tensor, s1: &Tensor, convs: &[[Vec<SharedConvs>; 2
         };
         let (x, bx) = run(0, n.x_id, n.x_op)?;
         let (y, by) = run(1, n.y_id, n.y_op)?;
-        states.push((x + y)?);
+        states.push(ops::sum_of(&x, &y)?);
         branches.push([bx, by]);
     }
     let affine = final_bn.affine()?;
@@ -94,7 +94,7 @@ fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
     match slot {
         None => *slot = Some(g),
         // An identity branch and another of the same node on one state: the node's gradient twice.
-        Some(a) if a.id() == g.id() => *slot = Some((&*a + &g)?),
+        Some(a) if a.id() == g.id() => *slot = Some(ops::sum_of(a, &g)?),
         Some(a) => ops::add_into(a, &g)?,
     }
     Ok(())
