@@ -169,8 +169,9 @@ fn fused_micro_cells_match_candles_graph() {
 /// The macro layers as one op (its own backward) and as candle's graph give
 /// the same loss, the same gradient for every variable and the same running
 /// statistics, on an arc with every op kind, a layer without skips, outputs
-/// read by several later layers, and a reduced output no later layer reads
-/// (its reduction gets no gradient on either path).
+/// read by several later layers, and an output no layer reads after a
+/// pooling layer: its reduction gets no gradient on either path, and the op
+/// does not run it (its running statistics stay as they were).
 #[test]
 fn fused_macro_layers_match_candles_graph() {
     use enas::model::MacroSupernet;
@@ -193,8 +194,11 @@ fn fused_macro_layers_match_candles_graph() {
         let vars = sorted_vars(&varmap);
         let g: Vec<(String, Option<Vec<f32>>)> =
             vars.iter().map(|(name, v)| (name.clone(), grads.get(v.as_tensor()).map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap()))).collect();
-        let running: Vec<Vec<f32>> =
-            vars.iter().filter(|(name, _)| name.contains("running")).map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+        let running: Vec<(String, Vec<f32>)> = vars
+            .iter()
+            .filter(|(name, _)| name.contains("running"))
+            .map(|(name, v)| (name.clone(), v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
         (loss.to_scalar::<f32>().unwrap(), g, running)
     };
     net.fused_layers = true;
@@ -217,11 +221,21 @@ fn fused_macro_layers_match_candles_graph() {
     }
     assert!(compared > 40, "only {compared} variables had gradients");
     assert!(without.iter().any(|n| n.contains("pool.from_2")), "the unread reduction gets no gradient: {without:?}");
-    assert!(!running_fused.is_empty());
-    for (a, b) in running_fused.iter().zip(&running_graph) {
+    seeded_init(&varmap, 4).unwrap();
+    let initial: Vec<Vec<f32>> =
+        sorted_vars(&varmap).iter().filter(|(name, _)| name.contains("running")).map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+    let mut unread = 0;
+    for (((name, a), (_, b)), init) in running_fused.iter().zip(&running_graph).zip(&initial) {
+        if name.starts_with("layer_3.pool.from_2.") {
+            assert_eq!(a, init, "{name}: the unread output's reduction ran");
+            assert_ne!(b, init, "{name}: the graph runs every reduction");
+            unread += 1;
+            continue;
+        }
         let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(d <= 1e-5, "running statistics differ by {d}");
+        assert!(d <= 1e-5, "{name}: running statistics differ by {d}");
     }
+    assert_eq!(unread, 2, "the unread reduction's running mean and variance");
 }
 
 /// A macro layer's convolution branch as one op gives the output and the

@@ -81,7 +81,8 @@ impl MacroSupernet {
         for (i, (layer, choice)) in self.layers.iter().zip(&arch.layers).enumerate() {
             trunk.layer(&layer.ops[choice.op], layer.skip_bn.as_ref(), &choice.skips)?;
             if let Some((_, reds)) = self.reductions.iter().find(|(at, _)| *at == i) {
-                trunk.reduce(reds)?;
+                // Output j is read later as the next layer's input (j = i + 1) or as a skip.
+                trunk.reduce(reds, |j| j == i + 1 || arch.layers[i + 1..].iter().any(|l| l.skips.get(j) == Some(&true)))?;
             }
         }
         trunk.finish(stem)

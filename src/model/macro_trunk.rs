@@ -30,6 +30,9 @@ enum StepKind {
     Reduce(ReduceBnTape),
 }
 
+/// In `Trunk::states`: an output that was not reduced at a pooling layer, as no later layer reads it.
+const UNREAD: usize = usize::MAX;
+
 /// The layers' forward as it runs, then `finish` makes it one op.
 pub(super) struct Trunk {
     /// Outside the graph: the stem's output, then every tensor a step made.
@@ -58,6 +61,9 @@ impl Trunk {
     /// layer (`bn` none), `bn` of its sum with the earlier outputs `skips` picks.
     pub(super) fn layer(&mut self, op: &MacroOp, bn: Option<&BatchNorm>, skips: &[bool]) -> Result<()> {
         let input = *self.states.last().expect("the stem is always there");
+        if input == UNREAD || skips.iter().zip(&self.states).any(|(s, &t)| *s && t == UNREAD) {
+            candle_core::bail!("macro layers: a layer reads an output that was not reduced");
+        }
         let (y, params, tape) = op.forward_taped(&self.tensors[input])?;
         let mut out = self.push(y, vec![input], StepKind::Op(tape), params);
         if let Some(bn) = bn {
@@ -73,9 +79,17 @@ impl Trunk {
         Ok(())
     }
 
-    /// Every output so far reduced, output j by `reductions[j]`.
-    pub(super) fn reduce(&mut self, reductions: &[FactorizedReduce]) -> Result<()> {
+    /// Every output so far that a later layer reads (`read_later(j)`) reduced,
+    /// output j by `reductions[j]`; the others are not computed and can no
+    /// longer be read. Such a reduction changes nothing but its own running
+    /// statistics, which the supernet never uses (every batch norm of the
+    /// search normalises with the batch).
+    pub(super) fn reduce(&mut self, reductions: &[FactorizedReduce], read_later: impl Fn(usize) -> bool) -> Result<()> {
         for (j, r) in reductions.iter().enumerate().take(self.states.len()) {
+            if !read_later(j) {
+                self.states[j] = UNREAD;
+                continue;
+            }
             let input = self.states[j];
             let (y, params, tape) = r.forward_taped(&self.tensors[input])?;
             self.states[j] = self.push(y, vec![input], StepKind::Reduce(tape), params);
