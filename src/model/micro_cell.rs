@@ -135,10 +135,9 @@ impl CustomOp3 for CellOp {
             Some(tape) => tape.backward(res, grad)?,
             None => candle_core::bail!("{}: backward before forward", self.name()),
         };
-        let c = self.states[0].dim(1)?;
         let mut g: Vec<Option<Tensor>> = vec![None; self.states.len()];
-        for (j, &u) in self.unused.iter().enumerate() {
-            accumulate(&mut g[u], g_concat.narrow(1, j * c, c)?.contiguous()?)?;
+        for (&u, g_u) in self.unused.iter().zip(ops::channel_blocks(&g_concat, self.unused.len())?) {
+            accumulate(&mut g[u], g_u)?;
         }
         // The separable branches' parameter gradients, last branch first.
         let mut g_params = Vec::new();

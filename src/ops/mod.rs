@@ -92,6 +92,30 @@ pub(crate) unsafe fn unfilled(n: usize) -> Vec<f32> {
     v
 }
 
+/// `x` (N, k C, H, W) as k contiguous tensors (N, C, H, W), channel block by
+/// block, copied over the worker threads (a narrowed tensor's copy runs on
+/// the calling thread alone).
+pub fn channel_blocks(x: &candle_core::Tensor, k: usize) -> Result<Vec<candle_core::Tensor>> {
+    use rayon::prelude::*;
+    let (n, kc, h, w) = x.dims4()?;
+    if k == 0 || kc % k != 0 || !x.device().is_cpu() {
+        candle_core::bail!("channel_blocks: {kc} channels on {:?} do not split into {k} blocks on the CPU", x.device())
+    }
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(s) = &*storage else { candle_core::bail!("channel_blocks: CPU only") };
+    let data = f32_data(s, layout, "channel_blocks")?;
+    let block = kc / k * h * w;
+    (0..k)
+        .map(|j| {
+            // SAFETY: every image's block is copied in below.
+            let mut out = unsafe { unfilled(n * block) };
+            out.par_chunks_mut(block).enumerate().for_each(|(b, o)| o.copy_from_slice(&data[(b * k + j) * block..][..block]));
+            candle_core::Tensor::from_vec(out, (n, kc / k, h, w), &candle_core::Device::Cpu)
+        })
+        .collect()
+}
+
 /// Splits the output of a backward op that returns both gradients flattened,
 /// the input's then the weight's, into the two.
 pub(crate) fn split_grads(both: &candle_core::Tensor, x: &candle_core::Tensor, w: &candle_core::Tensor) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
