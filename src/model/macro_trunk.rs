@@ -101,7 +101,8 @@ impl Trunk {
     /// given, in the graph) and the parameters of every step it depends on.
     pub(super) fn finish(mut self, stem: &Tensor) -> Result<Tensor> {
         let last = *self.states.last().expect("the stem is always there");
-        // Steps nothing after them reads (reductions of outputs no later layer takes) get no gradient, as in the graph.
+        // A step whose output nothing after it reads would get no gradient, as in the graph (with unread
+        // outputs left unreduced there is none today): its parameters are not packed.
         let mut live = vec![false; self.tensors.len()];
         live[last] = true;
         let mut packed = Vec::new();
