@@ -17,8 +17,10 @@ struct Step {
     inputs: Vec<usize>,
     out: usize,
     kind: StepKind,
-    /// How many parameter tensors it packed (none when nothing after it reads its output).
-    params: usize,
+    /// The parameters it used (in the graph, flattened), packed by `finish`.
+    params: Vec<Tensor>,
+    /// Whether the output feeds the last layer's (set by `finish`; only these get gradients).
+    live: bool,
 }
 
 enum StepKind {
@@ -40,20 +42,17 @@ pub(super) struct Trunk {
     /// The tensor of each layer's output so far (the stem's first), reduced at the pooling layers.
     states: Vec<usize>,
     steps: Vec<Step>,
-    /// Per step, the parameters it used (in the graph, flattened).
-    params: Vec<Vec<Tensor>>,
 }
 
 impl Trunk {
     pub(super) fn new(stem: &Tensor) -> Result<Trunk> {
-        Ok(Trunk { tensors: vec![stem.detach().contiguous()?], states: vec![0], steps: Vec::new(), params: Vec::new() })
+        Ok(Trunk { tensors: vec![stem.detach().contiguous()?], states: vec![0], steps: Vec::new() })
     }
 
     fn push(&mut self, y: Tensor, inputs: Vec<usize>, kind: StepKind, params: Vec<Tensor>) -> usize {
         self.tensors.push(y);
         let out = self.tensors.len() - 1;
-        self.steps.push(Step { inputs, out, kind, params: 0 });
-        self.params.push(params);
+        self.steps.push(Step { inputs, out, kind, params, live: false });
         out
     }
 
@@ -106,11 +105,11 @@ impl Trunk {
         let mut live = vec![false; self.tensors.len()];
         live[last] = true;
         let mut packed = Vec::new();
-        for (step, params) in self.steps.iter_mut().zip(&mut self.params).rev() {
+        for step in self.steps.iter_mut().rev() {
             if live[step.out] {
                 step.inputs.iter().for_each(|&t| live[t] = true);
-                step.params = params.len();
-                packed.extend(params.drain(..).rev());
+                step.live = true;
+                packed.extend(std::mem::take(&mut step.params).into_iter().rev());
             }
         }
         packed.reverse();
@@ -168,7 +167,7 @@ impl CustomOp2 for TrunkOp {
         let mut g: Vec<Option<Grad>> = (0..self.tensors.len()).map(|_| None).collect();
         g[self.last] = Some(Grad::Shared(grad.contiguous()?));
         let mut g_params = Vec::new();
-        for step in self.steps.iter().rev().filter(|s| s.params > 0) {
+        for step in self.steps.iter().rev().filter(|s| s.live) {
             let y = &self.tensors[step.out];
             // Whatever a step's output feeds has run its backward by now.
             let g_out = match g[step.out].take() {

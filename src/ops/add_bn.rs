@@ -2,7 +2,7 @@
 //! connections summed into the layer's output): the sum stays inside the op
 //! instead of becoming a tensor of candle's graph (see `conv_bn`).
 use super::batch_norm::{BatchNormTrain, BatchStats};
-use super::conv_bn::{bn_backward, bn_forward, keep, kept, stats_of};
+use super::conv_bn::{bn_backward, bn_forward, bn_forward_of, keep, kept, stats_of};
 use super::f32_data;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -87,11 +87,7 @@ pub fn sum_bn_taped(y: &Tensor, skips: &[&Tensor], affine: &Tensor, eps: f64) ->
     let out = super::profile::timed("add+bn fwd", || -> Result<_> {
         let ((ss, ls), (sa, la)) = (sum.storage_and_layout(), affine.storage_and_layout());
         let (Storage::Cpu(ss), Storage::Cpu(sa)) = (&*ss, &*sa) else { candle_core::bail!("sum_bn_taped: CPU only") };
-        let c = la.dims()[0] / 2;
-        let a = f32_data(sa, la, "sum_bn_taped")?;
-        let (gamma, beta) = (CpuStorage::F32(a[..c].to_vec()), CpuStorage::F32(a[c..].to_vec()));
-        let lc = Layout::contiguous(c);
-        bn.cpu_fwd(ss, ls, &gamma, &lc, &beta, &lc)
+        bn_forward_of(&bn, ss, ls, f32_data(sa, la, "sum_bn_taped")?)
     })?;
     let out = super::conv_bn::tensor(out.0, out.1)?;
     Ok((out, stats_of(&stats)?, SumBnTape { bn, sum, affine }))

@@ -79,11 +79,16 @@ struct ConvBn {
 /// The batch norm of a convolution's output `conv` with (gamma; beta) in
 /// `affine`: the op's output, and the convolution's output as a tensor for the backward.
 pub(super) fn bn_forward(bn: &BatchNormTrain, conv: CpuStorage, shape: Shape, affine: &[f32]) -> Result<((CpuStorage, Shape), Tensor)> {
+    let y = bn_forward_of(bn, &conv, &Layout::contiguous(shape.clone()), affine)?;
+    Ok((y, tensor(conv, shape)?))
+}
+
+/// The batch norm of `x` with (gamma; beta) in `affine`: the op's output.
+pub(super) fn bn_forward_of(bn: &BatchNormTrain, x: &CpuStorage, layout: &Layout, affine: &[f32]) -> Result<(CpuStorage, Shape)> {
     let c = affine.len() / 2;
     let (gamma, beta) = (CpuStorage::F32(affine[..c].to_vec()), CpuStorage::F32(affine[c..].to_vec()));
     let lc = Layout::contiguous(c);
-    let y = bn.cpu_fwd(&conv, &Layout::contiguous(shape.clone()), &gamma, &lc, &beta, &lc)?;
-    Ok((y, tensor(conv, shape)?))
+    bn.cpu_fwd(x, layout, &gamma, &lc, &beta, &lc)
 }
 
 /// A contiguous f32 storage an op produced, as a tensor (no copy).
