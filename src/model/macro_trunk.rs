@@ -10,7 +10,7 @@ use super::layers::{BatchNorm, FactorizedReduce};
 use super::macro_net::MacroOp;
 use super::macro_op::OpTape;
 use crate::ops::{self, ReduceBnTape, SumBnTape};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// One step of the layers: it reads `inputs` (tensors of the trunk) and makes `out`.
 struct Step {
@@ -158,9 +158,8 @@ impl CustomOp2 for TrunkOp {
     /// The layers ran before the op was built: this returns the last output.
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
         let t = &self.tensors[self.last];
-        let (storage, layout) = t.storage_and_layout();
-        let Storage::Cpu(s) = &*storage else { candle_core::bail!("{}: CPU only", self.name()) };
-        Ok((CpuStorage::F32(ops::f32_data(s, layout, self.name())?.to_vec()), t.shape().clone()))
+        let data = ops::with_f32(&[t], self.name(), |data| Ok(data[0].to_vec()))?;
+        Ok((CpuStorage::F32(data), t.shape().clone()))
     }
 
     fn bwd(&self, stem: &Tensor, _packed: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {

@@ -11,7 +11,7 @@ use super::layers::BatchNorm;
 use super::micro_supernet::SharedConvs;
 use crate::ops::{self, BatchStats, ConvBnTape, PoolKind, SepTape, Window};
 use crate::space::Cell;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -110,19 +110,17 @@ impl CustomOp3 for CellOp {
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = self.states[0].dims4()?;
         let (plane, k) = (c * h * w, self.unused.len());
-        let guards: Vec<_> = self.unused.iter().map(|&u| self.states[u].storage_and_layout()).collect();
-        let mut parts = Vec::with_capacity(k);
-        for (storage, layout) in &guards {
-            let Storage::Cpu(s) = &**storage else { candle_core::bail!("{}: CPU only", self.name()) };
-            parts.push(ops::f32_data(s, layout, self.name())?);
-        }
-        // SAFETY: every image's k planes are copied in below.
-        let mut concat = unsafe { ops::unfilled(n * k * plane) };
-        concat.par_chunks_mut(k * plane).enumerate().for_each(|(b, o)| {
-            for (dst, src) in o.chunks_exact_mut(plane).zip(&parts) {
-                dst.copy_from_slice(&src[b * plane..(b + 1) * plane]);
-            }
-        });
+        let unused: Vec<&Tensor> = self.unused.iter().map(|&u| &self.states[u]).collect();
+        let concat = ops::with_f32(&unused, self.name(), |parts| {
+            // SAFETY: every image's k planes are copied in below.
+            let mut concat = unsafe { ops::unfilled(n * k * plane) };
+            concat.par_chunks_mut(k * plane).enumerate().for_each(|(b, o)| {
+                for (dst, src) in o.chunks_exact_mut(plane).zip(parts) {
+                    dst.copy_from_slice(&src[b * plane..(b + 1) * plane]);
+                }
+            });
+            Ok(concat)
+        })?;
         let concat = Tensor::from_vec(concat, (n, k * c, h, w), &candle_core::Device::Cpu)?;
         let (y, stats, tape) = ops::conv_bn_taped(&concat, &self.final_w, &self.final_affine, true, false, BatchNorm::EPS)?;
         *self.final_conv.lock().unwrap_or_else(PoisonError::into_inner) = Some(tape);

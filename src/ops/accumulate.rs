@@ -1,7 +1,7 @@
 //! Gradient accumulation in place: `acc += g` over the worker threads, for
 //! blocks that sum their own gradients (candle's `+` allocates a third tensor).
 use super::{f32_data, f32_data_mut};
-use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Storage, Tensor};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
 use rayon::prelude::*;
 
 /// `acc += g` in place (CPU, contiguous, same shape). `acc` must not share
@@ -23,15 +23,15 @@ pub fn sum_of(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() || !a.device().is_cpu() {
         candle_core::bail!("sum_of: shapes {:?} and {:?} differ, or not on the CPU", a.dims(), b.dims())
     }
-    let (a, b) = (a.contiguous()?, b.contiguous()?);
-    let ((sa, la), (sb, lb)) = (a.storage_and_layout(), b.storage_and_layout());
-    let (Storage::Cpu(sa), Storage::Cpu(sb)) = (&*sa, &*sb) else { candle_core::bail!("sum_of: CPU only") };
-    let (x, y) = (f32_data(sa, la, "sum_of")?, f32_data(sb, lb, "sum_of")?);
-    // SAFETY: every element is written just below.
-    let mut out = unsafe { super::unfilled(x.len()) };
-    out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14))).for_each(|(o, (x, y))| {
-        o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (x, y))| *o = x + y);
-    });
+    let out = super::with_f32(&[&a.contiguous()?, &b.contiguous()?], "sum_of", |data| {
+        let (x, y) = (data[0], data[1]);
+        // SAFETY: every element is written just below.
+        let mut out = unsafe { super::unfilled(x.len()) };
+        out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14))).for_each(|(o, (x, y))| {
+            o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (x, y))| *o = x + y);
+        });
+        Ok(out)
+    })?;
     Tensor::from_vec(out, a.shape(), &candle_core::Device::Cpu)
 }
 

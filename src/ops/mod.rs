@@ -92,6 +92,17 @@ pub(crate) unsafe fn unfilled(n: usize) -> Vec<f32> {
     v
 }
 
+/// `f` on the contiguous f32 data of the CPU tensors `ts`, or an error naming `op`.
+pub(crate) fn with_f32<R>(ts: &[&candle_core::Tensor], op: &str, f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut data = Vec::with_capacity(ts.len());
+    for (storage, layout) in &guards {
+        let candle_core::Storage::Cpu(s) = &**storage else { candle_core::bail!("{op}: CPU only") };
+        data.push(f32_data(s, layout, op)?);
+    }
+    f(&data)
+}
+
 /// `x` (N, k C, H, W) as k contiguous tensors (N, C, H, W), channel block by
 /// block, copied over the worker threads (a narrowed tensor's copy runs on
 /// the calling thread alone).
@@ -101,19 +112,17 @@ pub fn channel_blocks(x: &candle_core::Tensor, k: usize) -> Result<Vec<candle_co
     if k == 0 || kc % k != 0 || !x.device().is_cpu() {
         candle_core::bail!("channel_blocks: {kc} channels on {:?} do not split into {k} blocks on the CPU", x.device())
     }
-    let x = x.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let candle_core::Storage::Cpu(s) = &*storage else { candle_core::bail!("channel_blocks: CPU only") };
-    let data = f32_data(s, layout, "channel_blocks")?;
     let block = kc / k * h * w;
-    (0..k)
-        .map(|j| {
-            // SAFETY: every image's block is copied in below.
-            let mut out = unsafe { unfilled(n * block) };
-            out.par_chunks_mut(block).enumerate().for_each(|(b, o)| o.copy_from_slice(&data[(b * k + j) * block..][..block]));
-            candle_core::Tensor::from_vec(out, (n, kc / k, h, w), &candle_core::Device::Cpu)
-        })
-        .collect()
+    with_f32(&[&x.contiguous()?], "channel_blocks", |data| {
+        (0..k)
+            .map(|j| {
+                // SAFETY: every image's block is copied in below.
+                let mut out = unsafe { unfilled(n * block) };
+                out.par_chunks_mut(block).enumerate().for_each(|(b, o)| o.copy_from_slice(&data[0][(b * k + j) * block..][..block]));
+                candle_core::Tensor::from_vec(out, (n, kc / k, h, w), &candle_core::Device::Cpu)
+            })
+            .collect()
+    })
 }
 
 /// Splits the output of a backward op that returns both gradients flattened,

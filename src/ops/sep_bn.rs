@@ -7,7 +7,7 @@ use super::conv_bn::{bn_backward, bn_forward, keep, kept, stats_of, tensor};
 use super::depthwise::{self, Depthwise, Scratch};
 use super::gemm::{matmul, Mat};
 use super::{conv, f32_data, pointwise, taps};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
@@ -179,15 +179,16 @@ impl Stage {
     /// weight, given the pointwise output's `g` (contiguous), from the input
     /// `x` and depthwise output `d` of the forward.
     fn backward_by_image(&self, x: &Tensor, dw: &Tensor, d: &Tensor, pw: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let (n, c, h, w) = x.dims4()?;
+        let dims = x.dims4()?;
+        super::with_f32(&[x, dw, d, pw, g], "sep-conv-batch-norm", |data| {
+            let [x, dw, d, pw, g] = data[..] else { unreachable!("five tensors") };
+            self.backward_of(x, dw, d, pw, g, dims)
+        })
+    }
+
+    /// `backward_by_image` on the tensors' data, the input (N, C, H, W) `dims`.
+    fn backward_of(&self, x: &[f32], dw: &[f32], d: &[f32], pw: &[f32], g: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> Result<(Tensor, Tensor, Tensor)> {
         let (hw, c_out, kk) = (h * w, self.pw.dims()[0], self.dw.dims()[2] * self.dw.dims()[3]);
-        let guards = [x, dw, d, pw, g].map(|t| t.storage_and_layout());
-        let mut data = Vec::with_capacity(guards.len());
-        for (storage, layout) in &guards {
-            let Storage::Cpu(s) = &**storage else { candle_core::bail!("sep-conv-batch-norm: CPU only") };
-            data.push(f32_data(s, layout, "sep-conv-batch-norm")?);
-        }
-        let [x, dw, d, pw, g] = data[..] else { unreachable!("five tensors") };
         let offs = self.depthwise.offsets();
         let dots = pointwise::dots_beat_gemm(c, hw);
         // SAFETY: each image's input gradient is overwritten by `grad_image`.
