@@ -13,7 +13,7 @@
 mod tiles;
 mod transform;
 
-use super::f32_data;
+use crate::ops::storage::f32_data;
 use super::gemm::{matmul, Mat};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -54,7 +54,7 @@ pub(crate) fn cpu_forward(relu: bool, s1: &CpuStorage, l1: &Layout, s2: &CpuStor
 /// The gradients with respect to `x` and `w`, given the output's.
 pub(crate) fn backward(relu: bool, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
     let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &WinogradGrad { relu })?;
-    super::split_grads(&both, x, w)
+    crate::ops::storage::split_grads(&both, x, w)
 }
 
 /// The shapes of one call: (N, C, H, W) input, K outputs.
@@ -118,7 +118,7 @@ fn backward_task(tr: &Transform, geo: Tiles, u: &[f32], x: &[f32], gy: &[f32], r
     tiles::grad_input(tr, geo, &s.dv, tiles, &mut s.xt);
     from_channels_last(&s.xt, (c, geo.h, geo.w), geo.p, (geo.hp, geo.wp), gx);
     if relu {
-        super::relu_mask(gx, x);
+        super::lanes::relu_mask(gx, x);
     }
 }
 
@@ -144,7 +144,7 @@ impl CustomOp2 for Winograd {
         let u = tr.kernel(w, k * c);
         let images = geo.task_images(n);
         // SAFETY: the tiles cover every output, each written once by `tiles::output`.
-        let mut y = unsafe { super::unfilled(n * k * hw) };
+        let mut y = unsafe { crate::ops::storage::unfilled(n * k * hw) };
         y.par_chunks_mut(images * k * hw).enumerate().for_each(|(task, yb)| {
             let xb = &x[task * images * c * hw..][..yb.len() / k * c];
             with_scratch(|s| forward_task(tr, geo, &u, xb, self.relu, yb, s))
@@ -153,7 +153,7 @@ impl CustomOp2 for Winograd {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        super::profile::timed("conv bwd", || {
+        crate::ops::profile::timed("conv bwd", || {
             let (gx, gw) = backward(self.relu, x, w, grad)?;
             Ok((Some(gx), Some(gw)))
         })
@@ -180,7 +180,7 @@ impl CustomOp3 for WinogradGrad {
         let images = geo.task_images(n);
         let nx = x.len();
         // SAFETY: `from_channels_last` writes every input gradient; the weight gradient is copied in below.
-        let mut out = unsafe { super::unfilled(nx + k * c * R * R) };
+        let mut out = unsafe { crate::ops::storage::unfilled(nx + k * c * R * R) };
         let du = out[..nx]
             .par_chunks_mut(images * c * hw)
             .enumerate()

@@ -6,7 +6,8 @@
 //! cells only) walks the strided rows.
 use super::plane::{unflatten, Padded};
 use super::taps;
-use super::{f32_data, Window};
+use super::Window;
+use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -27,7 +28,7 @@ pub fn relu_depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, dilation: us
 
 fn depthwise(x: &Tensor, w: &Tensor, stride: usize, dilation: usize, relu: bool) -> Result<Tensor> {
     let op = Depthwise::new(x, w, stride, dilation, relu)?;
-    super::profile::timed("depthwise fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, op))
+    crate::ops::profile::timed("depthwise fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, op))
 }
 
 pub(crate) struct Depthwise {
@@ -98,7 +99,7 @@ impl Depthwise {
             taps::weighted_taps(gpad, &buf.rotated, offs, len, &mut buf.flat);
             unflatten(&buf.flat, gi, h, wd, wp, 0, 0);
             if self.relu {
-                super::relu_mask(gi, xp);
+                super::lanes::relu_mask(gi, xp);
             }
             let xpad = buf.xpad.copy(xp, h, wd, win.pad_top, win.pad_left, hp, wp, 0.0, self.relu);
             taps::tap_dots(&buf.padded.data()[top * wp + left..], xpad, offs, len, &mut lanes[ch * kk..(ch + 1) * kk]);
@@ -217,7 +218,7 @@ impl CustomOp2 for Depthwise {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         let (n, c, _, _) = l1.shape().dims4()?;
-        super::cuda::depthwise(super::cuda::DepthwiseKernel::Forward, &[(s1, l1), (s2, l2)], n, c, &self.win, self.relu)
+        crate::ops::device::cuda::depthwise(crate::ops::device::cuda::DepthwiseKernel::Forward, &[(s1, l1), (s2, l2)], n, c, &self.win, self.relu)
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -227,7 +228,7 @@ impl CustomOp2 for Depthwise {
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
         // SAFETY: each plane is overwritten in full (unflatten at stride 1; forward_plane clears it first).
-        let mut out = unsafe { super::unfilled(n * c * op) };
+        let mut out = unsafe { crate::ops::storage::unfilled(n * c * op) };
         let offs = if win.stride == 1 { taps::offsets(win.k, win.dilation, padded_width(&win)) } else { Vec::new() };
         out.par_chunks_mut(op).enumerate().for_each_init(Default::default, |buf, (p, o)| {
             let ch = p % c;
@@ -242,11 +243,11 @@ impl CustomOp2 for Depthwise {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        super::profile::timed("depthwise bwd", || {
+        crate::ops::profile::timed("depthwise bwd", || {
             let grad = grad.contiguous()?;
             if x.device().is_cpu() && self.win.stride == 1 {
                 let both = x.apply_op3_no_bwd(w, &grad, &DepthwiseGradS1 { win: self.win, relu: self.relu })?;
-                let (gx, gw) = super::split_grads(&both, x, w)?;
+                let (gx, gw) = crate::ops::storage::split_grads(&both, x, w)?;
                 return Ok((Some(gx), Some(gw)));
             }
             let gx = grad.apply_op3_no_bwd(w, x, &DepthwiseGradInput { win: self.win, relu: self.relu })?;
@@ -290,7 +291,7 @@ impl CustomOp3 for DepthwiseGradS1 {
         let op = Depthwise { win, relu: self.relu };
         let offs = op.offsets();
         // SAFETY: each plane of gx is overwritten by unflatten, and gw in full at the end.
-        let mut out = unsafe { super::unfilled(x.len() + c * kk) };
+        let mut out = unsafe { crate::ops::storage::unfilled(x.len() + c * kk) };
         let (gx, gw) = out.split_at_mut(x.len());
         // Images in parallel, each task summing its images' weight gradients per channel and lane.
         let lanes = gx
@@ -307,7 +308,7 @@ impl CustomOp3 for DepthwiseGradS1 {
             )
             .map(|(lanes, _)| lanes)
             .reduce(|| vec![[0f32; taps::V]; c * kk], add_lanes);
-        gw.iter_mut().zip(&lanes).for_each(|(o, l)| *o = super::sum(l));
+        gw.iter_mut().zip(&lanes).for_each(|(o, l)| *o = super::lanes::sum(l));
         Ok((CpuStorage::F32(out), Shape::from(x.len() + c * kk)))
     }
 }
@@ -334,7 +335,7 @@ impl CustomOp3 for DepthwiseGradInput {
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (n, c, _, _) = l3.shape().dims4()?;
-        super::cuda::depthwise(super::cuda::DepthwiseKernel::GradInput, &[(s1, l1), (s2, l2), (s3, l3)], n, c, &self.win, self.relu)
+        crate::ops::device::cuda::depthwise(crate::ops::device::cuda::DepthwiseKernel::GradInput, &[(s1, l1), (s2, l2), (s3, l3)], n, c, &self.win, self.relu)
     }
 
     fn cpu_fwd(
@@ -352,13 +353,13 @@ impl CustomOp3 for DepthwiseGradInput {
         let (n, c, _, _) = l1.shape().dims4()?;
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
-        let mut gin = super::zeros(n * c * ip);
+        let mut gin = crate::ops::storage::zeros(n * c * ip);
         gin.par_chunks_mut(ip).enumerate().for_each(|(p, gi)| {
             let ch = p % c;
             let (gp, wc) = (&g[p * op..(p + 1) * op], &w[ch * kk..(ch + 1) * kk]);
             grad_input_plane(gp, wc, gi, &win);
             if self.relu {
-                super::relu_mask(gi, &x[p * ip..(p + 1) * ip]);
+                super::lanes::relu_mask(gi, &x[p * ip..(p + 1) * ip]);
             }
         });
         Ok((CpuStorage::F32(gin), Shape::from((n, c, win.in_h, win.in_w))))
@@ -385,7 +386,7 @@ impl CustomOp2 for DepthwiseGradWeight {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         let (n, c, _, _) = l1.shape().dims4()?;
-        super::cuda::depthwise(super::cuda::DepthwiseKernel::GradWeight, &[(s1, l1), (s2, l2)], n, c, &self.win, self.relu)
+        crate::ops::device::cuda::depthwise(crate::ops::device::cuda::DepthwiseKernel::GradWeight, &[(s1, l1), (s2, l2)], n, c, &self.win, self.relu)
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {

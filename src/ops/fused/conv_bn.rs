@@ -2,9 +2,10 @@
 //! output stays inside the op instead of becoming a tensor of candle's graph,
 //! whose backward would accumulate its gradient into a zeroed tensor of its
 //! own: two passes over memory, on the calling thread alone, per activation.
-use super::batch_norm::{BatchNormTrain, BatchStats, HostStats};
-use super::{conv, f32_data};
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
+use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats};
+use crate::ops::kernels::conv;
+use crate::ops::storage::{f32_data, tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use std::sync::{Mutex, PoisonError};
 
 /// Training-mode batch norm (then ReLU when `relu_out`) of `conv2d_same(x, w,
@@ -19,13 +20,13 @@ pub fn conv_bn_train(x: &Tensor, w: &Tensor, gamma: &Tensor, beta: &Tensor, relu
         candle_core::bail!("conv_bn_train: gamma {:?} and beta {:?} do not fit {conv_out} output channels", gamma.dims(), beta.dims());
     }
     if !x.device().is_cpu() {
-        let y = super::conv2d_same(x, w, relu_in)?;
-        return if relu_out { super::batch_norm_relu_train(&y, gamma, beta, eps) } else { super::batch_norm_train(&y, gamma, beta, eps) };
+        let y = crate::ops::kernels::conv2d_same(x, w, relu_in)?;
+        return if relu_out { crate::ops::kernels::batch_norm_relu_train(&y, gamma, beta, eps) } else { crate::ops::kernels::batch_norm_train(&y, gamma, beta, eps) };
     }
     let (bn, stats) = BatchNormTrain::new(eps, relu_out);
     let op = ConvBn { k, relu_in, bn, conv_out: Mutex::new(None) };
     let affine = Tensor::cat(&[gamma, beta], 0)?;
-    let y = super::profile::timed("conv+bn fwd", || x.contiguous()?.apply_op3(&w.contiguous()?, &affine, op))?;
+    let y = crate::ops::profile::timed("conv+bn fwd", || x.contiguous()?.apply_op3(&w.contiguous()?, &affine, op))?;
     Ok((y, stats_of(&stats)?))
 }
 
@@ -50,7 +51,7 @@ pub fn conv_bn_taped(x: &Tensor, w: &Tensor, affine: &Tensor, relu_in: bool, rel
     let (bn, stats) = BatchNormTrain::new(eps, relu_out);
     let op = ConvBn { k, relu_in, bn, conv_out: Mutex::new(None) };
     let (x, w, affine) = (x.detach().contiguous()?, w.detach().contiguous()?, affine.detach().contiguous()?);
-    let y = super::profile::timed("conv+bn fwd", || -> Result<_> {
+    let y = crate::ops::profile::timed("conv+bn fwd", || -> Result<_> {
         let ((sx, lx), (sw, lw), (sa, la)) = (x.storage_and_layout(), w.storage_and_layout(), affine.storage_and_layout());
         let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(sa)) = (&*sx, &*sw, &*sa) else { candle_core::bail!("conv_bn_taped: CPU only") };
         op.cpu_fwd(sx, lx, sw, lw, sa, la)
@@ -91,12 +92,6 @@ pub(super) fn bn_forward_of(bn: &BatchNormTrain, x: &CpuStorage, layout: &Layout
     bn.cpu_fwd(x, layout, &gamma, &lc, &beta, &lc)
 }
 
-/// A contiguous f32 storage an op produced, as a tensor (no copy).
-pub(crate) fn tensor(s: CpuStorage, shape: Shape) -> Result<Tensor> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("fused op: an f32 op gave another dtype") };
-    Tensor::from_vec(v, shape, &Device::Cpu)
-}
-
 /// The batch norm's backward: gradients of the convolution's output, gamma and beta.
 pub(super) fn bn_backward(bn: &BatchNormTrain, conv_out: &Tensor, affine: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let c = affine.elem_count() / 2;
@@ -118,10 +113,6 @@ pub(super) fn kept<T: Clone>(slot: &Mutex<Option<T>>, op: &str) -> Result<T> {
     slot.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or_else(|| candle_core::Error::Msg(format!("{op}: backward before forward")))
 }
 
-/// The batch statistics a fused op's batch norm left.
-pub(super) fn stats_of(handle: &Mutex<HostStats>) -> Result<BatchStats> {
-    handle.lock().unwrap_or_else(PoisonError::into_inner).to_tensors()
-}
 
 impl CustomOp3 for ConvBn {
     fn name(&self) -> &'static str {
@@ -138,7 +129,7 @@ impl CustomOp3 for ConvBn {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, affine: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (g_conv, g_gamma, g_beta) = bn_backward(&self.bn, &kept(&self.conv_out, self.name())?, affine, res, grad)?;
-        let (gx, gw) = super::profile::timed("conv bwd", || conv::backward(self.k, self.relu_in, x, w, &g_conv))?;
+        let (gx, gw) = crate::ops::profile::timed("conv bwd", || conv::backward(self.k, self.relu_in, x, w, &g_conv))?;
         Ok((Some(gx), Some(gw), Some(Tensor::cat(&[g_gamma, g_beta], 0)?)))
     }
 }

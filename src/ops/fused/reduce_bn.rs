@@ -2,10 +2,11 @@
 //! pixel grid, concatenated, then batch norm) as one op: the two grids, the
 //! two convolutions' outputs and their concatenation stay inside the op
 //! instead of becoming four tensors of candle's graph (see `conv_bn`).
-use super::batch_norm::{BatchNormTrain, BatchStats};
-use super::conv_bn::{bn_backward, bn_forward, keep, kept, stats_of, tensor};
-use super::subsample::{scatter_both, Subsample};
-use super::{conv, f32_data};
+use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats};
+use super::conv_bn::{bn_backward, bn_forward, keep, kept};
+use crate::ops::kernels::subsample::{scatter_both, Subsample};
+use crate::ops::kernels::conv;
+use crate::ops::storage::{f32_data, tensor};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -19,15 +20,15 @@ pub fn reduce_bn_train(x: &Tensor, w1: &Tensor, w2: &Tensor, gamma: &Tensor, bet
         candle_core::bail!("reduce_bn_train: weights {:?} and {:?}, gamma {:?} and beta {:?} do not fit input {:?}", w1.dims(), w2.dims(), gamma.dims(), beta.dims(), x.dims());
     }
     if !x.device().is_cpu() {
-        let p1 = super::conv2d_same(&super::subsample2(x, 0)?, w1, relu_in)?;
-        let p2 = super::conv2d_same(&super::subsample2(x, 1)?, w2, relu_in)?;
-        return super::batch_norm_train(&Tensor::cat(&[p1, p2], 1)?, gamma, beta, eps);
+        let p1 = crate::ops::kernels::conv2d_same(&crate::ops::kernels::subsample2(x, 0)?, w1, relu_in)?;
+        let p2 = crate::ops::kernels::conv2d_same(&crate::ops::kernels::subsample2(x, 1)?, w2, relu_in)?;
+        return crate::ops::kernels::batch_norm_train(&Tensor::cat(&[p1, p2], 1)?, gamma, beta, eps);
     }
     let (bn, stats) = BatchNormTrain::new(eps, false);
     let op = ReduceBn { relu_in, half: h1, bn, grids: Mutex::new(None), cat: Mutex::new(None) };
     let w = Tensor::cat(&[w1, w2], 0)?;
     let affine = Tensor::cat(&[gamma, beta], 0)?;
-    let y = super::profile::timed("reduce+bn fwd", || x.contiguous()?.apply_op3(&w, &affine, op))?;
+    let y = crate::ops::profile::timed("reduce+bn fwd", || x.contiguous()?.apply_op3(&w, &affine, op))?;
     Ok((y, stats_of(&stats)?))
 }
 
@@ -64,7 +65,7 @@ impl CustomOp3 for ReduceBn {
         let (n, _, oh, ow) = grids[0].dims4()?;
         let plane = oh * ow;
         // SAFETY: each image's planes are copied in below, the parts' channels adding up to c_out.
-        let mut cat = unsafe { super::unfilled(n * c_out * plane) };
+        let mut cat = unsafe { crate::ops::storage::unfilled(n * c_out * plane) };
         cat.par_chunks_mut(c_out * plane).enumerate().for_each(|(b, img)| {
             let mut at = 0;
             for (p, ch) in &parts {
@@ -87,7 +88,7 @@ impl CustomOp3 for ReduceBn {
         for (offset, (start, len)) in [(0, (0, self.half)), (1, (self.half, c_out - self.half))] {
             let g = g_cat.narrow(1, start, len)?.contiguous()?;
             let wi = w.narrow(0, start, len)?;
-            let (g_grid, g_w) = super::profile::timed("conv bwd", || conv::backward(1, self.relu_in, &grids[offset], &wi, &g))?;
+            let (g_grid, g_w) = crate::ops::profile::timed("conv bwd", || conv::backward(1, self.relu_in, &grids[offset], &wi, &g))?;
             g_grids.push(g_grid);
             gw.push(g_w);
         }
@@ -117,7 +118,7 @@ pub fn reduce_bn_taped(x: &Tensor, w: &Tensor, affine: &Tensor, relu_in: bool, e
     let (bn, stats) = BatchNormTrain::new(eps, false);
     let op = ReduceBn { relu_in, half: c_out / 2, bn, grids: Mutex::new(None), cat: Mutex::new(None) };
     let (x, w, affine) = (x.detach().contiguous()?, w.detach().contiguous()?, affine.detach().contiguous()?);
-    let y = super::profile::timed("reduce+bn fwd", || x.apply_op3_no_bwd(&w, &affine, &op))?;
+    let y = crate::ops::profile::timed("reduce+bn fwd", || x.apply_op3_no_bwd(&w, &affine, &op))?;
     Ok((y, stats_of(&stats)?, ReduceBnTape { op, x, w, affine }))
 }
 

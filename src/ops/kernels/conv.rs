@@ -5,7 +5,8 @@
 //! broadcast matmul leaves the ReLU, its mask and the batch sum of the weight
 //! gradient to separate passes over memory.
 use super::gemm::{matmul, Mat};
-use super::{f32_data, pointwise};
+use super::pointwise;
+use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -17,12 +18,12 @@ pub fn conv2d_same(x: &Tensor, w: &Tensor, relu_input: bool) -> Result<Tensor> {
         candle_core::bail!("conv2d_same: weight {:?} does not fit input {:?} (odd square kernels only)", w.dims(), x.dims())
     };
     if !x.device().is_cpu() {
-        return super::reference::conv2d_same(x, w, relu_input);
+        return crate::ops::device::reference::conv2d_same(x, w, relu_input);
     }
     if super::winograd::supports(k) {
-        return super::profile::timed("conv fwd", || super::winograd::conv2d(x, w, relu_input));
+        return crate::ops::profile::timed("conv fwd", || super::winograd::conv2d(x, w, relu_input));
     }
-    super::profile::timed("conv fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, ConvSame { k, relu: relu_input }))
+    crate::ops::profile::timed("conv fwd", || x.contiguous()?.apply_op2(&w.contiguous()?, ConvSame { k, relu: relu_input }))
 }
 
 struct ConvSame {
@@ -45,7 +46,7 @@ pub(crate) fn backward(k: usize, relu: bool, x: &Tensor, w: &Tensor, grad: &Tens
         return super::winograd::backward(relu, x, w, grad);
     }
     let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &ConvSameGrad { k, relu })?;
-    super::split_grads(&both, x, w)
+    crate::ops::storage::split_grads(&both, x, w)
 }
 
 /// The kernel size of weight `w` for input channels `c`: k for (C_out, C, k, k) with k odd, 1 for (C_out, C).
@@ -140,7 +141,7 @@ impl CustomOp2 for ConvSame {
         let (hw, k, cout) = (h * w, self.k, l2.dims()[0]);
         let ckk = c * k * k;
         // SAFETY: each image's output is one matrix product that overwrites it.
-        let mut out = unsafe { super::unfilled(n * cout * hw) };
+        let mut out = unsafe { crate::ops::storage::unfilled(n * cout * hw) };
         out.par_chunks_mut(cout * hw).with_min_len(min_images(n)).enumerate().for_each_init(Vec::new, |col, (b, o)| {
             let xb = &x[b * c * hw..(b + 1) * c * hw];
             if k == 1 {
@@ -153,7 +154,7 @@ impl CustomOp2 for ConvSame {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        super::profile::timed("conv bwd", || {
+        crate::ops::profile::timed("conv bwd", || {
             let (gx, gw) = backward(self.k, self.relu, x, w, grad)?;
             Ok((Some(gx), Some(gw)))
         })
@@ -191,7 +192,7 @@ impl CustomOp3 for ConvSameGrad {
         let (wm, relu) = (Mat::new(wt, cout, ckk), self.relu);
         // SAFETY: each image's input gradient is overwritten (matrix product, or col2im, which clears first);
         // the weight gradient is copied in below.
-        let mut gx = unsafe { super::unfilled(nx + nw) };
+        let mut gx = unsafe { crate::ops::storage::unfilled(nx + nw) };
         let (gx_part, _) = gx.split_at_mut(nx);
         let gw_t = gx_part
             .par_chunks_mut(c * hw)
@@ -224,7 +225,7 @@ impl CustomOp3 for ConvSameGrad {
                         col2im(&gcol, c, h, w, k, gxb);
                     }
                     if relu {
-                        super::relu_mask(gxb, xb);
+                        super::lanes::relu_mask(gxb, xb);
                     }
                     (gw_t, col, gcol)
                 },

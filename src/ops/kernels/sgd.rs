@@ -5,7 +5,7 @@
 //! bitwise the same as `g' = g + wd w; v = mu v + g'; w -= lr (g' + mu v)`
 //! written with tensors (tests/ops.rs), and the CUDA kernels (kernels/sgd.cu)
 //! round the same way.
-use super::{f32_data, f32_data_mut};
+use crate::ops::storage::{f32_data, f32_data_mut};
 use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor};
 
 /// The step's constants; the ops round each to f32, as candle rounds a scalar operand.
@@ -67,7 +67,7 @@ impl InplaceOp3 for Velocity {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s1: &mut candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout, s3: &candle_core::CudaStorage, l3: &Layout) -> Result<()> {
-        super::cuda::sgd(super::cuda::SgdKernel::Velocity, (s1, l1), (s2, l2), (s3, l3), &self.0)
+        crate::ops::device::cuda::sgd(crate::ops::device::cuda::SgdKernel::Velocity, (s1, l1), (s2, l2), (s3, l3), &self.0)
     }
 }
 
@@ -103,6 +103,6 @@ impl InplaceOp3 for Weight {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s1: &mut candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout, s3: &candle_core::CudaStorage, l3: &Layout) -> Result<()> {
-        super::cuda::sgd(super::cuda::SgdKernel::Weight, (s1, l1), (s2, l2), (s3, l3), &self.0)
+        crate::ops::device::cuda::sgd(crate::ops::device::cuda::SgdKernel::Weight, (s1, l1), (s2, l2), (s3, l3), &self.0)
     }
 }

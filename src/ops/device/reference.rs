@@ -1,7 +1,7 @@
 //! The same computations composed from candle's own ops: the references our
 //! custom ops are tested and timed against, and what batch norm and the
 //! convolution run on devices our CPU loops do not (CUDA).
-use super::BatchStats;
+use crate::ops::kernels::BatchStats;
 use candle_core::{Result, Tensor};
 
 /// The nine shifted copies of `x` padded by one pixel with `fill`.

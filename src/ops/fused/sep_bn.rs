@@ -2,11 +2,12 @@
 //! pointwise and batch norm (the authors' `_enas_conv` stacks two halves; the
 //! macro space's separable branch is one). The depthwise and pointwise
 //! outputs, and the first half's output, stay inside the op (see `conv_bn`).
-use super::batch_norm::{BatchNormTrain, BatchStats, HostStats};
-use super::conv_bn::{bn_backward, bn_forward, keep, kept, stats_of, tensor};
-use super::depthwise::{self, Depthwise, Scratch};
-use super::gemm::{matmul, Mat};
-use super::{conv, f32_data, pointwise, taps};
+use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats, HostStats};
+use super::conv_bn::{bn_backward, bn_forward, keep, kept};
+use crate::ops::kernels::depthwise::{self, Depthwise, Scratch};
+use crate::ops::kernels::gemm::{matmul, Mat};
+use crate::ops::kernels::{conv, pointwise, taps};
+use crate::ops::storage::{f32_data, tensor};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ pub fn sep_conv_bn_train(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out
         let mut y = x.clone();
         let mut all = Vec::new();
         for (i, half) in halves.iter().enumerate() {
-            let d = super::relu_depthwise_conv2d(&y, half.dw, if i == 0 { stride } else { 1 }, 1)?;
+            let d = crate::ops::kernels::relu_depthwise_conv2d(&y, half.dw, if i == 0 { stride } else { 1 }, 1)?;
             let (out, stats) = super::conv_bn_train(&d, half.pw, half.gamma, half.beta, false, relu_out && i + 1 == halves.len(), eps)?;
             y = out;
             all.push(stats);
@@ -36,7 +37,7 @@ pub fn sep_conv_bn_train(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out
     }
     let (x, op, handles, params) = prepare(x, halves, stride, relu_out, eps)?;
     let packed = Tensor::cat(&params, 0)?;
-    let y = super::profile::timed("sep+bn fwd", || x.apply_op2(&packed, op))?;
+    let y = crate::ops::profile::timed("sep+bn fwd", || x.apply_op2(&packed, op))?;
     let stats = handles.iter().map(|s| stats_of(s)).collect::<Result<_>>()?;
     Ok((y, stats))
 }
@@ -109,7 +110,7 @@ pub fn sep_conv_bn_taped(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out
     }
     let (x, op, handles, params) = prepare(&x.detach(), halves, stride, relu_out, eps)?;
     let packed = Tensor::cat(&params, 0)?.detach();
-    let y = super::profile::timed("sep+bn fwd", || x.apply_op2_no_bwd(&packed, &op))?;
+    let y = crate::ops::profile::timed("sep+bn fwd", || x.apply_op2_no_bwd(&packed, &op))?;
     let stats = handles.iter().map(|s| stats_of(s)).collect::<Result<_>>()?;
     Ok((y.clone(), stats, SepTape { op, x, packed, y }))
 }
@@ -163,7 +164,7 @@ impl Stage {
         let (n, c, h, w) = shape.dims4()?;
         let (hw, c_out) = (h * w, self.pw.dims()[0]);
         // SAFETY: every image's planes of both are written below.
-        let (mut d, mut p) = unsafe { (super::unfilled(n * c * hw), super::unfilled(n * c_out * hw)) };
+        let (mut d, mut p) = unsafe { (crate::ops::storage::unfilled(n * c * hw), crate::ops::storage::unfilled(n * c_out * hw)) };
         let offs = self.depthwise.offsets();
         d.par_chunks_mut(c * hw).zip(p.par_chunks_mut(c_out * hw)).enumerate().with_min_len(conv::min_images(n)).for_each_init(
             Scratch::default,
@@ -180,7 +181,7 @@ impl Stage {
     /// `x` and depthwise output `d` of the forward.
     fn backward_by_image(&self, x: &Tensor, dw: &Tensor, d: &Tensor, pw: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let dims = x.dims4()?;
-        super::with_f32(&[x, dw, d, pw, g], "sep-conv-batch-norm", |data| {
+        crate::ops::storage::with_f32(&[x, dw, d, pw, g], "sep-conv-batch-norm", |data| {
             let [x, dw, d, pw, g] = data[..] else { unreachable!("five tensors") };
             self.backward_of(x, dw, d, pw, g, dims)
         })
@@ -192,7 +193,7 @@ impl Stage {
         let offs = self.depthwise.offsets();
         let dots = pointwise::dots_beat_gemm(c, hw);
         // SAFETY: each image's input gradient is overwritten by `grad_image`.
-        let mut g_in = unsafe { super::unfilled(n * c * hw) };
+        let mut g_in = unsafe { crate::ops::storage::unfilled(n * c * hw) };
         let (lanes, gw_t) = g_in
             .par_chunks_mut(c * hw)
             .with_min_len(conv::min_images(n))
@@ -221,7 +222,7 @@ impl Stage {
                     (depthwise::add_lanes(la, lb), wa)
                 },
             );
-        let g_dw: Vec<f32> = lanes.iter().map(|l| super::sum(l)).collect();
+        let g_dw: Vec<f32> = lanes.iter().map(|l| crate::ops::kernels::lanes::sum(l)).collect();
         let g_pw: Vec<f32> = (0..c_out * c).map(|i| gw_t[(i % c) * c_out + i / c]).collect();
         let cpu = &candle_core::Device::Cpu;
         Ok((Tensor::from_vec(g_in, (n, c, h, w), cpu)?, Tensor::from_vec(g_dw, self.dw.clone(), cpu)?, Tensor::from_vec(g_pw, self.pw.clone(), cpu)?))
@@ -282,9 +283,9 @@ impl CustomOp2 for SepBn {
             let dw = packed.narrow(0, dr.start, dr.len())?.reshape(st.dw.clone())?;
             let input = sv.input.as_ref().unwrap_or(x);
             let (g_in, g_dw, g_pw) = if st.depthwise.is_stride1() {
-                super::profile::timed("sep bwd", || st.backward_by_image(input, &dw, &sv.dw_out, &pw, &g_pw_out.contiguous()?))?
+                crate::ops::profile::timed("sep bwd", || st.backward_by_image(input, &dw, &sv.dw_out, &pw, &g_pw_out.contiguous()?))?
             } else {
-                let (g_d, g_pw) = super::profile::timed("conv bwd", || conv::backward(1, false, &sv.dw_out, &pw, &g_pw_out))?;
+                let (g_d, g_pw) = crate::ops::profile::timed("conv bwd", || conv::backward(1, false, &sv.dw_out, &pw, &g_pw_out))?;
                 let (Some(g_in), Some(g_dw)) = st.depthwise.bwd(input, &dw, &sv.dw_out, &g_d)? else {
                     candle_core::bail!("{}: the depthwise convolution gave no gradient", self.name())
                 };

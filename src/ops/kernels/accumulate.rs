@@ -1,6 +1,6 @@
 //! Gradient accumulation in place: `acc += g` over the worker threads, for
 //! blocks that sum their own gradients (candle's `+` allocates a third tensor).
-use super::{f32_data, f32_data_mut};
+use crate::ops::storage::{f32_data, f32_data_mut};
 use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
 use rayon::prelude::*;
 
@@ -23,10 +23,10 @@ pub fn sum_of(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() || !a.device().is_cpu() {
         candle_core::bail!("sum_of: shapes {:?} and {:?} differ, or not on the CPU", a.dims(), b.dims())
     }
-    let out = super::with_f32(&[&a.contiguous()?, &b.contiguous()?], "sum_of", |data| {
+    let out = crate::ops::storage::with_f32(&[&a.contiguous()?, &b.contiguous()?], "sum_of", |data| {
         let (x, y) = (data[0], data[1]);
         // SAFETY: every element is written just below.
-        let mut out = unsafe { super::unfilled(x.len()) };
+        let mut out = unsafe { crate::ops::storage::unfilled(x.len()) };
         out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14))).for_each(|(o, (x, y))| {
             o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (x, y))| *o = x + y);
         });

@@ -2,7 +2,8 @@
 //! any kernel and stride. Average pooling divides by the number of pixels
 //! inside the image, excluding padding, as TensorFlow (and so ENAS) does.
 use super::pool_s1::{Scratch, Separable};
-use super::{f32_data, Window};
+use super::Window;
+use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -29,12 +30,12 @@ pub fn pool2d(x: &Tensor, kind: PoolKind, win: Window) -> Result<Tensor> {
     if (h, w) != (win.in_h, win.in_w) || win.out_h == 0 || win.out_w == 0 {
         candle_core::bail!("pool2d: window {win:?} does not fit input {:?}", x.dims())
     }
-    super::profile::timed("pool fwd", || x.contiguous()?.apply_op1(Pool { kind, win }))
+    crate::ops::profile::timed("pool fwd", || x.contiguous()?.apply_op1(Pool { kind, win }))
 }
 
 /// The gradient of `pool2d(x, kind, win)` with respect to `x`, given the output's.
 pub fn pool2d_grad(x: &Tensor, kind: PoolKind, win: Window, grad: &Tensor) -> Result<Tensor> {
-    super::profile::timed("pool bwd", || x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad { kind, win }))
+    crate::ops::profile::timed("pool bwd", || x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad { kind, win }))
 }
 
 struct Pool {
@@ -119,7 +120,7 @@ impl CustomOp1 for Pool {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         let (n, c, _, _) = l.shape().dims4()?;
-        super::cuda::pool((s, l), None, n, c, &self.win, self.kind == PoolKind::Max)
+        crate::ops::device::cuda::pool((s, l), None, n, c, &self.win, self.kind == PoolKind::Max)
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -131,7 +132,7 @@ impl CustomOp1 for Pool {
         let s1 = Separable::new(&win);
         let counts = s1.as_ref().map(|s| s.counts()).unwrap_or_default();
         // SAFETY: every plane's output is written in full, by either path.
-        let mut out = unsafe { super::unfilled(n * c * op) };
+        let mut out = unsafe { crate::ops::storage::unfilled(n * c * op) };
         out.par_chunks_mut(op).enumerate().for_each_init(Scratch::default, |buf, (p, o)| {
             let xp = &x[p * ip..(p + 1) * ip];
             match &s1 {
@@ -161,7 +162,7 @@ impl CustomOp2 for PoolGrad {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         let (n, c, _, _) = l1.shape().dims4()?;
-        super::cuda::pool((s1, l1), Some((s2, l2)), n, c, &self.win, self.kind == PoolKind::Max)
+        crate::ops::device::cuda::pool((s1, l1), Some((s2, l2)), n, c, &self.win, self.kind == PoolKind::Max)
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -175,9 +176,9 @@ impl CustomOp2 for PoolGrad {
         let counts = s1.as_ref().map(|s| s.counts()).unwrap_or_default();
         let mut gin = match s1 {
             // SAFETY: the separable backward writes every element of each plane.
-            Some(_) => unsafe { super::unfilled(n * c * ip) },
+            Some(_) => unsafe { crate::ops::storage::unfilled(n * c * ip) },
             // The generic path adds into the gradient.
-            None => super::zeros(n * c * ip),
+            None => crate::ops::storage::zeros(n * c * ip),
         };
         gin.par_chunks_mut(ip).enumerate().for_each_init(Scratch::default, |buf, (p, gi)| {
             let xp = &x[p * ip..(p + 1) * ip];

@@ -1,6 +1,6 @@
 //! Launches of our kernels (kernels/*.cu, compiled to PTX by build.rs) on
 //! candle's CUDA stream, for the custom ops' `cuda_fwd`.
-use super::Window;
+use crate::ops::kernels::Window;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
@@ -138,7 +138,7 @@ pub enum SgdKernel {
 }
 
 /// One in-place SGD kernel over a variable's elements.
-pub fn sgd(kernel: SgdKernel, dst: (&mut CudaStorage, &Layout), a: (&CudaStorage, &Layout), b: (&CudaStorage, &Layout), step: &super::sgd::SgdStep) -> Result<()> {
+pub fn sgd(kernel: SgdKernel, dst: (&mut CudaStorage, &Layout), a: (&CudaStorage, &Layout), b: (&CudaStorage, &Layout), step: &crate::ops::kernels::sgd::SgdStep) -> Result<()> {
     let (d_start, d_end) = dst.1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("sgd: the updated tensor must be contiguous".into()))?;
     let n = (d_end - d_start) as i64;
     let dev = dst.0.device().clone();

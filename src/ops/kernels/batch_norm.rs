@@ -2,7 +2,7 @@
 //! the backward pass in our own loops. Composed from candle ops, the backward
 //! of the per-channel broadcasts becomes strided single-threaded reductions
 //! that cost more than the whole forward.
-use super::f32_data;
+use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,12 @@ pub struct BatchStats {
 pub(crate) struct HostStats {
     pub mean: Vec<f32>,
     pub var: Vec<f32>,
+}
+
+/// The batch statistics an op's batch norm left in `handle`. The slot holds
+/// plain data, so a lock poisoned by a panic elsewhere is still usable.
+pub(crate) fn stats_of(handle: &Mutex<HostStats>) -> Result<BatchStats> {
+    handle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).to_tensors()
 }
 
 impl HostStats {
@@ -43,12 +49,12 @@ pub fn batch_norm_relu_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64
 
 fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -> Result<(Tensor, BatchStats)> {
     if !x.device().is_cpu() {
-        let (y, stats) = super::reference::batch_norm_train(x, gamma, beta, eps)?;
+        let (y, stats) = crate::ops::device::reference::batch_norm_train(x, gamma, beta, eps)?;
         return Ok((if relu { y.relu()? } else { y }, stats));
     }
     let (op, stats) = BatchNormTrain::new(eps, relu);
-    let y = super::profile::timed("batchnorm fwd", || x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op))?;
-    let s = super::conv_bn::stats_of(&stats)?;
+    let y = crate::ops::profile::timed("batchnorm fwd", || x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op))?;
+    let s = stats_of(&stats)?;
     Ok((y, s))
 }
 
@@ -74,9 +80,9 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32
         .into_par_iter()
         .map(|ch| {
             let planes = || (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
-            let mean = planes().map(|p| super::sum(p) as f64).sum::<f64>() / m;
+            let mean = planes().map(|p| super::lanes::sum(p) as f64).sum::<f64>() / m;
             let mf = mean as f32;
-            let var = planes().map(|p| super::sum_sq_dev(p, mf) as f64).sum::<f64>() / m;
+            let var = planes().map(|p| super::lanes::sum_sq_dev(p, mf) as f64).sum::<f64>() / m;
             (mean as f32, var as f32)
         })
         .unzip()
@@ -105,7 +111,7 @@ impl CustomOp3 for BatchNormTrain {
         let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] / (var[ch] + self.eps).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
         // SAFETY: every element is written below, one plane per task.
-        let mut y = unsafe { super::unfilled(x.len()) };
+        let mut y = unsafe { crate::ops::storage::unfilled(x.len()) };
         y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
             let (a, b) = (scale[p % c], shift[p % c]);
             for (o, &v) in yp.iter_mut().zip(xp) {
@@ -127,7 +133,7 @@ impl CustomOp3 for BatchNormTrain {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        super::profile::timed("batchnorm bwd", || {
+        crate::ops::profile::timed("batchnorm bwd", || {
             let stats = self.stats.lock().expect("stats lock").clone();
             let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
             // With the fused ReLU, the gradient is masked where the output is not positive, plane by plane inside both ops.
@@ -192,10 +198,10 @@ impl CustomOp3 for GradSums {
                     } else {
                         &g[r]
                     };
-                    let s = super::sum(gp);
+                    let s = super::lanes::sum(gp);
                     sb += s as f64;
                     // sum(dy (x - mean)) = sum(dy x) - mean sum(dy)
-                    sg += (super::dot(gp, xp) - m * s) as f64 * is as f64;
+                    sg += (super::lanes::dot(gp, xp) - m * s) as f64 * is as f64;
                 }
                 (sb as f32, sg as f32)
             })
@@ -231,7 +237,7 @@ impl CustomOp3 for GradInput {
         let hw = h * w;
         let m = (n * hw) as f32;
         // SAFETY: every element is written below, one plane per task.
-        let mut gx = unsafe { super::unfilled(x.len()) };
+        let mut gx = unsafe { crate::ops::storage::unfilled(x.len()) };
         gx.par_chunks_mut(hw).enumerate().for_each(|(p, out)| {
             let ch = p % c;
             let (mu, is) = (self.mean[ch], self.invstd[ch]);

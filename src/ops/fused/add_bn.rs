@@ -1,9 +1,9 @@
 //! Batch norm of a sum of two tensors as one op (the macro space's skip
 //! connections summed into the layer's output): the sum stays inside the op
 //! instead of becoming a tensor of candle's graph (see `conv_bn`).
-use super::batch_norm::{BatchNormTrain, BatchStats};
-use super::conv_bn::{bn_backward, bn_forward, bn_forward_of, keep, kept, stats_of};
-use super::f32_data;
+use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats};
+use super::conv_bn::{bn_backward, bn_forward, bn_forward_of, keep, kept};
+use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -15,12 +15,12 @@ pub fn add_bn_train(a: &Tensor, b: &Tensor, gamma: &Tensor, beta: &Tensor, eps: 
         candle_core::bail!("add_bn_train: {:?} + {:?} with gamma {:?} and beta {:?}", a.dims(), b.dims(), gamma.dims(), beta.dims());
     }
     if !a.device().is_cpu() {
-        return super::batch_norm_train(&(a + b)?, gamma, beta, eps);
+        return crate::ops::kernels::batch_norm_train(&(a + b)?, gamma, beta, eps);
     }
     let (bn, stats) = BatchNormTrain::new(eps, false);
     let op = AddBn { bn, sum: Mutex::new(None) };
     let affine = Tensor::cat(&[gamma, beta], 0)?;
-    let y = super::profile::timed("add+bn fwd", || a.contiguous()?.apply_op3(&b.contiguous()?, &affine, op))?;
+    let y = crate::ops::profile::timed("add+bn fwd", || a.contiguous()?.apply_op3(&b.contiguous()?, &affine, op))?;
     Ok((y, stats_of(&stats)?))
 }
 
@@ -38,7 +38,7 @@ impl CustomOp3 for AddBn {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let (a, b) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
         // SAFETY: every element is written just below (`vec!` would be one serial memset on the calling thread).
-        let mut sum = unsafe { super::unfilled(a.len()) };
+        let mut sum = unsafe { crate::ops::storage::unfilled(a.len()) };
         sum.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(s, (a, b))| {
             s.iter_mut().zip(a.iter().zip(b)).for_each(|(s, (a, b))| *s = a + b);
         });
@@ -73,23 +73,23 @@ pub fn sum_bn_taped(y: &Tensor, skips: &[&Tensor], affine: &Tensor, eps: f64) ->
     let (y, affine) = (y.detach().contiguous()?, affine.detach().contiguous()?);
     let sum = match skips {
         [] => y,
-        [only] => super::sum_of(&only.detach(), &y)?,
+        [only] => crate::ops::kernels::sum_of(&only.detach(), &y)?,
         [first, second, rest @ ..] => {
-            let acc = super::sum_of(&first.detach(), second)?;
+            let acc = crate::ops::kernels::sum_of(&first.detach(), second)?;
             for s in rest {
-                super::add_into(&acc, s)?;
+                crate::ops::kernels::add_into(&acc, s)?;
             }
-            super::add_into(&acc, &y)?;
+            crate::ops::kernels::add_into(&acc, &y)?;
             acc
         }
     };
     let (bn, stats) = BatchNormTrain::new(eps, false);
-    let out = super::profile::timed("add+bn fwd", || -> Result<_> {
+    let out = crate::ops::profile::timed("add+bn fwd", || -> Result<_> {
         let ((ss, ls), (sa, la)) = (sum.storage_and_layout(), affine.storage_and_layout());
         let (Storage::Cpu(ss), Storage::Cpu(sa)) = (&*ss, &*sa) else { candle_core::bail!("sum_bn_taped: CPU only") };
         bn_forward_of(&bn, ss, ls, f32_data(sa, la, "sum_bn_taped")?)
     })?;
-    let out = super::conv_bn::tensor(out.0, out.1)?;
+    let out = crate::ops::storage::tensor(out.0, out.1)?;
     Ok((out, stats_of(&stats)?, SumBnTape { bn, sum, affine }))
 }
 

@@ -2,7 +2,7 @@
 //! factorized reduction. As one op (and one scatter in the backward) rather
 //! than candle's reshape and two narrows, whose backward pads each narrow
 //! with zeros and concatenates, over the whole input, twice.
-use super::f32_data;
+use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -13,7 +13,7 @@ pub fn subsample2(x: &Tensor, offset: usize) -> Result<Tensor> {
         candle_core::bail!("subsample2: offset must be 0 or 1, got {offset}")
     }
     if !x.device().is_cpu() {
-        return super::reference::subsample2(x, offset);
+        return crate::ops::device::reference::subsample2(x, offset);
     }
     x.contiguous()?.apply_op1(Subsample { offset })
 }
@@ -36,7 +36,7 @@ impl CustomOp1 for Subsample {
         let x = f32_data(s, l, self.name())?;
         let (n, c, h, w) = l.shape().dims4()?;
         let (oh, ow, o) = (half(h), half(w), self.offset);
-        let mut out = super::zeros(n * c * oh * ow);
+        let mut out = crate::ops::storage::zeros(n * c * oh * ow);
         out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(op, xp)| {
             for y in 0..oh {
                 let iy = 2 * y + o;
@@ -72,7 +72,7 @@ impl CustomOp1 for Scatter {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = f32_data(s, l, self.name())?;
         let (n, c, oh, ow) = l.shape().dims4()?;
-        let mut gx = super::zeros(n * c * self.h * self.w);
+        let mut gx = crate::ops::storage::zeros(n * c * self.h * self.w);
         scatter_into(&mut gx, g, (oh, ow), (self.h, self.w), self.offset);
         Ok((CpuStorage::F32(gx), Shape::from((n, c, self.h, self.w))))
     }
@@ -115,7 +115,7 @@ impl CustomOp2 for ScatterBoth {
         if l2.shape() != l1.shape() {
             candle_core::bail!("{}: grids {:?} and {:?} differ", self.name(), l1.dims(), l2.dims())
         }
-        let mut gx = super::zeros(n * c * self.h * self.w);
+        let mut gx = crate::ops::storage::zeros(n * c * self.h * self.w);
         scatter_into(&mut gx, g0, (oh, ow), (self.h, self.w), 0);
         scatter_into(&mut gx, g1, (oh, ow), (self.h, self.w), 1);
         Ok((CpuStorage::F32(gx), Shape::from((n, c, self.h, self.w))))

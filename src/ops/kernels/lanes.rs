@@ -1,0 +1,58 @@
+//! Reductions and masks over slices, written so the compiler vectorises them
+//! at the width of the kernel set they are inlined into (`simd`).
+const LANES: usize = 8;
+
+/// Dot product with eight independent accumulators, so the compiler can
+/// vectorise it (a plain `.sum()` of floats must keep its order).
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Sum with eight independent accumulators (see `dot`).
+#[inline]
+pub(crate) fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let c = a.chunks_exact(LANES);
+    let tail: f32 = c.remainder().iter().sum();
+    for x in c {
+        for l in 0..LANES {
+            acc[l] += x[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Sum of squared deviations from `mean`, with eight accumulators (see `dot`).
+#[inline]
+pub(crate) fn sum_sq_dev(a: &[f32], mean: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let c = a.chunks_exact(LANES);
+    let tail: f32 = c.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
+    for x in c {
+        for l in 0..LANES {
+            acc[l] += (x[l] - mean) * (x[l] - mean);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The backward of ReLU in place: zeroes `grad` where `x < 0` (candle's
+/// convention: the gradient passes at 0). A select rather than a branch, as
+/// the signs are random and a branch would mispredict half the time.
+#[inline]
+pub(crate) fn relu_mask(grad: &mut [f32], x: &[f32]) {
+    for (d, &v) in grad.iter_mut().zip(x) {
+        *d = if v < 0.0 { 0.0 } else { *d };
+    }
+}
