@@ -76,10 +76,10 @@ pub fn bench_ops(json: bool, reps: usize, shape: &[usize], device: &Device) -> R
     }
     if json {
         for (op, imp, ms) in &rows {
-            println!("{}", serde_json::json!({"op": op, "impl": imp, "ms": ms}));
+            println!("{}", serde_json::json!({"op": op, "impl": imp, "ms": ms, "kernels": crate::ops::simd::active().name()}));
         }
     } else {
-        println!("forward+backward at ({n}, {c}, {h}, {w}), median of {reps}");
+        println!("forward+backward at ({n}, {c}, {h}, {w}), median of {reps}, on {}", crate::ops::simd::Machine::current());
         println!("{:<14} {:>10} {:>10} {:>8}", "op", "enas ms", "candle ms", "speedup");
         for pair in rows.chunks(2) {
             println!("{:<14} {:>10.3} {:>10.3} {:>7.1}x", pair[0].0, pair[0].2, pair[1].2, pair[1].2 / pair[0].2);

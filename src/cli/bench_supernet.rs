@@ -4,6 +4,7 @@
 //! clipped at 5. Prints images/s, peak RSS and where the time went.
 use crate::model::{seeded_init, trainable_vars, Ctx, MacroSkips, NetConfig, Supernet};
 use crate::ops::profile;
+use crate::ops::simd::Machine;
 use crate::space::{Arch, SpaceKind};
 use crate::train::loss::cross_entropy;
 use crate::train::optim::{clip_grad_norm, collect_grads, Sgd, SgdConfig};
@@ -74,6 +75,8 @@ pub struct SupernetBench {
     pub channels: usize,
     pub layers: usize,
     pub threads: usize,
+    /// The CPU and the kernel sets that ran.
+    pub machine: Machine,
 }
 
 fn read_arcs(args: &SupernetArgs) -> Result<Vec<Arch>> {
@@ -230,6 +233,7 @@ pub fn run_supernet_on(args: &SupernetArgs, device: &Device) -> Result<SupernetB
         channels: w.channels,
         layers: w.layers,
         threads: rayon::current_num_threads(),
+        machine: Machine::current(),
     })
 }
 
@@ -251,6 +255,7 @@ pub fn print(b: &SupernetBench, json: bool) -> Result<()> {
         },
         b.batch, b.channels, b.layers, b.threads, b.images_per_s, b.steps, b.seconds, b.peak_rss_mb
     )?;
+    writeln!(out, "on {}", b.machine)?;
     writeln!(out, "first losses: {}", b.losses.iter().take(3).map(|l| format!("{l:.6}")).collect::<Vec<_>>().join(" "))?;
     writeln!(out, "share of step time:")?;
     for (name, share) in &b.phases {

@@ -241,6 +241,10 @@ pub(crate) fn record_command(out: &std::path::Path) -> Result<()> {
 pub fn main() -> i32 {
     configure_runtime();
     let cli = Cli::parse();
+    if let Err(e) = crate::ops::simd::init_from_env() {
+        eprintln!("error: {e}");
+        return 1;
+    }
     match in_worker_pool(|| run(cli)) {
         Ok(()) => 0,
         Err(e) => {

@@ -19,7 +19,7 @@ pub mod storage;
 pub use device::reference;
 pub use fused::{add_bn_train, conv_bn_taped, conv_bn_train, reduce_bn_taped, reduce_bn_train, sep_conv_bn_taped, sep_conv_bn_train, sep_params, sum_bn_taped};
 pub use fused::{ConvBnTape, ReduceBnTape, SepHalf, SepTape, SumBnTape};
-pub use kernels::{accumulate, batch_norm, conv, depthwise, pool, sgd, subsample};
+pub use kernels::{accumulate, batch_norm, conv, depthwise, pool, sgd, simd, subsample};
 pub use kernels::{add_into, sum_of};
 pub use kernels::{avg_pool2d, max_pool2d, pool2d, pool2d_grad, PoolKind};
 pub use kernels::{batch_norm_relu_train, batch_norm_train, BatchStats};

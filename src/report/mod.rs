@@ -104,6 +104,8 @@ pub fn report_md(r: &TrainResult) -> Result<String> {
     writeln!(s, "| derive ({} candidates) | {:.0} |", r.derived.candidates.len(), r.derived.seconds)?;
     writeln!(s, "| retrain ({} epochs) | {:.0} |", r.retrain.epochs.len(), r.retrain.seconds)?;
     writeln!(s, "| total | {:.0} |", r.search_seconds + r.derived.seconds + r.retrain.seconds)?;
+    writeln!(s)?;
+    writeln!(s, "Finished on {}; each stage's `config.json` records the machine it started on.", crate::ops::simd::Machine::current())?;
     Ok(s)
 }
 

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use std::collections::HashMap;
+use crate::ops::simd::Machine;
 use std::path::Path;
 
 const META_KEY: &str = "enas";
@@ -63,27 +64,48 @@ pub fn load_varmap(varmap: &VarMap, tensors: &HashMap<String, Tensor>, prefix: &
 }
 
 /// Readies `out` for a run with settings `cfg`: refuses to overwrite an existing
-/// run unless resuming, refuses to resume with other settings, writes `config.json`.
+/// run unless resuming, refuses to resume with other settings, writes
+/// `config.json` (the settings, and the machine the run started on).
 pub fn prepare_run_dir<T: serde::Serialize>(out: &Path, cfg: &T, resume: bool, checkpoint: &str) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create output directory", out.display()))?;
     let config_path = out.join("config.json");
+    // Compared as values parsed alike, so floats round-trip exactly.
+    let mut record = serde_json::from_str::<serde_json::Value>(&serde_json::to_string(cfg)?)?;
+    let mut machine = serde_json::to_value(Machine::current())?;
     if resume {
         if let Ok(old) = std::fs::read_to_string(&config_path) {
-            let old: serde_json::Value =
+            let mut old: serde_json::Value =
                 serde_json::from_str(&old).with_context(|| format!("{}: not valid JSON", config_path.display()))?;
-            // Compared as values parsed alike, so floats round-trip exactly.
-            if old != serde_json::from_str::<serde_json::Value>(&serde_json::to_string(cfg)?)? {
+            let started_on = old.as_object_mut().and_then(|o| o.remove(MACHINE));
+            if old != record {
                 anyhow::bail!(
                     "{}: the run there was started with other settings; resume it with the same ones or choose another --out",
                     config_path.display()
                 );
             }
+            if let Some(started_on) = started_on {
+                let kernels = |m: &serde_json::Value| m.get("kernels").and_then(|k| k.as_str()).unwrap_or("unknown").to_string();
+                if kernels(&started_on) != kernels(&machine) {
+                    eprintln!(
+                        "note: this run started with the {} kernel set and continues with {}: its numbers will differ in the last bits from an uninterrupted run's",
+                        kernels(&started_on),
+                        kernels(&machine)
+                    );
+                }
+                machine = started_on;
+            }
         }
     } else if out.join(checkpoint).exists() {
         anyhow::bail!("{}: a run is already there; pass --resume to continue it or choose another --out", out.display());
     }
-    write_atomic(&config_path, &serde_json::to_string_pretty(cfg)?)
+    if let Some(o) = record.as_object_mut() {
+        o.insert(MACHINE.into(), machine);
+    }
+    write_atomic(&config_path, &serde_json::to_string_pretty(&record)?)
 }
+
+/// The key of `config.json` that records the CPU and kernel set a run started on.
+pub const MACHINE: &str = "machine";
 
 /// Writes `text` to `path` atomically.
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {

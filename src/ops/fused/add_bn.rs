@@ -3,6 +3,7 @@
 //! instead of becoming a tensor of candle's graph (see `conv_bn`).
 use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats};
 use super::conv_bn::{bn_backward, bn_forward, bn_forward_of, keep, kept};
+use crate::ops::kernels::simd::vectorize;
 use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -40,7 +41,11 @@ impl CustomOp3 for AddBn {
         // SAFETY: every element is written just below (`vec!` would be one serial memset on the calling thread).
         let mut sum = unsafe { crate::ops::storage::unfilled(a.len()) };
         sum.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(s, (a, b))| {
-            s.iter_mut().zip(a.iter().zip(b)).for_each(|(s, (a, b))| *s = a + b);
+            vectorize(#[inline(always)] || {
+                for (s, (a, b)) in s.iter_mut().zip(a.iter().zip(b)) {
+                    *s = a + b;
+                }
+            });
         });
         let (y, sum) = bn_forward(&self.bn, CpuStorage::F32(sum), l1.shape().clone(), f32_data(s3, l3, self.name())?)?;
         keep(&self.sum, sum);

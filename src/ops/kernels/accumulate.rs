@@ -1,5 +1,6 @@
 //! Gradient accumulation in place: `acc += g` over the worker threads, for
 //! blocks that sum their own gradients (candle's `+` allocates a third tensor).
+use super::simd::vectorize;
 use crate::ops::storage::{f32_data, f32_data_mut};
 use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
 use rayon::prelude::*;
@@ -28,7 +29,11 @@ pub fn sum_of(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         // SAFETY: every element is written just below.
         let mut out = unsafe { crate::ops::storage::unfilled(x.len()) };
         out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14))).for_each(|(o, (x, y))| {
-            o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (x, y))| *o = x + y);
+            vectorize(#[inline(always)] || {
+                for (o, (x, y)) in o.iter_mut().zip(x.iter().zip(y)) {
+                    *o = x + y;
+                }
+            });
         });
         Ok(out)
     })?;
@@ -45,7 +50,13 @@ impl InplaceOp2 for AddInto {
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
         let g = f32_data(s2, l2, self.name())?;
         let acc = f32_data_mut(s1, l1, self.name())?;
-        acc.par_chunks_mut(1 << 14).zip(g.par_chunks(1 << 14)).for_each(|(a, g)| a.iter_mut().zip(g).for_each(|(a, g)| *a += g));
+        acc.par_chunks_mut(1 << 14).zip(g.par_chunks(1 << 14)).for_each(|(a, g)| {
+            vectorize(#[inline(always)] || {
+                for (a, g) in a.iter_mut().zip(g) {
+                    *a += g;
+                }
+            })
+        });
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! the backward pass in our own loops. Composed from candle ops, the backward
 //! of the per-channel broadcasts becomes strided single-threaded reductions
 //! that cost more than the whole forward.
+use super::simd::vectorize;
 use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -79,11 +80,22 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let planes = || (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
-            let mean = planes().map(|p| super::lanes::sum(p) as f64).sum::<f64>() / m;
-            let mf = mean as f32;
-            let var = planes().map(|p| super::lanes::sum_sq_dev(p, mf) as f64).sum::<f64>() / m;
-            (mean as f32, var as f32)
+            // Loops, not iterator adapters: their closures are not inlined
+            // into the kernel set's function (`simd::vectorize`).
+            vectorize(#[inline(always)] || {
+                let plane = |b: usize| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw];
+                let mut sum = 0f64;
+                for b in 0..n {
+                    sum += super::lanes::sum(plane(b)) as f64;
+                }
+                let mean = sum / m;
+                let mf = mean as f32;
+                let mut sq = 0f64;
+                for b in 0..n {
+                    sq += super::lanes::sum_sq_dev(plane(b), mf) as f64;
+                }
+                (mean as f32, (sq / m) as f32)
+            })
         })
         .unzip()
 }
@@ -114,12 +126,16 @@ impl CustomOp3 for BatchNormTrain {
         let mut y = unsafe { crate::ops::storage::unfilled(x.len()) };
         y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
             let (a, b) = (scale[p % c], shift[p % c]);
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = v * a + b;
-            }
-            if self.relu {
-                yp.iter_mut().for_each(|o| *o = o.max(0.0));
-            }
+            vectorize(#[inline(always)] || {
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    *o = v * a + b;
+                }
+                if self.relu {
+                    for o in yp.iter_mut() {
+                        *o = o.max(0.0);
+                    }
+                }
+            })
         });
         *self.stats.lock().expect("stats lock") = HostStats { mean, var };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -167,9 +183,12 @@ struct GradSums {
 }
 
 /// `g` where `y > 0`, else 0, into `out`: the backward of the fused ReLU (y is its output).
+#[inline(always)]
 fn masked_into(g: &[f32], y: &[f32], out: &mut Vec<f32>) {
-    out.clear();
-    out.extend(g.iter().zip(y).map(|(&d, &v)| if v > 0.0 { d } else { 0.0 }));
+    out.resize(g.len(), 0.0);
+    for ((o, &d), &v) in out.iter_mut().zip(g).zip(y) {
+        *o = if v > 0.0 { d } else { 0.0 };
+    }
 }
 
 impl CustomOp3 for GradSums {
@@ -189,7 +208,7 @@ impl CustomOp3 for GradSums {
             .map_init(Vec::new, |masked, ch| {
                 let (m, is) = (self.mean[ch], self.invstd[ch]);
                 let (mut sb, mut sg) = (0f64, 0f64);
-                for b in 0..n {
+                vectorize(#[inline(always)] || for b in 0..n {
                     let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
                     let xp = &x[r.clone()];
                     let gp = if self.relu {
@@ -202,7 +221,7 @@ impl CustomOp3 for GradSums {
                     sb += s as f64;
                     // sum(dy (x - mean)) = sum(dy x) - mean sum(dy)
                     sg += (super::lanes::dot(gp, xp) - m * s) as f64 * is as f64;
-                }
+                });
                 (sb as f32, sg as f32)
             })
             .unzip();
@@ -244,7 +263,7 @@ impl CustomOp3 for GradInput {
             let k = self.gamma[ch] * is;
             let (db, dg) = (self.dbeta[ch] / m, self.dgamma[ch] / m);
             let (xp, gp, yp) = (&x[p * hw..(p + 1) * hw], &g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw]);
-            if self.relu {
+            vectorize(#[inline(always)] || if self.relu {
                 for (((o, &d), &v), &u) in out.iter_mut().zip(gp).zip(xp).zip(yp) {
                     let d = if u > 0.0 { d } else { 0.0 };
                     *o = k * (d - db - (v - mu) * is * dg);
@@ -253,7 +272,7 @@ impl CustomOp3 for GradInput {
                 for ((o, &d), &v) in out.iter_mut().zip(gp).zip(xp) {
                     *o = k * (d - db - (v - mu) * is * dg);
                 }
-            }
+            })
         });
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
     }

@@ -5,6 +5,7 @@
 //! backward is one pass per plane for both gradients; stride 2 (reduction
 //! cells only) walks the strided rows.
 use super::plane::{unflatten, Padded};
+use super::simd::vectorize;
 use super::taps;
 use super::Window;
 use crate::ops::storage::f32_data;
@@ -99,7 +100,7 @@ impl Depthwise {
             taps::weighted_taps(gpad, &buf.rotated, offs, len, &mut buf.flat);
             unflatten(&buf.flat, gi, h, wd, wp, 0, 0);
             if self.relu {
-                super::lanes::relu_mask(gi, xp);
+                vectorize(#[inline(always)] || super::lanes::relu_mask(gi, xp));
             }
             let xpad = buf.xpad.copy(xp, h, wd, win.pad_top, win.pad_left, hp, wp, 0.0, self.relu);
             taps::tap_dots(&buf.padded.data()[top * wp + left..], xpad, offs, len, &mut lanes[ch * kk..(ch + 1) * kk]);
@@ -108,7 +109,7 @@ impl Depthwise {
 }
 
 /// Strided path: adds `wv * src[...]` into one output row for tap (ky, kx); `src` is an input row.
-#[inline]
+#[inline(always)]
 fn accumulate_row(out: &mut [f32], src: &[f32], wv: f32, win: &Window, kx: usize) {
     let (x0, x1) = win.cols(kx);
     for ox in x0..x1 {
@@ -117,7 +118,7 @@ fn accumulate_row(out: &mut [f32], src: &[f32], wv: f32, win: &Window, kx: usize
 }
 
 /// Adds `wv * grad_row[...]` back into one input row (the transpose of `accumulate_row`).
-#[inline]
+#[inline(always)]
 fn scatter_row(gin: &mut [f32], grad: &[f32], wv: f32, win: &Window, kx: usize) {
     let (x0, x1) = win.cols(kx);
     for ox in x0..x1 {
@@ -155,6 +156,7 @@ fn forward_plane_s1(x: &[f32], w: &[f32], out: &mut [f32], win: &Window, relu: b
     unflatten(&buf.flat, out, win.out_h, win.out_w, wp, 0, 0);
 }
 
+#[inline(always)]
 fn forward_plane(x: &[f32], w: &[f32], out: &mut [f32], win: &Window) {
     let (k, iw, ow) = (win.k, win.in_w, win.out_w);
     out.fill(0.0);
@@ -171,6 +173,7 @@ fn forward_plane(x: &[f32], w: &[f32], out: &mut [f32], win: &Window) {
     }
 }
 
+#[inline(always)]
 fn grad_input_plane(grad: &[f32], w: &[f32], gin: &mut [f32], win: &Window) {
     let (k, iw, ow) = (win.k, win.in_w, win.out_w);
     gin.fill(0.0);
@@ -188,6 +191,7 @@ fn grad_input_plane(grad: &[f32], w: &[f32], gin: &mut [f32], win: &Window) {
 }
 
 /// Adds this plane's contribution to the k x k weight gradient of its channel.
+#[inline(always)]
 fn grad_weight_plane(x: &[f32], grad: &[f32], gw: &mut [f32], win: &Window) {
     let (k, iw, ow) = (win.k, win.in_w, win.out_w);
     for ky in 0..k {
@@ -236,7 +240,7 @@ impl CustomOp2 for Depthwise {
             if win.stride == 1 {
                 forward_plane_s1(xp, wc, o, &win, self.relu, &offs, buf);
             } else {
-                forward_plane(xp, wc, o, &win);
+                vectorize(#[inline(always)] || forward_plane(xp, wc, o, &win));
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c, win.out_h, win.out_w))))
@@ -357,10 +361,12 @@ impl CustomOp3 for DepthwiseGradInput {
         gin.par_chunks_mut(ip).enumerate().for_each(|(p, gi)| {
             let ch = p % c;
             let (gp, wc) = (&g[p * op..(p + 1) * op], &w[ch * kk..(ch + 1) * kk]);
-            grad_input_plane(gp, wc, gi, &win);
-            if self.relu {
-                super::lanes::relu_mask(gi, &x[p * ip..(p + 1) * ip]);
-            }
+            vectorize(#[inline(always)] || {
+                grad_input_plane(gp, wc, gi, &win);
+                if self.relu {
+                    super::lanes::relu_mask(gi, &x[p * ip..(p + 1) * ip]);
+                }
+            });
         });
         Ok((CpuStorage::F32(gin), Shape::from((n, c, win.in_h, win.in_w))))
     }
@@ -399,13 +405,18 @@ impl CustomOp2 for DepthwiseGradWeight {
         gw.par_chunks_mut(kk).enumerate().for_each_init(Vec::new, |relu_x, (ch, gwc)| {
             for b in 0..n {
                 let p = b * c + ch;
-                let (mut xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
-                if self.relu {
-                    relu_x.clear();
-                    relu_x.extend(xp.iter().map(|v| v.max(0.0)));
-                    xp = relu_x;
-                }
-                grad_weight_plane(xp, gp, gwc, &win);
+                let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
+                vectorize(#[inline(always)] || {
+                    if self.relu {
+                        relu_x.resize(xp.len(), 0.0);
+                        for (r, &v) in relu_x.iter_mut().zip(xp) {
+                            *r = v.max(0.0);
+                        }
+                        grad_weight_plane(relu_x, gp, gwc, &win)
+                    } else {
+                        grad_weight_plane(xp, gp, gwc, &win)
+                    }
+                });
             }
         });
         Ok((CpuStorage::F32(gw), Shape::from((c, 1, win.k, win.k))))

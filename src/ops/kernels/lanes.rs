@@ -1,10 +1,12 @@
 //! Reductions and masks over slices, written so the compiler vectorises them
-//! at the width of the kernel set they are inlined into (`simd`).
+//! at the width of the kernel set they are inlined into: callers run them
+//! inside `simd::vectorize`. Eight accumulators whatever the width, so the
+//! sums are the same bits in every set.
 const LANES: usize = 8;
 
 /// Dot product with eight independent accumulators, so the compiler can
 /// vectorise it (a plain `.sum()` of floats must keep its order).
-#[inline]
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -20,7 +22,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Sum with eight independent accumulators (see `dot`).
-#[inline]
+#[inline(always)]
 pub(crate) fn sum(a: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let c = a.chunks_exact(LANES);
@@ -34,7 +36,7 @@ pub(crate) fn sum(a: &[f32]) -> f32 {
 }
 
 /// Sum of squared deviations from `mean`, with eight accumulators (see `dot`).
-#[inline]
+#[inline(always)]
 pub(crate) fn sum_sq_dev(a: &[f32], mean: f32) -> f32 {
     let mut acc = [0f32; LANES];
     let c = a.chunks_exact(LANES);
@@ -50,7 +52,7 @@ pub(crate) fn sum_sq_dev(a: &[f32], mean: f32) -> f32 {
 /// The backward of ReLU in place: zeroes `grad` where `x < 0` (candle's
 /// convention: the gradient passes at 0). A select rather than a branch, as
 /// the signs are random and a branch would mispredict half the time.
-#[inline]
+#[inline(always)]
 pub(crate) fn relu_mask(grad: &mut [f32], x: &[f32]) {
     for (d, &v) in grad.iter_mut().zip(x) {
         *d = if v < 0.0 { 0.0 } else { *d };

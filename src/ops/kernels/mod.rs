@@ -12,6 +12,7 @@ pub(crate) mod pointwise;
 pub mod pool;
 pub(crate) mod pool_s1;
 pub mod sgd;
+pub mod simd;
 pub mod subsample;
 pub(crate) mod taps;
 mod window;

@@ -22,14 +22,19 @@ impl Padded {
             self.buf.resize(hp * wp + super::taps::SLACK, fill);
             self.geometry = Some(key);
         }
-        for (y, src) in x[..h * w].chunks_exact(w).enumerate() {
-            let dst = &mut self.buf[(y + top) * wp + left..][..w];
-            if relu {
-                dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v.max(0.0));
-            } else {
-                dst.copy_from_slice(src);
+        let buf = &mut self.buf;
+        super::simd::vectorize(#[inline(always)] || {
+            for (y, src) in x[..h * w].chunks_exact(w).enumerate() {
+                let dst = &mut buf[(y + top) * wp + left..][..w];
+                if relu {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = v.max(0.0);
+                    }
+                } else {
+                    dst.copy_from_slice(src);
+                }
             }
-        }
+        });
         &self.buf
     }
 

@@ -2,55 +2,83 @@
 //! gradient, out (M, HW) = A (M, K) B (K, HW) with K the few channels of the
 //! search (20 to 100), and the weight gradient, a few hundred dot products
 //! over the pixels. gemm packs B, the whole image, before every product;
-//! here A's entries are broadcast from L1 and B is read where it lies,
-//! 32 pixels at a time against up to 12 output rows held in registers.
+//! here A's entries are broadcast from L1 and B is read where it lies, two
+//! vectors of pixels at a time against a tile of output rows held in
+//! registers, the tile sized to the kernel set's registers (`simd`).
 //! Each output of `product` is `K` fused multiply-adds in order from zero,
-//! the float operations of gemm's kernel at these depths, so the results are
-//! the same to the bit (tests/ops.rs).
+//! whatever the set: the float operations of gemm's kernel at these depths,
+//! so the results are the same to the bit (tests/ops.rs).
 use super::gemm::Mat;
+use super::simd::dispatch;
+use pulp::{Simd, WithSimd};
 
-/// Pixels per block: one AVX-512 register.
-const V: usize = 16;
+/// Vectors of pixels side by side in a tile: each broadcast A entry serves both.
+const P: usize = 2;
+
+/// `S`'s vector at `s[at..]`; the caller has checked the bounds.
+#[inline(always)]
+unsafe fn load<S: Simd>(s: &[f32], at: usize) -> S::f32s {
+    debug_assert!(at + S::F32_LANES <= s.len());
+    // SAFETY: in bounds (the caller's check); f32s is plain f32 lanes, read unaligned.
+    unsafe { (s.as_ptr().add(at) as *const S::f32s).read_unaligned() }
+}
+
+/// Stores `v` at `d[at..]`; the caller has checked the bounds.
+#[inline(always)]
+unsafe fn store<S: Simd>(d: &mut [f32], at: usize, v: S::f32s) {
+    debug_assert!(at + S::F32_LANES <= d.len());
+    // SAFETY: as in `load`.
+    unsafe { (d.as_mut_ptr().add(at) as *mut S::f32s).write_unaligned(v) }
+}
 
 /// `out (a.rows, hw) = a f(b)`, b (a.cols, hw) row-major, f = ReLU when `relu`.
 pub(crate) fn product(out: &mut [f32], a: Mat, b: &[f32], hw: usize, relu: bool) {
-    let (m, k) = (a.rows, a.cols);
-    assert!(out.len() >= m * hw && b.len() >= k * hw, "pointwise: shapes do not fit");
-    let mut row = 0;
-    while row < m {
-        // Tiles of 12 rows, then 8, 4, 2, 1, two blocks of pixels at a time: each tile's
-        // accumulators fit the registers, and each A entry broadcast serves two blocks.
-        let left = m - row;
-        let tile = [12, 8, 4, 2, 1].into_iter().find(|&t| t <= left).unwrap_or(1);
-        match (tile, relu) {
-            (12, false) => rows::<12, false>(out, a, row, b, hw),
-            (12, true) => rows::<12, true>(out, a, row, b, hw),
-            (8, false) => rows::<8, false>(out, a, row, b, hw),
-            (8, true) => rows::<8, true>(out, a, row, b, hw),
-            (4, false) => rows::<4, false>(out, a, row, b, hw),
-            (4, true) => rows::<4, true>(out, a, row, b, hw),
-            (2, false) => rows::<2, false>(out, a, row, b, hw),
-            (2, true) => rows::<2, true>(out, a, row, b, hw),
-            (_, false) => rows::<1, false>(out, a, row, b, hw),
-            (_, true) => rows::<1, true>(out, a, row, b, hw),
-        }
-        row += tile;
-    }
+    assert!(out.len() >= a.rows * hw && b.len() >= a.cols * hw, "pointwise: shapes do not fit");
+    dispatch(Product { out, a, b, hw, relu })
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-#[inline(always)]
-fn load<const RELU: bool>(b: &[f32]) -> [f32; V] {
-    let v: [f32; V] = b[..V].try_into().expect("a block of V");
-    if RELU {
-        v.map(|x| x.max(0.0))
-    } else {
-        v
+struct Product<'a> {
+    out: &'a mut [f32],
+    a: Mat<'a>,
+    b: &'a [f32],
+    hw: usize,
+    relu: bool,
+}
+
+impl WithSimd for Product<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let (m, mut row) = (self.a.rows, 0);
+        // Tiles of rows whose accumulators (rows x P vectors), the P vectors of
+        // B and a broadcast fit the registers: 12 rows of 32, 6 of 16.
+        let wide = S::REGISTER_COUNT >= 32;
+        while row < m {
+            let left = m - row;
+            let tile = if wide { [12, 8, 4, 2, 1] } else { [6, 4, 2, 1, 1] }.into_iter().find(|&t| t <= left).unwrap_or(1);
+            match (tile, self.relu) {
+                (12, false) => rows::<S, 12, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (12, true) => rows::<S, 12, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (8, false) => rows::<S, 8, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (8, true) => rows::<S, 8, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (6, false) => rows::<S, 6, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (6, true) => rows::<S, 6, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (4, false) => rows::<S, 4, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (4, true) => rows::<S, 4, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (2, false) => rows::<S, 2, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (2, true) => rows::<S, 2, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (_, false) => rows::<S, 1, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+                (_, true) => rows::<S, 1, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
+            }
+            row += tile;
+        }
     }
 }
 
 /// Output rows `row..row + R`.
-fn rows<const R: usize, const RELU: bool>(out: &mut [f32], a: Mat, row: usize, b: &[f32], hw: usize) {
+#[inline(always)]
+fn rows<S: Simd, const R: usize, const RELU: bool>(simd: S, out: &mut [f32], a: Mat, row: usize, b: &[f32], hw: usize) {
     let k = a.cols;
     // A's tile, row by row, so the inner loop reads it contiguously.
     let mut coef = vec![[0f32; R]; k];
@@ -59,14 +87,17 @@ fn rows<const R: usize, const RELU: bool>(out: &mut [f32], a: Mat, row: usize, b
             *v = a.data[(row + r) * a.rs + kk * a.cs];
         }
     }
-    let blocks = hw / V;
-    for pair in 0..blocks / 2 {
-        block::<R, 2, RELU>(out, &coef, b, hw, row, pair * 2 * V);
+    let lanes = S::F32_LANES;
+    let mut p = 0;
+    while p + P * lanes <= hw {
+        block::<S, R, P, RELU>(simd, out, &coef, b, hw, row, p);
+        p += P * lanes;
     }
-    if blocks % 2 == 1 {
-        block::<R, 1, RELU>(out, &coef, b, hw, row, (blocks - 1) * V);
+    while p + lanes <= hw {
+        block::<S, R, 1, RELU>(simd, out, &coef, b, hw, row, p);
+        p += lanes;
     }
-    for p in blocks * V..hw {
+    for p in p..hw {
         for r in 0..R {
             let mut acc = 0f32;
             for (kk, c) in coef.iter().enumerate() {
@@ -78,56 +109,33 @@ fn rows<const R: usize, const RELU: bool>(out: &mut [f32], a: Mat, row: usize, b
     }
 }
 
-/// Output rows `row..row + R` at pixels `p..p + P V`: R P accumulators in registers.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+/// Output rows `row..row + R` at pixels `p..p + Q` vectors: R Q accumulators in registers.
 #[inline(always)]
-fn block<const R: usize, const P: usize, const RELU: bool>(out: &mut [f32], coef: &[[f32; R]], b: &[f32], hw: usize, row: usize, p: usize) {
-    use std::arch::x86_64::*;
-    assert!(b.len() >= (coef.len() - 1) * hw + p + P * V && out.len() >= (row + R - 1) * hw + p + P * V);
-    // SAFETY: avx512f is enabled at compile time (the cfg above); every load
-    // and store is of V floats inside `b` or `out`, as asserted above.
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); R]; P];
-        for (kk, c) in coef.iter().enumerate() {
-            let mut x = [_mm512_setzero_ps(); P];
-            for (q, x) in x.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(b.as_ptr().add(kk * hw + p + q * V));
-                if RELU {
-                    *x = _mm512_max_ps(*x, _mm512_setzero_ps());
-                }
-            }
-            for r in 0..R {
-                let cr = _mm512_set1_ps(c[r]);
-                for q in 0..P {
-                    acc[q][r] = _mm512_fmadd_ps(cr, x[q], acc[q][r]);
-                }
+fn block<S: Simd, const R: usize, const Q: usize, const RELU: bool>(simd: S, out: &mut [f32], coef: &[[f32; R]], b: &[f32], hw: usize, row: usize, p: usize) {
+    let lanes = S::F32_LANES;
+    assert!(b.len() >= (coef.len() - 1) * hw + p + Q * lanes && out.len() >= (row + R - 1) * hw + p + Q * lanes);
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; Q]; R];
+    for (kk, c) in coef.iter().enumerate() {
+        let mut x = [zero; Q];
+        for (q, x) in x.iter_mut().enumerate() {
+            // SAFETY: inside `b`, as asserted above.
+            *x = unsafe { load::<S>(b, kk * hw + p + q * lanes) };
+            if RELU {
+                *x = simd.max_f32s(*x, zero);
             }
         }
-        for (q, acc) in acc.iter().enumerate() {
-            for (r, a) in acc.iter().enumerate() {
-                _mm512_storeu_ps(out.as_mut_ptr().add((row + r) * hw + p + q * V), *a);
+        for r in 0..R {
+            let cr = simd.splat_f32s(c[r]);
+            for q in 0..Q {
+                acc[r][q] = simd.mul_add_f32s(cr, x[q], acc[r][q]);
             }
         }
     }
-}
-
-/// The same without AVX-512, for the compiler to vectorise as it can.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-#[inline(always)]
-fn block<const R: usize, const P: usize, const RELU: bool>(out: &mut [f32], coef: &[[f32; R]], b: &[f32], hw: usize, row: usize, p: usize) {
-    for q in 0..P {
-        let p = p + q * V;
-        let mut acc = [[0f32; V]; R];
-        for (kk, c) in coef.iter().enumerate() {
-            let x = load::<RELU>(&b[kk * hw + p..]);
-            for r in 0..R {
-                for l in 0..V {
-                    acc[r][l] = c[r].mul_add(x[l], acc[r][l]);
-                }
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            out[(row + r) * hw + p..][..V].copy_from_slice(acc);
+    for (r, acc) in acc.iter().enumerate() {
+        for (q, &v) in acc.iter().enumerate() {
+            // SAFETY: inside `out`, as asserted above.
+            unsafe { store::<S>(out, (row + r) * hw + p + q * lanes, v) };
         }
     }
 }
@@ -144,45 +152,78 @@ pub(crate) fn dots_beat_gemm(rows: usize, hw: usize) -> bool {
 /// from one image, x (k, hw) and g (m, hw) row-major, f = ReLU when `relu`.
 /// gemm would pack x, a transposing copy of the whole image, for an output of
 /// a few hundred entries; here each entry is a dot product over the pixels,
-/// 16 lanes wide, on a tile of rows of x and g held in registers.
+/// a vector wide, on a tile of rows of x and g held in registers.
 pub(crate) fn weight_grad(gw_t: &mut [f32], x: &[f32], k: usize, g: &[f32], m: usize, hw: usize, relu: bool) {
     assert!(gw_t.len() >= k * m && x.len() >= k * hw && g.len() >= m * hw, "pointwise weight gradient: shapes do not fit");
-    let mut xr = 0;
-    while xr < k {
-        let xt = [6, 4, 2, 1].into_iter().find(|&t| t <= k - xr).unwrap_or(1);
-        let mut gr = 0;
-        while gr < m {
-            let gt = [4, 2, 1].into_iter().find(|&t| t <= m - gr).unwrap_or(1);
-            let at = Dots { gw_t, x, g, m, hw, xr, gr };
-            match (xt, gt, relu) {
-                (6, 4, false) => at.tile::<6, 4, false>(),
-                (6, 4, true) => at.tile::<6, 4, true>(),
-                (6, 2, false) => at.tile::<6, 2, false>(),
-                (6, 2, true) => at.tile::<6, 2, true>(),
-                (6, _, false) => at.tile::<6, 1, false>(),
-                (6, _, true) => at.tile::<6, 1, true>(),
-                (4, 4, false) => at.tile::<4, 4, false>(),
-                (4, 4, true) => at.tile::<4, 4, true>(),
-                (4, 2, false) => at.tile::<4, 2, false>(),
-                (4, 2, true) => at.tile::<4, 2, true>(),
-                (4, _, false) => at.tile::<4, 1, false>(),
-                (4, _, true) => at.tile::<4, 1, true>(),
-                (2, 4, false) => at.tile::<2, 4, false>(),
-                (2, 4, true) => at.tile::<2, 4, true>(),
-                (2, 2, false) => at.tile::<2, 2, false>(),
-                (2, 2, true) => at.tile::<2, 2, true>(),
-                (2, _, false) => at.tile::<2, 1, false>(),
-                (2, _, true) => at.tile::<2, 1, true>(),
-                (_, 4, false) => at.tile::<1, 4, false>(),
-                (_, 4, true) => at.tile::<1, 4, true>(),
-                (_, 2, false) => at.tile::<1, 2, false>(),
-                (_, 2, true) => at.tile::<1, 2, true>(),
-                (_, _, false) => at.tile::<1, 1, false>(),
-                (_, _, true) => at.tile::<1, 1, true>(),
+    dispatch(WeightGrad { gw_t, x, k, g, m, hw, relu })
+}
+
+struct WeightGrad<'a> {
+    gw_t: &'a mut [f32],
+    x: &'a [f32],
+    k: usize,
+    g: &'a [f32],
+    m: usize,
+    hw: usize,
+    relu: bool,
+}
+
+impl WithSimd for WeightGrad<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let WeightGrad { gw_t, x, k, g, m, hw, relu } = self;
+        // Tiles of x rows by g rows whose accumulators, the g vectors and one
+        // x vector fit the registers: 6 x 4 of 32, 3 x 3 of 16.
+        let (x_tiles, g_tiles) = if S::REGISTER_COUNT >= 32 { ([6, 4, 2, 1], [4, 2, 1]) } else { ([3, 2, 1, 1], [3, 2, 1]) };
+        let mut xr = 0;
+        while xr < k {
+            let xt = x_tiles.into_iter().find(|&t| t <= k - xr).unwrap_or(1);
+            let mut gr = 0;
+            while gr < m {
+                let gt = g_tiles.into_iter().find(|&t| t <= m - gr).unwrap_or(1);
+                let at = Dots { gw_t: &mut *gw_t, x, g, m, hw, xr, gr };
+                match (xt, gt, relu) {
+                    (6, 4, false) => at.tile::<S, 6, 4, false>(simd),
+                    (6, 4, true) => at.tile::<S, 6, 4, true>(simd),
+                    (6, 2, false) => at.tile::<S, 6, 2, false>(simd),
+                    (6, 2, true) => at.tile::<S, 6, 2, true>(simd),
+                    (6, _, false) => at.tile::<S, 6, 1, false>(simd),
+                    (6, _, true) => at.tile::<S, 6, 1, true>(simd),
+                    (4, 4, false) => at.tile::<S, 4, 4, false>(simd),
+                    (4, 4, true) => at.tile::<S, 4, 4, true>(simd),
+                    (4, 2, false) => at.tile::<S, 4, 2, false>(simd),
+                    (4, 2, true) => at.tile::<S, 4, 2, true>(simd),
+                    (4, _, false) => at.tile::<S, 4, 1, false>(simd),
+                    (4, _, true) => at.tile::<S, 4, 1, true>(simd),
+                    (3, 3, false) => at.tile::<S, 3, 3, false>(simd),
+                    (3, 3, true) => at.tile::<S, 3, 3, true>(simd),
+                    (3, 2, false) => at.tile::<S, 3, 2, false>(simd),
+                    (3, 2, true) => at.tile::<S, 3, 2, true>(simd),
+                    (3, _, false) => at.tile::<S, 3, 1, false>(simd),
+                    (3, _, true) => at.tile::<S, 3, 1, true>(simd),
+                    (2, 4, false) => at.tile::<S, 2, 4, false>(simd),
+                    (2, 4, true) => at.tile::<S, 2, 4, true>(simd),
+                    (2, 3, false) => at.tile::<S, 2, 3, false>(simd),
+                    (2, 3, true) => at.tile::<S, 2, 3, true>(simd),
+                    (2, 2, false) => at.tile::<S, 2, 2, false>(simd),
+                    (2, 2, true) => at.tile::<S, 2, 2, true>(simd),
+                    (2, _, false) => at.tile::<S, 2, 1, false>(simd),
+                    (2, _, true) => at.tile::<S, 2, 1, true>(simd),
+                    (_, 4, false) => at.tile::<S, 1, 4, false>(simd),
+                    (_, 4, true) => at.tile::<S, 1, 4, true>(simd),
+                    (_, 3, false) => at.tile::<S, 1, 3, false>(simd),
+                    (_, 3, true) => at.tile::<S, 1, 3, true>(simd),
+                    (_, 2, false) => at.tile::<S, 1, 2, false>(simd),
+                    (_, 2, true) => at.tile::<S, 1, 2, true>(simd),
+                    (_, _, false) => at.tile::<S, 1, 1, false>(simd),
+                    (_, _, true) => at.tile::<S, 1, 1, true>(simd),
+                }
+                gr += gt;
             }
-            gr += gt;
+            xr += xt;
         }
-        xr += xt;
     }
 }
 
@@ -198,12 +239,13 @@ struct Dots<'a> {
 }
 
 impl Dots<'_> {
-    fn tile<const XR: usize, const GR: usize, const RELU: bool>(self) {
+    #[inline(always)]
+    fn tile<S: Simd, const XR: usize, const GR: usize, const RELU: bool>(self, simd: S) {
         let Dots { gw_t, x, g, m, hw, xr, gr } = self;
         let f = |v: f32| if RELU { v.max(0.0) } else { v };
-        let blocks = hw / V;
-        let mut sums = dots::<XR, GR, RELU>(x, g, hw, xr, gr, blocks);
-        for p in blocks * V..hw {
+        let blocks = hw / S::F32_LANES;
+        let mut sums = dots::<S, XR, GR, RELU>(simd, x, g, hw, xr, gr, blocks);
+        for p in blocks * S::F32_LANES..hw {
             for (i, row) in sums.iter_mut().enumerate() {
                 for (j, s) in row.iter_mut().enumerate() {
                     *s += f(x[(xr + i) * hw + p]) * g[(gr + j) * hw + p];
@@ -218,52 +260,39 @@ impl Dots<'_> {
     }
 }
 
-/// The dot products of rows `xr..xr + XR` of x with rows `gr..gr + GR` of g over the first `blocks` blocks of pixels.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+/// The dot products of rows `xr..xr + XR` of x with rows `gr..gr + GR` of g
+/// over the first `blocks` vectors of pixels, each summed across its lanes at the end.
 #[inline(always)]
-fn dots<const XR: usize, const GR: usize, const RELU: bool>(x: &[f32], g: &[f32], hw: usize, xr: usize, gr: usize, blocks: usize) -> [[f32; GR]; XR] {
-    use std::arch::x86_64::*;
-    assert!(x.len() >= (xr + XR) * hw && g.len() >= (gr + GR) * hw && blocks * V <= hw);
-    // SAFETY: avx512f is enabled at compile time (the cfg above); every load is
-    // of V floats inside row xr + i of x or row gr + j of g, as asserted above.
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); GR]; XR];
-        for blk in 0..blocks {
-            let p = blk * V;
-            let mut gv = [_mm512_setzero_ps(); GR];
-            for (j, v) in gv.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(g.as_ptr().add((gr + j) * hw + p));
-            }
-            for (i, row) in acc.iter_mut().enumerate() {
-                let mut xv = _mm512_loadu_ps(x.as_ptr().add((xr + i) * hw + p));
-                if RELU {
-                    xv = _mm512_max_ps(xv, _mm512_setzero_ps());
-                }
-                for (a, gv) in row.iter_mut().zip(&gv) {
-                    *a = _mm512_fmadd_ps(xv, *gv, *a);
-                }
-            }
-        }
-        acc.map(|row| row.map(|a| _mm512_reduce_add_ps(a)))
-    }
-}
-
-/// The same without AVX-512, for the compiler to vectorise as it can.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-#[inline(always)]
-fn dots<const XR: usize, const GR: usize, const RELU: bool>(x: &[f32], g: &[f32], hw: usize, xr: usize, gr: usize, blocks: usize) -> [[f32; GR]; XR] {
-    let mut acc = [[[0f32; V]; GR]; XR];
+fn dots<S: Simd, const XR: usize, const GR: usize, const RELU: bool>(simd: S, x: &[f32], g: &[f32], hw: usize, xr: usize, gr: usize, blocks: usize) -> [[f32; GR]; XR] {
+    let lanes = S::F32_LANES;
+    assert!(x.len() >= (xr + XR) * hw && g.len() >= (gr + GR) * hw && blocks * lanes <= hw);
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; GR]; XR];
     for blk in 0..blocks {
-        let p = blk * V;
+        let p = blk * lanes;
+        let mut gv = [zero; GR];
+        for (j, v) in gv.iter_mut().enumerate() {
+            // SAFETY: row gr + j of g, inside it as asserted above.
+            *v = unsafe { load::<S>(g, (gr + j) * hw + p) };
+        }
         for (i, row) in acc.iter_mut().enumerate() {
-            let xv = load::<RELU>(&x[(xr + i) * hw + p..]);
-            for (j, a) in row.iter_mut().enumerate() {
-                let gv: &[f32] = &g[(gr + j) * hw + p..][..V];
-                for l in 0..V {
-                    a[l] = xv[l].mul_add(gv[l], a[l]);
-                }
+            // SAFETY: row xr + i of x, inside it as asserted above.
+            let mut xv = unsafe { load::<S>(x, (xr + i) * hw + p) };
+            if RELU {
+                xv = simd.max_f32s(xv, zero);
+            }
+            for (a, gv) in row.iter_mut().zip(&gv) {
+                *a = simd.mul_add_f32s(xv, *gv, *a);
             }
         }
     }
-    acc.map(|row| row.map(|a| a.iter().sum()))
+    // Loops, not `map`: a closure there is not inlined into the kernel set's
+    // function, and the lane sums' intrinsics became calls.
+    let mut sums = [[0f32; GR]; XR];
+    for (s, a) in sums.iter_mut().zip(&acc) {
+        for (s, &a) in s.iter_mut().zip(a) {
+            *s = simd.reduce_sum_f32s(a);
+        }
+    }
+    sums
 }

@@ -45,6 +45,7 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
+    #[inline(always)]
     fn planes(&mut self, n: usize) -> [&mut [f32]; 3] {
         let Scratch { a, b, c } = self;
         for v in [&mut *a, &mut *b, &mut *c] {
@@ -55,7 +56,7 @@ impl Scratch {
 }
 
 /// `dst[i] (op)= src[i + s]` over the flat plane for the `i` that read inside it.
-#[inline]
+#[inline(always)]
 fn shifted<'a>(dst: &'a mut [f32], src: &'a [f32], s: isize) -> impl Iterator<Item = (&'a mut f32, &'a f32)> + 'a {
     let (r, from) = reads(s, dst.len());
     let len = r.len();
@@ -105,6 +106,7 @@ impl Separable {
 
     /// Fold along the rows into `along`, then across them into `out`; with
     /// `transpose`, the transposed (adjoint) sums, for the average's backward.
+    #[inline(always)]
     fn fold(&self, kind: PoolKind, x: &[f32], out: &mut [f32], along: &mut [f32], transpose: bool) {
         along.fill(empty(kind));
         for (s, inside) in &self.cols {
@@ -113,21 +115,42 @@ impl Separable {
             let (r, from) = reads(s, along.len());
             let mask = &inside[if transpose { from } else { r.start }..];
             match kind {
-                PoolKind::Max => shifted(along, x, s).zip(mask).for_each(|((d, &v), &ok)| *d = d.max(if ok > 0.0 { v } else { f32::NEG_INFINITY })),
-                PoolKind::Avg => shifted(along, x, s).zip(mask).for_each(|((d, &v), &ok)| *d += v * ok),
+                PoolKind::Max => {
+                    for ((d, &v), &ok) in shifted(along, x, s).zip(mask) {
+                        *d = d.max(if ok > 0.0 { v } else { f32::NEG_INFINITY });
+                    }
+                }
+                PoolKind::Avg => {
+                    for ((d, &v), &ok) in shifted(along, x, s).zip(mask) {
+                        *d += v * ok;
+                    }
+                }
             }
         }
         out.fill(empty(kind));
         for &s in &self.rows {
             let s = if transpose { -s } else { s };
             match kind {
-                PoolKind::Max => shifted(out, along, s).for_each(|(d, &v)| *d = d.max(v)),
-                PoolKind::Avg => shifted(out, along, s).for_each(|(d, &v)| *d += v),
+                PoolKind::Max => {
+                    for (d, &v) in shifted(out, along, s) {
+                        *d = d.max(v);
+                    }
+                }
+                PoolKind::Avg => {
+                    for (d, &v) in shifted(out, along, s) {
+                        *d += v;
+                    }
+                }
             }
         }
     }
 
     pub(crate) fn forward(&self, kind: PoolKind, x: &[f32], out: &mut [f32], counts: &[f32], buf: &mut Scratch) {
+        super::simd::vectorize(#[inline(always)] || self.forward_in(kind, x, out, counts, buf))
+    }
+
+    #[inline(always)]
+    fn forward_in(&self, kind: PoolKind, x: &[f32], out: &mut [f32], counts: &[f32], buf: &mut Scratch) {
         match kind {
             PoolKind::Max => {
                 let [along, _, _] = buf.planes(x.len());
@@ -135,7 +158,9 @@ impl Separable {
             }
             PoolKind::Avg => {
                 self.sum_in_scan_order(x, out);
-                out.iter_mut().zip(counts).for_each(|(v, c)| *v /= c);
+                for (v, c) in out.iter_mut().zip(counts) {
+                    *v /= c;
+                }
             }
         }
     }
@@ -144,6 +169,7 @@ impl Separable {
     /// passes): the float sum of the padded-plane loop before, to the bit. The
     /// separable sum rounds differently, and a last-bit change in the forward
     /// flips near-tied maxima downstream, so the search's losses drift.
+    #[inline(always)]
     fn sum_in_scan_order(&self, x: &[f32], out: &mut [f32]) {
         out.fill(0.0);
         let n = out.len();
@@ -157,17 +183,26 @@ impl Separable {
                 }
                 let from = (r.start as isize + s) as usize;
                 let it = out[r.clone()].iter_mut().zip(&x[from..from + r.len()]).zip(&inside[r]);
-                it.for_each(|((d, &v), &ok)| *d += v * ok);
+                for ((d, &v), &ok) in it {
+                    *d += v * ok;
+                }
             }
         }
     }
 
     /// The input's gradient `gin` from the output's `g` (both h x w).
     pub(crate) fn backward(&self, kind: PoolKind, x: &[f32], g: &[f32], gin: &mut [f32], counts: &[f32], buf: &mut Scratch) {
+        super::simd::vectorize(#[inline(always)] || self.backward_in(kind, x, g, gin, counts, buf))
+    }
+
+    #[inline(always)]
+    fn backward_in(&self, kind: PoolKind, x: &[f32], g: &[f32], gin: &mut [f32], counts: &[f32], buf: &mut Scratch) {
         let [a, b, c] = buf.planes(x.len());
         match kind {
             PoolKind::Avg => {
-                c.iter_mut().zip(g).zip(counts).for_each(|((r, &v), n)| *r = v / n);
+                for ((r, &v), n) in c.iter_mut().zip(g).zip(counts) {
+                    *r = v / n;
+                }
                 self.fold(PoolKind::Avg, c, gin, a, true);
             }
             PoolKind::Max => self.max_backward(x, g, gin, [a, b, c]),
@@ -178,6 +213,7 @@ impl Separable {
     /// tap; per output, the first row window holding the maximum; the
     /// gradient then goes back across the rows and along them by masks, not
     /// by a scatter (a tap's index matches only where the tap read inside).
+    #[inline(always)]
     fn max_backward(&self, x: &[f32], g: &[f32], gin: &mut [f32], [row_max, row_arg, down]: [&mut [f32]; 3]) {
         row_max.fill(f32::NEG_INFINITY);
         row_arg.fill(-1.0);
@@ -197,10 +233,10 @@ impl Separable {
         down.fill(-1.0);
         for (t, &s) in self.rows.iter().enumerate() {
             let t = t as f32;
-            shifted(gin, row_max, s).zip(&mut down[valid(s, x.len())]).for_each(|((b, &v), bt)| {
+            for ((b, &v), bt) in shifted(gin, row_max, s).zip(&mut down[valid(s, x.len())]) {
                 *bt = if v > *b { t } else { *bt };
                 *b = b.max(v);
-            });
+            }
         }
         // The gradient down the column taps: row_max is free to hold it.
         let (best_t, col_grad) = (&*down, row_max);
@@ -210,7 +246,9 @@ impl Separable {
             // Output i's tap t reads row pixel i + s; the transpose adds at i + s.
             let (r, to) = reads(s, g.len());
             let dst = &mut col_grad[to..to + r.len()];
-            dst.iter_mut().zip(&best_t[r.clone()]).zip(&g[r]).for_each(|((d, &bt), &v)| *d += if bt == t { v } else { 0.0 });
+            for ((d, &bt), &v) in dst.iter_mut().zip(&best_t[r.clone()]).zip(&g[r]) {
+                *d += if bt == t { v } else { 0.0 };
+            }
         }
         // Along the rows: pixel i takes the row gradient of pixel i - s where that window's first maximum was tap t.
         gin.fill(0.0);
@@ -218,7 +256,9 @@ impl Separable {
             let t = t as f32;
             let (r, from) = reads(-s, x.len());
             let (src, arg) = (&col_grad[from..from + r.len()], &row_arg[from..from + r.len()]);
-            gin[r].iter_mut().zip(src).zip(arg).for_each(|((d, &v), &at)| *d += if at == t { v } else { 0.0 });
+            for ((d, &v), &at) in gin[r].iter_mut().zip(src).zip(arg) {
+                *d += if at == t { v } else { 0.0 };
+            }
         }
     }
 }

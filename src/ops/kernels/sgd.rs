@@ -5,6 +5,7 @@
 //! bitwise the same as `g' = g + wd w; v = mu v + g'; w -= lr (g' + mu v)`
 //! written with tensors (tests/ops.rs), and the CUDA kernels (kernels/sgd.cu)
 //! round the same way.
+use super::simd::vectorize;
 use crate::ops::storage::{f32_data, f32_data_mut};
 use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor};
 
@@ -20,6 +21,7 @@ pub struct SgdStep {
 }
 
 impl SgdStep {
+    #[inline(always)]
     fn decayed(&self, g: f32, w: f32) -> f32 {
         if self.weight_decay > 0.0 && !self.decoupled {
             g + w * self.weight_decay as f32
@@ -59,9 +61,12 @@ impl InplaceOp3 for Velocity {
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<()> {
         let (g, w) = (f32_data(s2, l2, self.name())?, f32_data(s3, l3, self.name())?);
         let mu = self.0.momentum as f32;
-        for ((v, &g), &w) in f32_data_mut(s1, l1, self.name())?.iter_mut().zip(g).zip(w) {
-            *v = *v * mu + self.0.decayed(g, w);
-        }
+        let v = f32_data_mut(s1, l1, self.name())?;
+        vectorize(#[inline(always)] || {
+            for ((v, &g), &w) in v.iter_mut().zip(g).zip(w) {
+                *v = *v * mu + self.0.decayed(g, w);
+            }
+        });
         Ok(())
     }
 
@@ -82,7 +87,8 @@ impl InplaceOp3 for Weight {
         let (g, v) = (f32_data(s2, l2, self.name())?, f32_data(s3, l3, self.name())?);
         let s = &self.0;
         let (lr, mu, lr_wd) = (s.lr as f32, s.momentum as f32, (s.lr * s.weight_decay) as f32);
-        for ((w, &g), &v) in f32_data_mut(s1, l1, self.name())?.iter_mut().zip(g).zip(v) {
+        let w = f32_data_mut(s1, l1, self.name())?;
+        vectorize(#[inline(always)] || for ((w, &g), &v) in w.iter_mut().zip(g).zip(v) {
             let w0 = *w;
             let gd = s.decayed(g, w0);
             let u = if s.momentum <= 0.0 {
@@ -97,7 +103,7 @@ impl InplaceOp3 for Weight {
                 next -= w0 * lr_wd;
             }
             *w = next;
-        }
+        });
         Ok(())
     }
 

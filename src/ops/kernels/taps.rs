@@ -3,8 +3,12 @@
 //! the plane read at a fixed offset. Blocks of `V` outputs are accumulated
 //! over every tap in registers and stored once, instead of one pass over
 //! memory per tap; the 3x3 and 5x5 windows get loops unrolled at compile time.
+//! Plain loops over arrays of `V` lanes: compiled for each kernel set
+//! (`simd::vectorize`), they become one AVX-512 register, two AVX2 or four
+//! NEON ones, and the sums are the same bits in every set.
+use super::simd::vectorize;
 
-/// Outputs per block: one AVX-512 register, two AVX2 ones.
+/// Outputs per block: one AVX-512 register, two AVX2 ones, four NEON ones.
 pub(crate) const V: usize = 16;
 
 /// Floats a padded plane carries past its end, so the last block may read a
@@ -20,6 +24,11 @@ pub(crate) fn weighted_taps(src: &[f32], w: &[f32], offs: &[usize], len: usize, 
     out.clear();
     out.resize(blocks * V, 0.0);
     assert!(offs.iter().all(|&o| o + blocks * V <= src.len()), "taps read past the padded plane");
+    vectorize(#[inline(always)] || weighted_taps_in(src, w, offs, out))
+}
+
+#[inline(always)]
+fn weighted_taps_in(src: &[f32], w: &[f32], offs: &[usize], out: &mut [f32]) {
     if let (Ok(w), Ok(offs)) = (<&[f32; 9]>::try_from(w), <&[usize; 9]>::try_from(offs)) {
         return weighted_taps_n(src, w, offs, out);
     }
@@ -45,6 +54,7 @@ fn view<const N: usize>(s: &[f32], start: usize) -> &[f32; N] {
     s[start..start + N].first_chunk().expect("a slice of N has a first chunk of N")
 }
 
+#[inline(always)]
 fn weighted_taps_n<const T: usize>(src: &[f32], w: &[f32; T], offs: &[usize; T], out: &mut [f32]) {
     let done = out.len() / (BLOCKS * V) * BLOCKS * V;
     let mut groups = out.chunks_exact_mut(BLOCKS * V);
@@ -79,6 +89,11 @@ pub(crate) fn tap_dots(g: &[f32], src: &[f32], offs: &[usize], len: usize, acc: 
     assert_eq!(acc.len(), offs.len(), "one accumulator per tap");
     let blocks = len.div_ceil(V);
     assert!(g.len() >= blocks * V && offs.iter().all(|&o| o + blocks * V <= src.len()), "taps read past the padded plane");
+    vectorize(#[inline(always)] || tap_dots_in(g, src, offs, blocks, acc))
+}
+
+#[inline(always)]
+fn tap_dots_in(g: &[f32], src: &[f32], offs: &[usize], blocks: usize, acc: &mut [[f32; V]]) {
     if let (Ok(offs), Ok(acc)) = (<&[usize; 9]>::try_from(offs), <&mut [[f32; V]; 9]>::try_from(&mut *acc)) {
         return tap_dots_n(g, src, offs, blocks, acc);
     }
@@ -96,6 +111,7 @@ pub(crate) fn tap_dots(g: &[f32], src: &[f32], offs: &[usize], len: usize, acc: 
 /// Tap by tap: the tap's sum stays in registers (`BLOCKS` chains of lanes, so
 /// the adds do not wait on each other), where a loop over blocks with every
 /// tap inside kept the 25 accumulators of a 5x5 window on the stack.
+#[inline(always)]
 fn tap_dots_n<const T: usize>(g: &[f32], src: &[f32], offs: &[usize; T], blocks: usize, acc: &mut [[f32; V]; T]) {
     let g = &g[..blocks * V];
     for (a, &off) in acc.iter_mut().zip(offs) {

@@ -15,6 +15,7 @@ mod transform;
 
 use crate::ops::storage::f32_data;
 use super::gemm::{matmul, Mat};
+use super::simd::vectorize;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use tiles::{from_channels_last, to_channels_last, Tiles};
@@ -77,7 +78,10 @@ struct Scratch {
     dv: Vec<f32>,
 }
 
-/// One task's output `y` (images, K, H, W) from its input `x`.
+/// One task's output `y` (images, K, H, W) from its input `x`; inlined into
+/// each kernel set's `vectorize` with the tile transforms it calls (the
+/// matrix products are gemm's, which picks its own kernels).
+#[inline(always)]
 fn forward_task(tr: &Transform, geo: Tiles, u: &[f32], x: &[f32], relu: bool, y: &mut [f32], s: &mut Scratch) {
     let (c, tiles) = (geo.c, x.len() / (geo.c * geo.h * geo.w) * geo.per_image);
     let k = u.len() / (N * N * c);
@@ -96,6 +100,7 @@ fn forward_task(tr: &Transform, geo: Tiles, u: &[f32], x: &[f32], relu: bool, y:
 /// One task's input gradient `gx` (images, C, H, W), its weight gradient in
 /// the transform domain added into `du`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn backward_task(tr: &Transform, geo: Tiles, u: &[f32], x: &[f32], gy: &[f32], relu: bool, gx: &mut [f32], du: &mut [f32], s: &mut Scratch) {
     let (c, tiles) = (geo.c, x.len() / (geo.c * geo.h * geo.w) * geo.per_image);
     let k = u.len() / (N * N * c);
@@ -147,7 +152,7 @@ impl CustomOp2 for Winograd {
         let mut y = unsafe { crate::ops::storage::unfilled(n * k * hw) };
         y.par_chunks_mut(images * k * hw).enumerate().for_each(|(task, yb)| {
             let xb = &x[task * images * c * hw..][..yb.len() / k * c];
-            with_scratch(|s| forward_task(tr, geo, &u, xb, self.relu, yb, s))
+            with_scratch(|s| vectorize(#[inline(always)] || forward_task(tr, geo, &u, xb, self.relu, yb, s)))
         });
         Ok((CpuStorage::F32(y), Shape::from((n, k, geo.h, geo.w))))
     }
@@ -189,7 +194,7 @@ impl CustomOp3 for WinogradGrad {
                 |mut du, (task, gxb)| {
                     let xb = &x[task * images * c * hw..][..gxb.len()];
                     let gyb = &gy[task * images * k * hw..][..gxb.len() / c * k];
-                    with_scratch(|s| backward_task(tr, geo, &u, xb, gyb, self.relu, gxb, &mut du, s));
+                    with_scratch(|s| vectorize(#[inline(always)] || backward_task(tr, geo, &u, xb, gyb, self.relu, gxb, &mut du, s)));
                     du
                 },
             )

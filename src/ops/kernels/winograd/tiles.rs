@@ -44,6 +44,7 @@ impl Tiles {
 
 /// Planes (images, C, H, W) into channels-last (images, hp, wp, C), offset by
 /// `p` and zero around, ReLU'd when asked.
+#[inline(always)]
 pub(super) fn to_channels_last(x: &[f32], (c, h, w): (usize, usize, usize), p: usize, (hp, wp): (usize, usize), relu: bool, out: &mut Vec<f32>) {
     let images = x.len() / (c * h * w);
     out.clear();
@@ -63,6 +64,7 @@ pub(super) fn to_channels_last(x: &[f32], (c, h, w): (usize, usize, usize), p: u
 }
 
 /// The inverse of `to_channels_last` (padding dropped) into planes `out`.
+#[inline(always)]
 pub(super) fn from_channels_last(xt: &[f32], (c, h, w): (usize, usize, usize), p: usize, (hp, wp): (usize, usize), out: &mut [f32]) {
     for (b, img) in out.chunks_exact_mut(c * h * w).enumerate() {
         for y in 0..h {
@@ -96,6 +98,7 @@ fn store(dst: &mut [f32], at: usize, width: usize, v: &[f32; L]) {
 }
 
 /// V (n n, T, C) of every tile's patch in `xt` (channels last, padded).
+#[inline(always)]
 pub(super) fn input(tr: &Transform, geo: Tiles, xt: &[f32], tiles: usize, v: &mut [f32]) {
     let c_all = geo.c;
     let mut d: Tile<N, N> = [[[0.0; L]; N]; N];
@@ -116,6 +119,7 @@ pub(super) fn input(tr: &Transform, geo: Tiles, xt: &[f32], tiles: usize, v: &mu
 }
 
 /// The output tiles A^T M A of `mm` (n n, T, K), written into `y` (images, K, H, W).
+#[inline(always)]
 pub(super) fn output(tr: &Transform, geo: Tiles, k_all: usize, mm: &[f32], tiles: usize, y: &mut [f32]) {
     let hw = geo.h * geo.w;
     let mut gathered: Tile<N, N> = [[[0.0; L]; N]; N];
@@ -141,6 +145,7 @@ pub(super) fn output(tr: &Transform, geo: Tiles, k_all: usize, mm: &[f32], tiles
 
 /// dM = A dY A^T (n n, T, K) from the output gradient `gyt` (channels last,
 /// zero past the image to whole tiles).
+#[inline(always)]
 pub(super) fn grad_output(tr: &Transform, geo: Tiles, k_all: usize, gyt: &[f32], tiles: usize, dm: &mut [f32]) {
     let (h4, w4) = geo.whole_tiles();
     let mut tile: Tile<M, M> = [[[0.0; L]; M]; M];
@@ -162,6 +167,7 @@ pub(super) fn grad_output(tr: &Transform, geo: Tiles, k_all: usize, gyt: &[f32],
 
 /// dd = B dV B^T for every tile of `dv` (n n, T, C), added into the padded
 /// channels-last gradient `gxt` where the patches overlap.
+#[inline(always)]
 pub(super) fn grad_input(tr: &Transform, geo: Tiles, dv: &[f32], tiles: usize, gxt: &mut [f32]) {
     let c_all = geo.c;
     let mut gathered: Tile<N, N> = [[[0.0; L]; N]; N];

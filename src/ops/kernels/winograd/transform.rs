@@ -117,10 +117,12 @@ impl Transform {
 /// A tile of lane vectors, `R` rows of `C` columns.
 pub(super) type Tile<const R: usize, const C: usize> = [[[f32; L]; C]; R];
 
+/// Fused in every kernel set, so the transforms give the same bits in all
+/// (on a CPU without FMA, the baseline set's are a library call each).
 #[inline(always)]
 fn fma(acc: &mut [f32; L], c: f32, x: &[f32; L]) {
     for l in 0..L {
-        acc[l] = if cfg!(target_feature = "fma") { c.mul_add(x[l], acc[l]) } else { acc[l] + c * x[l] };
+        acc[l] = c.mul_add(x[l], acc[l]);
     }
 }
 
