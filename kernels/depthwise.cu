@@ -1,6 +1,6 @@
 // Depthwise 2-D convolution, NCHW, one k x k filter per channel (weight
 // (C, 1, k, k)), TensorFlow 'SAME' padding given as pad_top/pad_left, stride
-// and dilation as the CPU op in src/ops/depthwise.rs. With `relu` set the
+// and dilation as the CPU op in src/ops/kernels/depthwise.rs. With `relu` set the
 // input is ReLU(x): applied on read in the forward, as a mask in the backward.
 
 #include "geometry.cuh"

@@ -1,5 +1,5 @@
 // The window over NCHW planes every kernel here takes, field for field the
-// `Geometry` of src/ops/cuda.rs and the geometry of src/ops/window.rs
+// `Geometry` of src/ops/device/cuda.rs and the geometry of src/ops/kernels/window.rs
 // (TensorFlow 'SAME' or 'valid' padding as pad_top/pad_left). Pooling always
 // has dilation 1 and does not read it.
 #pragma once

@@ -1,5 +1,5 @@
 // Max and average pooling, NCHW, any kernel, stride and padding (the window of
-// src/ops/window.rs). Average pooling divides by the pixels inside the image,
+// src/ops/kernels/window.rs). Average pooling divides by the pixels inside the image,
 // excluding padding, as TensorFlow (and so ENAS) does. Backward passes gather
 // from the outputs whose window covers each input pixel (no atomics); max
 // pooling recomputes each window's first maximum, as the forward picks it.

@@ -1,6 +1,6 @@
 // One SGD step with momentum (heavy-ball or Nesterov) and weight decay, in
 // place, in the same float operations and order as the CPU loop of
-// src/ops/sgd.rs (explicit _rn intrinsics: no contraction into FMAs), so a GPU
+// src/ops/kernels/sgd.rs (explicit _rn intrinsics: no contraction into FMAs), so a GPU
 // step equals a CPU step bit for bit. The velocity is updated first, then the
 // weight reads it:
 //   g' = g + wd w             (L2 decay; skipped when decoupled)

@@ -83,35 +83,68 @@ fn train_on_toy_reward(algo: Algo, space: SpaceKind, seed: u64) -> (f64, f64) {
     (avg(&means[..10]), avg(&means[updates - 10..]))
 }
 
-/// Where the last ten updates must end up: well above the uniform policy.
-fn learned_floor(space: SpaceKind) -> f64 {
-    if space == SpaceKind::Micro { 0.55 } else { 0.5 }
+/// Seeds per learning test. One seed's outcome belongs to the floats of the
+/// machine it ran on (issue 19: PPO's micro seed 4 went 0.428 -> 0.830 with
+/// gemm's AVX-512 kernels and 0.428 -> 0.480 with its AVX2 ones), so the tests
+/// assert what a working optimiser reaches on average over several seeds.
+/// Measured over 24 seeds with each of gemm's kernel sets (BENCHMARKS.md,
+/// issue 19), PPO left the micro toy reward unlearnt within 150 updates on 1
+/// and 3 of them; eight seeds fail the bounds below only if five or more do.
+const SEEDS: std::ops::Range<u64> = 0..8;
+
+/// `train_on_toy_reward` for every seed, in seed order: two halves at a time,
+/// each in a rayon pool of one thread, as the LSTM's ops are too small to
+/// share out (handing them to the global pool spent more time waking threads
+/// than computing).
+fn over_seeds(algo: Algo, space: SpaceKind) -> Vec<(f64, f64)> {
+    // The binary's thread settings: without them candle reads /proc/cpuinfo at every op.
+    static RUNTIME: std::sync::Once = std::sync::Once::new();
+    RUNTIME.call_once(enas::cli::configure_runtime);
+    let seeds: Vec<u64> = SEEDS.collect();
+    let run = |half: &[u64]| -> Vec<(f64, f64)> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        pool.install(|| half.iter().map(|&seed| train_on_toy_reward(algo, space, seed)).collect())
+    };
+    let runs: Vec<Vec<(f64, f64)>> = std::thread::scope(|s| {
+        let halves: Vec<_> = seeds.chunks(seeds.len().div_ceil(2)).map(|half| s.spawn(move || run(half))).collect();
+        halves.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    runs.concat()
+}
+
+/// Means over seeds of the last ten updates' reward and of its gain over the first ten.
+fn means(runs: &[(f64, f64)]) -> (f64, f64) {
+    let n = runs.len() as f64;
+    (runs.iter().map(|r| r.1).sum::<f64>() / n, runs.iter().map(|r| r.1 - r.0).sum::<f64>() / n)
+}
+
+/// Where the last ten updates must end up on average: well above the uniform
+/// policy (micro 5/12, macro 1/6), which a broken update stays at or falls below.
+const LEARNED_FLOOR: f64 = 0.5;
+
+fn assert_learns(algo: Algo) {
+    for space in [SpaceKind::Micro, SpaceKind::Macro] {
+        let runs = over_seeds(algo, space);
+        let (last, gain) = means(&runs);
+        let per_seed: Vec<String> = runs.iter().map(|(f, l)| format!("{f:.3} -> {l:.3}")).collect();
+        assert!(last > LEARNED_FLOOR && gain > 0.05, "{algo:?}, {space:?}: mean last {last:.3}, mean gain {gain:.3}; per seed {per_seed:?}");
+    }
 }
 
 #[test]
 fn ppo_learns_a_toy_reward() {
-    // Several seeds: with advantages left uncentred PPO learned this reward on
-    // one seed and drifted back to the uniform policy on others.
-    for space in [SpaceKind::Micro, SpaceKind::Macro] {
-        for seed in [2, 3, 4] {
-            let (first, last) = train_on_toy_reward(Algo::Ppo, space, seed);
-            assert!(last > learned_floor(space) && last > first, "{space:?}, seed {seed}: {first:.3} -> {last:.3}");
-        }
-    }
+    assert_learns(Algo::Ppo);
 }
 
 #[test]
 fn reinforce_learns_a_toy_reward() {
-    for space in [SpaceKind::Micro, SpaceKind::Macro] {
-        let (first, last) = train_on_toy_reward(Algo::Reinforce, space, 2);
-        assert!(last > learned_floor(space) && last > first, "{space:?}: {first:.3} -> {last:.3}");
-    }
+    assert_learns(Algo::Reinforce);
 }
 
 #[test]
 fn random_search_does_not_learn() {
     for space in [SpaceKind::Micro, SpaceKind::Macro] {
-        let (first, last) = train_on_toy_reward(Algo::Random, space, 2);
-        assert!(last < learned_floor(space) - 0.05 && (last - first).abs() < 0.12, "{space:?}: {first:.3} -> {last:.3}");
+        let (last, gain) = means(&over_seeds(Algo::Random, space));
+        assert!(last < LEARNED_FLOOR - 0.05 && gain.abs() < 0.05, "{space:?}: mean last {last:.3}, mean gain {gain:.3}");
     }
 }
