@@ -6,12 +6,26 @@ use std::process::Command;
 const PUBLISHED: &str = "0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1";
 
 fn enas(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_enas")).args(args).env_remove("RUST_BACKTRACE").output().unwrap();
+    enas_with(args, None)
+}
+
+/// `enas` with `ENAS_ISA` set to `isa`, or unset.
+fn enas_with(args: &[&str], isa: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_enas"));
+    cmd.args(args).env_remove("RUST_BACKTRACE").env_remove("ENAS_ISA");
+    if let Some(isa) = isa {
+        cmd.env("ENAS_ISA", isa);
+    }
+    let out = cmd.output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 fn assert_one_line_error(args: &[&str], needles: &[&str]) {
-    let (code, _, err) = enas(args);
+    assert_one_line_error_with(args, None, needles)
+}
+
+fn assert_one_line_error_with(args: &[&str], isa: Option<&str>, needles: &[&str]) {
+    let (code, _, err) = enas_with(args, isa);
     assert_eq!(code, 1, "{err}");
     assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
     let err = err.trim();
@@ -122,4 +136,25 @@ fn bad_devices_are_one_line_errors() {
     let (code, out, err) = enas(&["--device", "cpu", "bench", "ops", "--reps", "1", "--shape", "2", "4", "6", "6"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("depthwise3x3"), "{out}");
+}
+
+#[test]
+fn kernel_sets_by_environment() {
+    let t = tempfile::tempdir().unwrap();
+    let svg = t.path().join("cell.svg");
+    let draw = ["draw", PUBLISHED, "-o", svg.to_str().unwrap()];
+    assert_one_line_error_with(&draw, Some("sse9"), &["ENAS_ISA=sse9", "not a kernel set", "avx2"]);
+    let missing = if cfg!(target_arch = "aarch64") { "avx2" } else { "neon" };
+    assert_one_line_error_with(&draw, Some(missing), &[&format!("ENAS_ISA={missing}"), "cannot run", "baseline"]);
+    for isa in ["baseline", "native"] {
+        let (code, _, err) = enas_with(&draw, Some(isa));
+        assert_eq!(code, 0, "{isa}: {err}");
+    }
+    // The bench says which set ran.
+    let arcs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/micro_arcs.txt");
+    let args = ["bench", "supernet", "--space", "micro", "--arcs", arcs, "--batch", "2", "--channels", "4", "--layers", "3", "--image", "8", "--steps", "1", "--warmup", "0", "--json"];
+    let (code, out, err) = enas_with(&args, Some("baseline"));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["machine"]["kernels"], "baseline", "{v}");
 }

@@ -69,6 +69,10 @@ fn micro_retrain_writes_outputs_and_evaluates() {
     assert!(metrics.lines().last().unwrap().contains("test_accuracy"));
     let arch: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("arch.json")).unwrap()).unwrap();
     assert_eq!(arch["arc"], PUBLISHED);
+    // config.json records the settings and the CPU and kernel set the run started on.
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["machine"]["kernels"], enas::ops::simd::active().name(), "{config}");
+    assert!(config["machine"]["cores"].as_u64().unwrap() >= 1, "{config}");
     // eval rebuilds the model from the directory and gets the same test accuracy.
     let acc = retrain::eval_dir(&out, None, None, false, &Device::Cpu).unwrap();
     assert_eq!(acc, s.test_accuracy);

@@ -9,27 +9,11 @@
 //! whatever the set: the float operations of gemm's kernel at these depths,
 //! so the results are the same to the bit (tests/ops.rs).
 use super::gemm::Mat;
-use super::simd::dispatch;
+use super::simd::{dispatch, load, store};
 use pulp::{Simd, WithSimd};
 
 /// Vectors of pixels side by side in a tile: each broadcast A entry serves both.
 const P: usize = 2;
-
-/// `S`'s vector at `s[at..]`; the caller has checked the bounds.
-#[inline(always)]
-unsafe fn load<S: Simd>(s: &[f32], at: usize) -> S::f32s {
-    debug_assert!(at + S::F32_LANES <= s.len());
-    // SAFETY: in bounds (the caller's check); f32s is plain f32 lanes, read unaligned.
-    unsafe { (s.as_ptr().add(at) as *const S::f32s).read_unaligned() }
-}
-
-/// Stores `v` at `d[at..]`; the caller has checked the bounds.
-#[inline(always)]
-unsafe fn store<S: Simd>(d: &mut [f32], at: usize, v: S::f32s) {
-    debug_assert!(at + S::F32_LANES <= d.len());
-    // SAFETY: as in `load`.
-    unsafe { (d.as_mut_ptr().add(at) as *mut S::f32s).write_unaligned(v) }
-}
 
 /// `out (a.rows, hw) = a f(b)`, b (a.cols, hw) row-major, f = ReLU when `relu`.
 pub(crate) fn product(out: &mut [f32], a: Mat, b: &[f32], hw: usize, relu: bool) {

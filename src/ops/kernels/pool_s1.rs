@@ -223,9 +223,13 @@ impl Separable {
             let it = row_max[r.clone()].iter_mut().zip(&mut row_arg[r.clone()]).zip(&x[from..from + len]).zip(&inside[r]);
             for (((m, a), &v), &ok) in it {
                 // Strictly greater: the earlier tap keeps a tie. Selects, not branches.
-                let v = if ok > 0.0 { v } else { f32::NEG_INFINITY };
-                *a = if v > *m { t } else { *a };
-                *m = m.max(v);
+                // The tap's index where it beats the best so far, as a max:
+                // taps come in increasing order, so it is the select `if v >
+                // best { t } else { arg }` without the conditional store the
+                // compiler makes of that (microcoded on AMD's CPUs).
+                let (v, best) = (if ok > 0.0 { v } else { f32::NEG_INFINITY }, *m);
+                *a = a.max(if v > best { t } else { -1.0 });
+                *m = best.max(v);
             }
         }
         // Across the rows, `gin` holds the best value so far and `down` its tap.
@@ -234,8 +238,9 @@ impl Separable {
         for (t, &s) in self.rows.iter().enumerate() {
             let t = t as f32;
             for ((b, &v), bt) in shifted(gin, row_max, s).zip(&mut down[valid(s, x.len())]) {
-                *bt = if v > *b { t } else { *bt };
-                *b = b.max(v);
+                let best = *b;
+                *bt = bt.max(if v > best { t } else { -1.0 });
+                *b = best.max(v);
             }
         }
         // The gradient down the column taps: row_max is free to hold it.

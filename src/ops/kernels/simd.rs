@@ -145,6 +145,28 @@ pub fn gemm_kernels() -> &'static str {
     }
 }
 
+/// `S`'s vector at `s[at..]`, unaligned; the caller has checked the bounds.
+///
+/// # Safety
+/// `at + S::F32_LANES <= s.len()`.
+#[inline(always)]
+pub(crate) unsafe fn load<S: pulp::Simd>(s: &[f32], at: usize) -> S::f32s {
+    debug_assert!(at + S::F32_LANES <= s.len());
+    // SAFETY: in bounds (the caller's promise); f32s is plain f32 lanes.
+    unsafe { (s.as_ptr().add(at) as *const S::f32s).read_unaligned() }
+}
+
+/// Stores `v` at `d[at..]`, unaligned; the caller has checked the bounds.
+///
+/// # Safety
+/// `at + S::F32_LANES <= d.len()`.
+#[inline(always)]
+pub(crate) unsafe fn store<S: pulp::Simd>(d: &mut [f32], at: usize, v: S::f32s) {
+    debug_assert!(at + S::F32_LANES <= d.len());
+    // SAFETY: as in `load`.
+    unsafe { (d.as_mut_ptr().add(at) as *mut S::f32s).write_unaligned(v) }
+}
+
 /// Runs plain loops compiled for the active kernel set, for the compiler to
 /// vectorise at its width: call it as `vectorize(#[inline(always)] || ...)`
 /// with everything the closure calls `#[inline(always)]`, or the loops are
