@@ -317,10 +317,11 @@ fn conv_same_matches_candle_forward_and_backward() {
 /// The 1x1 convolution's own kernel does gemm's float operations (K fused
 /// multiply-adds in order): its output and input gradient equal candle's
 /// matmul (gemm) to the bit, over tiles of 20, 16, 8, 4, 2 and 1 output rows
-/// and a partial block of pixels.
+/// and a partial block of pixels, and at 32x32 and 16x32, where the image's
+/// rows are copied apart first.
 #[test]
 fn pointwise_conv_is_bitwise_candles_matmul() {
-    for &(c, cout, h, w) in &[(20, 20, 8, 8), (40, 31, 5, 7), (80, 80, 4, 4), (12, 39, 6, 6), (9, 24, 3, 5)] {
+    for &(c, cout, h, w) in &[(20, 20, 8, 8), (40, 31, 5, 7), (80, 80, 4, 4), (12, 39, 6, 6), (9, 24, 3, 5), (13, 20, 32, 32), (20, 9, 16, 32)] {
         for relu in [false, true] {
             let x = Var::from_tensor(&rand_tensor(&[3, c, h, w], 44)).unwrap();
             let wt = rand_tensor(&[cout, c], 45);

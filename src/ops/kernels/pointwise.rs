@@ -34,35 +34,73 @@ impl WithSimd for Product<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let (m, mut row) = (self.a.rows, 0);
-        // Tiles of rows whose accumulators (rows x P vectors), the P vectors of
-        // B and a broadcast fit the registers: 12 rows of 32, 6 of 16.
-        let wide = S::REGISTER_COUNT >= 32;
-        while row < m {
-            let left = m - row;
-            let tile = if wide { [12, 8, 4, 2, 1] } else { [6, 4, 2, 1, 1] }.into_iter().find(|&t| t <= left).unwrap_or(1);
-            match (tile, self.relu) {
-                (12, false) => rows::<S, 12, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (12, true) => rows::<S, 12, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (8, false) => rows::<S, 8, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (8, true) => rows::<S, 8, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (6, false) => rows::<S, 6, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (6, true) => rows::<S, 6, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (4, false) => rows::<S, 4, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (4, true) => rows::<S, 4, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (2, false) => rows::<S, 2, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (2, true) => rows::<S, 2, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (_, false) => rows::<S, 1, false>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-                (_, true) => rows::<S, 1, true>(simd, &mut *self.out, self.a, row, self.b, self.hw),
-            }
-            row += tile;
+        let Product { out, a, b, hw, relu } = self;
+        if !aliasing(hw, a.cols) {
+            return tiles(simd, out, a, (b, hw), hw, relu);
         }
+        // B's rows copied apart (and ReLU'd on the way), `take` and `set`
+        // rather than a closure, which would leave the kernel set's function.
+        thread_local! {
+            static APART: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        let mut apart = APART.take();
+        let bs = hw + APART_PAD;
+        apart.resize(a.cols * bs, 0.0);
+        for (src, dst) in b.chunks_exact(hw).zip(apart.chunks_exact_mut(bs)) {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = if relu { v.max(0.0) } else { v };
+            }
+        }
+        tiles(simd, out, a, (&apart, bs), hw, false);
+        APART.set(apart);
     }
 }
 
-/// Output rows `row..row + R`.
+/// Floats between B's rows when they are copied apart.
+const APART_PAD: usize = 16;
+
+/// Whether B's rows, `hw` floats apart, fall into the same few sets of the L1
+/// cache: with a row a multiple of 2 KiB long (32 x 32 planes), the K rows a
+/// tile reads for one block of pixels share one or two sets, more than their
+/// ways, so the lines the prefetcher brings in are evicted before use (half
+/// the speed with AVX2, a third less with AVX-512). Copied to rows 64 bytes
+/// apart they spread over the sets, for a copy of B per product.
 #[inline(always)]
-fn rows<S: Simd, const R: usize, const RELU: bool>(simd: S, out: &mut [f32], a: Mat, row: usize, b: &[f32], hw: usize) {
+fn aliasing(hw: usize, k: usize) -> bool {
+    (hw * 4) % 2048 == 0 && k > 8
+}
+
+/// `out (a.rows, hw) = a f(b)` with B's rows `bs` floats apart.
+#[inline(always)]
+fn tiles<S: Simd>(simd: S, out: &mut [f32], a: Mat, b: (&[f32], usize), hw: usize, relu: bool) {
+    let (m, mut row) = (a.rows, 0);
+    // Tiles of rows whose accumulators (rows x P vectors), the P vectors of
+    // B and a broadcast fit the registers: 12 rows of 32, 6 of 16.
+    let wide = S::REGISTER_COUNT >= 32;
+    while row < m {
+        let left = m - row;
+        let tile = if wide { [12, 8, 4, 2, 1] } else { [6, 4, 2, 1, 1] }.into_iter().find(|&t| t <= left).unwrap_or(1);
+        match (tile, relu) {
+            (12, false) => rows::<S, 12, false>(simd, out, a, row, b, hw),
+            (12, true) => rows::<S, 12, true>(simd, out, a, row, b, hw),
+            (8, false) => rows::<S, 8, false>(simd, out, a, row, b, hw),
+            (8, true) => rows::<S, 8, true>(simd, out, a, row, b, hw),
+            (6, false) => rows::<S, 6, false>(simd, out, a, row, b, hw),
+            (6, true) => rows::<S, 6, true>(simd, out, a, row, b, hw),
+            (4, false) => rows::<S, 4, false>(simd, out, a, row, b, hw),
+            (4, true) => rows::<S, 4, true>(simd, out, a, row, b, hw),
+            (2, false) => rows::<S, 2, false>(simd, out, a, row, b, hw),
+            (2, true) => rows::<S, 2, true>(simd, out, a, row, b, hw),
+            (_, false) => rows::<S, 1, false>(simd, out, a, row, b, hw),
+            (_, true) => rows::<S, 1, true>(simd, out, a, row, b, hw),
+        }
+        row += tile;
+    }
+}
+
+/// Output rows `row..row + R`; B's rows `bs` floats apart.
+#[inline(always)]
+fn rows<S: Simd, const R: usize, const RELU: bool>(simd: S, out: &mut [f32], a: Mat, row: usize, (b, bs): (&[f32], usize), hw: usize) {
     let k = a.cols;
     // A's tile, row by row, so the inner loop reads it contiguously.
     let mut coef = vec![[0f32; R]; k];
@@ -74,18 +112,18 @@ fn rows<S: Simd, const R: usize, const RELU: bool>(simd: S, out: &mut [f32], a: 
     let lanes = S::F32_LANES;
     let mut p = 0;
     while p + P * lanes <= hw {
-        block::<S, R, P, RELU>(simd, out, &coef, b, hw, row, p);
+        block::<S, R, P, RELU>(simd, out, &coef, (b, bs), hw, row, p);
         p += P * lanes;
     }
     while p + lanes <= hw {
-        block::<S, R, 1, RELU>(simd, out, &coef, b, hw, row, p);
+        block::<S, R, 1, RELU>(simd, out, &coef, (b, bs), hw, row, p);
         p += lanes;
     }
     for p in p..hw {
         for r in 0..R {
             let mut acc = 0f32;
             for (kk, c) in coef.iter().enumerate() {
-                let x = b[kk * hw + p];
+                let x = b[kk * bs + p];
                 acc = c[r].mul_add(if RELU { x.max(0.0) } else { x }, acc);
             }
             out[(row + r) * hw + p] = acc;
@@ -95,16 +133,16 @@ fn rows<S: Simd, const R: usize, const RELU: bool>(simd: S, out: &mut [f32], a: 
 
 /// Output rows `row..row + R` at pixels `p..p + Q` vectors: R Q accumulators in registers.
 #[inline(always)]
-fn block<S: Simd, const R: usize, const Q: usize, const RELU: bool>(simd: S, out: &mut [f32], coef: &[[f32; R]], b: &[f32], hw: usize, row: usize, p: usize) {
+fn block<S: Simd, const R: usize, const Q: usize, const RELU: bool>(simd: S, out: &mut [f32], coef: &[[f32; R]], (b, bs): (&[f32], usize), hw: usize, row: usize, p: usize) {
     let lanes = S::F32_LANES;
-    assert!(b.len() >= (coef.len() - 1) * hw + p + Q * lanes && out.len() >= (row + R - 1) * hw + p + Q * lanes);
+    assert!(b.len() >= (coef.len() - 1) * bs + p + Q * lanes && out.len() >= (row + R - 1) * hw + p + Q * lanes);
     let zero = simd.splat_f32s(0.0);
     let mut acc = [[zero; Q]; R];
     for (kk, c) in coef.iter().enumerate() {
         let mut x = [zero; Q];
         for (q, x) in x.iter_mut().enumerate() {
             // SAFETY: inside `b`, as asserted above.
-            *x = unsafe { load::<S>(b, kk * hw + p + q * lanes) };
+            *x = unsafe { load::<S>(b, kk * bs + p + q * lanes) };
             if RELU {
                 *x = simd.max_f32s(*x, zero);
             }
