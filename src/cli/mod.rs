@@ -32,11 +32,13 @@ pub fn parse_device(name: &str) -> Result<Device> {
         if !cfg!(feature = "cuda") {
             anyhow::bail!("--device {name}: this enas was built without CUDA; build it with `cargo build --release --features cuda`");
         }
-        Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("--device {name}: {e}"))
+        let device = Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("--device {name}: {e}"))?;
+        crate::ops::device::prepare(&device).map_err(|e| anyhow::anyhow!("--device {name}: {e}"))?;
+        Ok(device)
     };
     match name {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if cfg!(feature = "cuda") { Device::new_cuda(0).unwrap_or(Device::Cpu) } else { Device::Cpu }),
+        "auto" => Ok(if cfg!(feature = "cuda") { cuda(0).unwrap_or(Device::Cpu) } else { Device::Cpu }),
         "cuda" => cuda(0),
         _ => match name.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
             Some(ordinal) => cuda(ordinal),

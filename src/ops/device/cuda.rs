@@ -177,3 +177,27 @@ pub fn sgd(kernel: SgdKernel, dst: (&mut CudaStorage, &Layout), a: (&CudaStorage
     unsafe { b.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
     Ok(())
 }
+
+/// Sets up a CUDA device for training on its one stream (issue 20, item 1):
+/// cudarc's event tracking off (it records two events per buffer so that
+/// other streams can wait on it; candle runs everything on one stream), and
+/// the default memory pool's release threshold at its maximum, so freed
+/// memory stays in the pool across the step's syncs instead of going back
+/// to the OS and being mapped again next step. Call before any tensor is
+/// created on the device: tracking is decided per buffer at its creation.
+pub fn prepare(device: &candle_core::CudaDevice) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    // SAFETY: candle issues every op on this device's one stream, so no
+    // buffer is ever used from a stream that would need its events.
+    unsafe { device.disable_event_tracking() };
+    let stream = device.cuda_stream();
+    let mut threshold = u64::MAX;
+    // SAFETY: the pool is the device's own default pool, and the attribute
+    // takes a pointer to a u64 that outlives the call.
+    unsafe {
+        let pool = result::device::get_default_mem_pool(stream.context().cu_device()).w()?;
+        let value = (&mut threshold as *mut u64).cast::<std::ffi::c_void>();
+        result::mem_pool::set_attribute(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, value).w()?;
+    }
+    Ok(())
+}
