@@ -86,6 +86,15 @@ fn batch_norm_and_convolution_match_the_cpu() {
     let gamma = (rand_vec(c, 5).iter().map(|v| v + 1.5).collect(), vec![c]);
     let beta = (rand_vec(c, 6), vec![c]);
     compare("batch norm", &[x.clone(), gamma.clone(), beta.clone()], true, |t| ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5).unwrap().0);
+    compare("batch norm + ReLU", &[x.clone(), gamma.clone(), beta.clone()], false, |t| ops::batch_norm_relu_train(&t[0], &t[1], &t[2], 1e-5).unwrap().0);
+    // Many threads per channel's block: the kernels' reductions in earnest.
+    let (bn, bc, bhw) = (16, 20, 32 * 32);
+    let big = [(rand_vec(bn * bc * bhw, 8).iter().map(|v| 2.0 * v + 0.3).collect(), vec![bn, bc, 32, 32]), (rand_vec(bc, 9).iter().map(|v| v + 1.5).collect(), vec![bc]), (rand_vec(bc, 10), vec![bc])];
+    for relu in [false, true] {
+        compare(&format!("batch norm 16x20x32x32 relu {relu}"), &big, false, |t| {
+            if relu { ops::batch_norm_relu_train(&t[0], &t[1], &t[2], 1e-5) } else { ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5) }.unwrap().0
+        });
+    }
     // The batch statistics stay on the GPU (read back only here).
     let stats = [Device::Cpu, gpu()].map(|d| {
         let t = |(v, s): &(Vec<f32>, Vec<usize>)| Tensor::from_vec(v.clone(), s.as_slice(), &d).unwrap();

@@ -176,3 +176,40 @@ fn sgd_kernels_match_the_cpu_op_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn batch_norm_kernels_match_the_cpu_op() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let eps = 1e-5;
+    for &(n, c, h, w) in &[(2, 3, 7, 9), (3, 5, 4, 4), (4, 2, 1, 1), (1, 4, 8, 8)] {
+        for relu in [false, true] {
+            let xv: Vec<f32> = rand_vec(n * c * h * w, &mut rng).iter().map(|v| 3.0 * v + 0.5).collect();
+            let gammav: Vec<f32> = rand_vec(c, &mut rng).iter().map(|v| 1.0 + 0.5 * v).collect();
+            let (betav, gyv) = (rand_vec(c, &mut rng), rand_vec(n * c * h * w, &mut rng));
+            let x = Var::from_vec(xv.clone(), (n, c, h, w), &Device::Cpu).unwrap();
+            let gamma = Var::from_vec(gammav.clone(), c, &Device::Cpu).unwrap();
+            let beta = Var::from_vec(betav.clone(), c, &Device::Cpu).unwrap();
+            let gy = Tensor::from_vec(gyv.clone(), (n, c, h, w), &Device::Cpu).unwrap();
+            let (y, stats) = if relu { ops::batch_norm_relu_train(&x, &gamma, &beta, eps) } else { ops::batch_norm_train(&x, &gamma, &beta, eps) }.unwrap();
+            let grads = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut args: Vec<String> = vec!["bn".into(), n.to_string(), c.to_string(), (h * w).to_string(), format!("{eps:e}"), (relu as i32).to_string()];
+            for (name, v) in [("x", &xv), ("gamma", &gammav), ("beta", &betav), ("gy", &gyv)] {
+                args.push(write(d, name, v).to_string_lossy().into());
+            }
+            for name in ["y", "stats", "sums", "gx"] {
+                args.push(d.join(name).to_string_lossy().into());
+            }
+            run(&args);
+            let case = format!("{n}x{c}x{h}x{w} relu {relu}");
+            let row = |t: &Tensor| t.unsqueeze(0).unwrap();
+            let want_stats = Tensor::cat(&[row(&stats.mean), row(&stats.var)], 0).unwrap();
+            let want_sums = Tensor::cat(&[row(grads.get(&beta).unwrap()), row(grads.get(&gamma).unwrap())], 0).unwrap();
+            assert_close(&format!("{case}: forward"), &read(&d.join("y")), &y);
+            assert_close(&format!("{case}: statistics"), &read(&d.join("stats")), &want_stats);
+            assert_close(&format!("{case}: gradient sums (beta, gamma)"), &read(&d.join("sums")), &want_sums);
+            assert_close(&format!("{case}: grad input"), &read(&d.join("gx")), grads.get(&x).unwrap());
+        }
+    }
+}

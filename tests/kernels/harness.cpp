@@ -2,12 +2,14 @@
 //   harness depthwise N C H W K STRIDE DILATION PAD_TOP PAD_LEFT OUT_H OUT_W RELU X WT GY  Y GX GW
 //   harness pool      N C H W K STRIDE PAD_TOP PAD_LEFT OUT_H OUT_W IS_MAX X GY  Y GX
 //   harness sgd       N LR MU WD LR_WD DECOUPLED MOMENTUM NESTEROV W G V  W' V'
+//   harness bn        N C HW EPS RELU X GAMMA BETA GY  Y STATS SUMS GX
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
 float partial[1];  // the weight gradient's shared memory, one thread per block
+double bn_partial[1];  // batch norm's reductions' shared memory
 
 #include "../../kernels/geometry.cuh"
 extern "C" void depthwise_fwd_f32(const float*, const float*, float*, Geometry, int);
@@ -17,6 +19,10 @@ extern "C" void pool_fwd_f32(const float*, float*, Geometry, int);
 extern "C" void pool_bwd_f32(const float*, const float*, float*, Geometry, int);
 extern "C" void sgd_velocity_f32(float*, const float*, const float*, long, float, float, int);
 extern "C" void sgd_weight_f32(float*, const float*, const float*, long, float, float, float, float, int, int, int);
+extern "C" void bn_stats_f32(const float*, float*, int, int, int);
+extern "C" void bn_apply_f32(const float*, const float*, const float*, const float*, float*, int, int, int, float, int);
+extern "C" void bn_grad_sums_f32(const float*, const float*, const float*, const float*, float*, int, int, int, float, int);
+extern "C" void bn_grad_input_f32(const float*, const float*, const float*, const float*, const float*, const float*, float*, int, int, int, float, int);
 
 static std::vector<float> load(const char* path, size_t n) {
     std::vector<float> v(n);
@@ -80,6 +86,22 @@ int main(int argc, char** argv) {
         launch(3, [&] { sgd_weight_f32(w.data(), g.data(), v.data(), n, lr, mu, wd, lr_wd, decoupled, momentum, nesterov); });
         save(argv[13], w);
         save(argv[14], v);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "bn") && argc == 15) {
+        int n = atoi(argv[2]), c = atoi(argv[3]), hw = atoi(argv[4]), relu = atoi(argv[6]);
+        float eps = atof(argv[5]);
+        size_t nx = (size_t)n * c * hw;
+        auto x = load(argv[7], nx), gamma = load(argv[8], c), beta = load(argv[9], c), gy = load(argv[10], nx);
+        std::vector<float> y(nx), stats(2 * c), sums(2 * c), gx(nx);
+        launch(c, [&] { bn_stats_f32(x.data(), stats.data(), n, c, hw); });
+        launch(3, [&] { bn_apply_f32(x.data(), stats.data(), gamma.data(), beta.data(), y.data(), n, c, hw, eps, relu); });
+        launch(c, [&] { bn_grad_sums_f32(x.data(), gy.data(), y.data(), stats.data(), sums.data(), n, c, hw, eps, relu); });
+        launch(3, [&] { bn_grad_input_f32(x.data(), gy.data(), y.data(), stats.data(), gamma.data(), sums.data(), gx.data(), n, c, hw, eps, relu); });
+        save(argv[11], y);
+        save(argv[12], stats);
+        save(argv[13], sums);
+        save(argv[14], gx);
         return 0;
     }
     fprintf(stderr, "usage: see the comment at the top of harness.cpp\n");

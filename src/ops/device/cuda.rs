@@ -9,6 +9,7 @@ use candle_core::{CudaStorage, Layout, Result, Shape};
 const DEPTHWISE_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/depthwise.ptx"));
 const POOL_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/pool.ptx"));
 const SGD_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/sgd.ptx"));
+const BATCH_NORM_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/batch_norm.ptx"));
 
 /// `Geometry` of kernels/geometry.cuh, shared by every kernel.
 #[repr(C)]
@@ -200,4 +201,97 @@ pub fn prepare(device: &candle_core::CudaDevice) -> Result<()> {
         result::mem_pool::set_attribute(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, value).w()?;
     }
     Ok(())
+}
+
+/// NCHW as batch norm's kernels see it: batch, channels, pixels per plane.
+#[derive(Clone, Copy)]
+pub struct Planes {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+}
+
+impl Planes {
+    pub fn of(l: &Layout) -> Result<Planes> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        Ok(Planes { n, c, hw: h * w })
+    }
+
+    fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+
+    /// One block of THREADS per channel, with a double per thread of shared memory.
+    fn per_channel(&self) -> LaunchConfig {
+        LaunchConfig { grid_dim: (self.c as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: THREADS * 8 }
+    }
+}
+
+/// Batch norm forward (kernels/batch_norm.cu): x, gamma, beta -> y (ReLU'd
+/// with `relu`) and the batch statistics, (2, C): means, then variances.
+pub fn batch_norm_forward(x: (&CudaStorage, &Layout), gamma: (&CudaStorage, &Layout), beta: (&CudaStorage, &Layout), eps: f32, relu: bool) -> Result<(CudaStorage, CudaStorage)> {
+    let op = "batch-norm-train";
+    let dev = x.0.device().clone();
+    let p = Planes::of(x.1)?;
+    let (xv, gv, bv) = (f32_view(x.0, x.1, op)?, f32_view(gamma.0, gamma.1, op)?, f32_view(beta.0, beta.1, op)?);
+    let (n, c, hw, relu) = (p.n as i32, p.c as i32, p.hw as i32, relu as i32);
+    // SAFETY: every element of both is written by the kernels below.
+    let (stats, y) = unsafe { (dev.alloc::<f32>(2 * p.c)?, dev.alloc::<f32>(p.len())?) };
+    let func = dev.get_or_load_custom_func("bn_stats_f32", "enas_batch_norm", BATCH_NORM_PTX)?;
+    let mut b = func.builder();
+    b.arg(&xv).arg(&stats).arg(&n).arg(&c).arg(&hw);
+    // SAFETY: the arguments match bn_stats_f32 in kernels/batch_norm.cu.
+    unsafe { b.launch(p.per_channel()) }.w()?;
+    let func = dev.get_or_load_custom_func("bn_apply_f32", "enas_batch_norm", BATCH_NORM_PTX)?;
+    let mut b = func.builder();
+    b.arg(&xv).arg(&stats).arg(&gv).arg(&bv).arg(&y).arg(&n).arg(&c).arg(&hw).arg(&eps).arg(&relu);
+    // SAFETY: the arguments match bn_apply_f32 in kernels/batch_norm.cu.
+    unsafe { b.launch(LaunchConfig::for_num_elems(p.len() as u32)) }.w()?;
+    Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), CudaStorage::wrap_cuda_slice(stats, dev)))
+}
+
+/// The storages batch norm's backward reads: the forward's input, output
+/// and statistics, and the output's gradient.
+pub struct BatchNormSaved<'a> {
+    pub x: (&'a CudaStorage, &'a Layout),
+    pub y: (&'a CudaStorage, &'a Layout),
+    pub stats: (&'a CudaStorage, &'a Layout),
+    pub grad: (&'a CudaStorage, &'a Layout),
+}
+
+/// Batch norm's gradient sums, (2, C): sum(dy) (beta's gradient), then
+/// sum(dy x_hat) (gamma's), dy masked where y <= 0 with `relu`.
+pub fn batch_norm_grad_sums(saved: &BatchNormSaved, eps: f32, relu: bool) -> Result<CudaStorage> {
+    let op = "batch-norm-grad-sums";
+    let dev = saved.x.0.device().clone();
+    let p = Planes::of(saved.x.1)?;
+    let [xv, gv, yv, sv] = [saved.x, saved.grad, saved.y, saved.stats].map(|(s, l)| f32_view(s, l, op));
+    let (xv, gv, yv, sv) = (xv?, gv?, yv?, sv?);
+    let (n, c, hw, relu) = (p.n as i32, p.c as i32, p.hw as i32, relu as i32);
+    // SAFETY: every element is written by the kernel.
+    let sums = unsafe { dev.alloc::<f32>(2 * p.c)? };
+    let func = dev.get_or_load_custom_func("bn_grad_sums_f32", "enas_batch_norm", BATCH_NORM_PTX)?;
+    let mut b = func.builder();
+    b.arg(&xv).arg(&gv).arg(&yv).arg(&sv).arg(&sums).arg(&n).arg(&c).arg(&hw).arg(&eps).arg(&relu);
+    // SAFETY: the arguments match bn_grad_sums_f32 in kernels/batch_norm.cu.
+    unsafe { b.launch(p.per_channel()) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(sums, dev))
+}
+
+/// Batch norm's input gradient from the saved storages, gamma and the gradient sums.
+pub fn batch_norm_grad_input(saved: &BatchNormSaved, gamma: (&CudaStorage, &Layout), sums: (&CudaStorage, &Layout), eps: f32, relu: bool) -> Result<CudaStorage> {
+    let op = "batch-norm-grad-input";
+    let dev = saved.x.0.device().clone();
+    let p = Planes::of(saved.x.1)?;
+    let [xv, gv, yv, sv, gammav, sumsv] = [saved.x, saved.grad, saved.y, saved.stats, gamma, sums].map(|(s, l)| f32_view(s, l, op));
+    let (xv, gv, yv, sv, gammav, sumsv) = (xv?, gv?, yv?, sv?, gammav?, sumsv?);
+    let (n, c, hw, relu) = (p.n as i32, p.c as i32, p.hw as i32, relu as i32);
+    // SAFETY: every element is written by the kernel.
+    let dx = unsafe { dev.alloc::<f32>(p.len())? };
+    let func = dev.get_or_load_custom_func("bn_grad_input_f32", "enas_batch_norm", BATCH_NORM_PTX)?;
+    let mut b = func.builder();
+    b.arg(&xv).arg(&gv).arg(&yv).arg(&sv).arg(&gammav).arg(&sumsv).arg(&dx).arg(&n).arg(&c).arg(&hw).arg(&eps).arg(&relu);
+    // SAFETY: the arguments match bn_grad_input_f32 in kernels/batch_norm.cu.
+    unsafe { b.launch(LaunchConfig::for_num_elems(p.len() as u32)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(dx, dev))
 }

@@ -1,6 +1,7 @@
 //! The same computations composed from candle's own ops: the references our
-//! custom ops are tested and timed against, and what batch norm and the
-//! convolution run on devices our CPU loops do not (CUDA).
+//! custom ops are tested and timed against, and what the convolution (on
+//! CUDA) and batch norm (on devices with no kernels of ours) run where our
+//! CPU loops do not.
 use crate::ops::kernels::BatchStats;
 use candle_core::{Result, Tensor};
 

@@ -49,6 +49,10 @@ pub fn batch_norm_relu_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64
 }
 
 fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -> Result<(Tensor, BatchStats)> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return super::batch_norm_cuda::batch_norm(x, gamma, beta, eps, relu);
+    }
     if !x.device().is_cpu() {
         let (y, stats) = crate::ops::device::reference::batch_norm_train(x, gamma, beta, eps)?;
         return Ok((if relu { y.relu()? } else { y }, stats));

@@ -3,6 +3,8 @@
 //! (`device::cuda`) where an op has them.
 pub mod accumulate;
 pub mod batch_norm;
+#[cfg(feature = "cuda")]
+mod batch_norm_cuda;
 pub mod conv;
 pub mod depthwise;
 pub(crate) mod gemm;
