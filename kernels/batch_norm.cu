@@ -11,20 +11,7 @@
 // The elementwise kernels use the CPU loop's float operations (_rn: no
 // contraction into FMAs), so only the sums' order differs from the CPU's.
 
-extern __shared__ double bn_partial[];
-
-// The block's total of each thread's `v`, returned to every thread.
-__device__ __forceinline__ double block_sum(double v) {
-    bn_partial[threadIdx.x] = v;
-    __syncthreads();
-    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) bn_partial[threadIdx.x] += bn_partial[threadIdx.x + s];
-        __syncthreads();
-    }
-    double total = bn_partial[0];
-    __syncthreads();
-    return total;
-}
+#include "reduce.cuh"
 
 // Element `i` of channel `ch`'s n * hw elements.
 __device__ __forceinline__ long channel_index(long i, int ch, int c, int hw) {

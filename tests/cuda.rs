@@ -1,7 +1,8 @@
 //! With the `cuda` feature, on a GPU: every op with a kernel of ours (depthwise
-//! convolution, pooling) and the CUDA fallbacks (batch norm, convolution)
+//! convolution, pooling, batch norm) and the CUDA fallback (convolution)
 //! against the CPU op, forward and backward, to 1e-4 relative, on odd sizes and
-//! non-contiguous inputs; the in-place SGD step bit for bit. Built only with `--features cuda`; run with
+//! non-contiguous inputs; the in-place SGD step bit for bit, and the step over
+//! all variables with the clip to 1e-4. Built only with `--features cuda`; run with
 //! `cargo test --release --features cuda --test cuda` where a GPU is present.
 #![cfg(feature = "cuda")]
 use candle_core::{Device, Tensor, Var};
@@ -128,6 +129,30 @@ fn sgd_step_matches_the_cpu_bit_for_bit() {
                 out.push((bits(&w), bits(&v)));
             }
             assert!(out[0] == out[1], "{s:?}: GPU step differs from the CPU step");
+        }
+    }
+}
+
+#[test]
+fn clip_and_step_over_all_variables_matches_the_cpu() {
+    use enas::train::{Sgd, SgdConfig};
+    let dev = gpu();
+    let lens = [1000usize, 37, 5, 20 * 20 * 9];
+    for max_norm in [0.5, 0.0] {
+        let mut out = Vec::new();
+        for d in [Device::Cpu, dev.clone()] {
+            let vars: Vec<(String, Var)> = lens.iter().enumerate().map(|(i, &n)| (format!("v{i}"), Var::from_vec(rand_vec(n, i as u64), n, &d).unwrap())).collect();
+            let cfg = SgdConfig { lr: 0.07, momentum: 0.9, nesterov: true, weight_decay: 1e-3, decoupled: false };
+            let mut sgd = Sgd::new(vars.clone(), cfg);
+            // Two steps: the first starts the velocities, the second reads them.
+            for step in 0..2u64 {
+                let mut grads: Vec<Option<Tensor>> = lens.iter().enumerate().map(|(i, &n)| Some(Tensor::from_vec(rand_vec(n, 100 + 10 * step + i as u64), n, &d).unwrap())).collect();
+                sgd.clip_and_step(&mut grads, max_norm).unwrap();
+            }
+            out.push(vars.iter().map(|(_, v)| v.as_tensor().clone()).collect::<Vec<_>>());
+        }
+        for (i, (c, g)) in out[0].iter().zip(&out[1]).enumerate() {
+            close(&format!("max norm {max_norm}: variable {i}"), g, c);
         }
     }
 }

@@ -213,3 +213,66 @@ fn batch_norm_kernels_match_the_cpu_op() {
         }
     }
 }
+
+#[test]
+fn sgd_over_all_variables_with_the_clip_matches_the_cpu() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let lens = [37usize, 5, 120, 1];
+    let total: usize = lens.iter().sum();
+    for max_norm in [0.5, 1e6, 0.0] {
+        for (momentum, nesterov, weight_decay, decoupled) in [(0.9, true, 1e-3, false), (0.9, false, 0.05, true), (0.0, false, 0.0, false)] {
+            let s = ops::SgdStep { lr: 0.07, momentum, nesterov, weight_decay, decoupled };
+            let (wv, gv, vv) = (rand_vec(total, &mut rng), rand_vec(total, &mut rng), rand_vec(total, &mut rng));
+            // The CPU: train::clip_grad_norm, then ops::sgd's two steps per variable.
+            let pieces = |v: &[f32]| {
+                let mut at = 0;
+                lens.iter().map(|&n| {
+                    at += n;
+                    Tensor::from_vec(v[at - n..at].to_vec(), n, &Device::Cpu).unwrap()
+                }).collect::<Vec<_>>()
+            };
+            let (ws, vs) = (pieces(&wv), pieces(&vv));
+            let mut grads: Vec<Option<Tensor>> = pieces(&gv).into_iter().map(Some).collect();
+            enas::train::clip_grad_norm(&mut grads, max_norm).unwrap();
+            for ((w, g), v) in ws.iter().zip(&grads).zip(&vs) {
+                let g = g.as_ref().unwrap();
+                if momentum > 0.0 {
+                    ops::sgd_velocity(v, g, w, s).unwrap();
+                }
+                ops::sgd_weight(w, g, v, s).unwrap();
+            }
+            let mut args: Vec<String> = vec!["sgdall".into(), lens.len().to_string()];
+            args.extend(lens.iter().map(|n| n.to_string()));
+            args.extend([s.lr as f32, s.momentum as f32, s.weight_decay as f32, (s.lr * s.weight_decay) as f32].map(|f| format!("{f:e}")));
+            args.extend([decoupled, momentum > 0.0, nesterov].map(|b| (b as i32).to_string()));
+            args.push(format!("{max_norm:e}"));
+            for (name, vals) in [("w", &wv), ("g", &gv), ("v", &vv)] {
+                args.push(write(d, name, vals).to_string_lossy().into());
+            }
+            for name in ["w2", "v2", "coef"] {
+                args.push(d.join(name).to_string_lossy().into());
+            }
+            run(&args);
+            let case = format!("max norm {max_norm}, {s:?}");
+            let cat = |ts: &[Tensor]| Tensor::cat(ts, 0).unwrap();
+            let clipped = max_norm > 0.0 && max_norm < 1e6;
+            let coef = read(&d.join("coef"))[0];
+            assert_eq!(coef < 1.0, clipped, "{case}: coefficient {coef}");
+            if clipped {
+                // The norm's sums run in another order (double on the device): the factor may differ in its last bits.
+                assert_close(&format!("{case}: weights"), &read(&d.join("w2")), &cat(&ws));
+                if momentum > 0.0 {
+                    assert_close(&format!("{case}: velocity"), &read(&d.join("v2")), &cat(&vs));
+                }
+            } else {
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&read(&d.join("w2"))), bits(&cat(&ws).to_vec1::<f32>().unwrap()), "{case}: weights");
+                if momentum > 0.0 {
+                    assert_eq!(bits(&read(&d.join("v2"))), bits(&cat(&vs).to_vec1::<f32>().unwrap()), "{case}: velocity");
+                }
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@ use crate::ops::profile;
 use crate::ops::simd::Machine;
 use crate::space::{Arch, SpaceKind};
 use crate::train::loss::cross_entropy;
-use crate::train::optim::{clip_grad_norm, collect_grads, Sgd, SgdConfig};
+use crate::train::optim::{collect_grads, Sgd, SgdConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -183,8 +183,7 @@ impl Workload {
         let grads = loss.backward()?;
         let t_bwd = t.elapsed().as_secs_f64();
         let mut grads = collect_grads(&grads, self.sgd.vars());
-        clip_grad_norm(&mut grads, 5.0)?;
-        self.sgd.step(&grads)?;
+        self.sgd.clip_and_step(&mut grads, 5.0)?;
         let t_all = t.elapsed().as_secs_f64();
         Ok((loss.to_scalar::<f32>()? as f64, [t_fwd, t_bwd - t_fwd, t_all - t_bwd]))
     }

@@ -2,7 +2,7 @@
 //! it (`enas eval`).
 use super::checkpoint::{self, load_varmap, varmap_tensors, write_atomic};
 use super::loss::{correct, cross_entropy};
-use super::optim::{clip_grad_norm, collect_grads, Sgd, SgdConfig};
+use super::optim::{collect_grads, Sgd, SgdConfig};
 use super::progress::steps_bar;
 use super::schedule::Cosine;
 use crate::data::loader::batches_per_epoch;
@@ -239,8 +239,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
             }
             let grads = loss.backward()?;
             let mut grads = collect_grads(&grads, sgd.vars());
-            clip_grad_norm(&mut grads, cfg.grad_clip)?;
-            sgd.step(&grads)?;
+            sgd.clip_and_step(&mut grads, cfg.grad_clip)?;
             let l = loss.to_scalar::<f32>()? as f64;
             if !l.is_finite() {
                 return Err(Diverged { epoch: epoch + 1, step: i, loss: l }.into());

@@ -4,7 +4,7 @@
 //! accuracy on validation minibatches with the shared weights.
 use super::checkpoint::{self, load_varmap, varmap_tensors, write_atomic};
 use super::loss::{correct, cross_entropy};
-use super::optim::{clip_grad_norm, collect_grads, Adam, Sgd, SgdConfig};
+use super::optim::{collect_grads, Adam, Sgd, SgdConfig};
 use super::progress::steps_bar;
 use super::retrain::RunOptions;
 use super::schedule::Cosine;
@@ -265,8 +265,7 @@ pub fn run(cfg: &SearchConfig, out: &Path, opts: &RunOptions, device: &Device) -
                 loss = (loss + (cross_entropy(aux, &y, 0.0)? * cfg.aux_weight)?)?;
             }
             let mut grads = collect_grads(&loss.backward()?, sgd.vars());
-            clip_grad_norm(&mut grads, cfg.grad_clip)?;
-            sgd.step(&grads)?;
+            sgd.clip_and_step(&mut grads, cfg.grad_clip)?;
             let l = loss.to_scalar::<f32>()? as f64;
             if !l.is_finite() {
                 bail!("shared training diverged at epoch {} step {i}: loss is {l}; try a lower --lr", epoch + 1);

@@ -3,13 +3,15 @@
 //   harness pool      N C H W K STRIDE PAD_TOP PAD_LEFT OUT_H OUT_W IS_MAX X GY  Y GX
 //   harness sgd       N LR MU WD LR_WD DECOUPLED MOMENTUM NESTEROV W G V  W' V'
 //   harness bn        N C HW EPS RELU X GAMMA BETA GY  Y STATS SUMS GX
+//   harness sgdall    COUNT N_1 .. N_COUNT LR MU WD LR_WD DECOUPLED MOMENTUM NESTEROV MAX_NORM W G V  W' V' COEF
+//                     (W, G, V: every variable's values one after another)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
 float partial[1];  // the weight gradient's shared memory, one thread per block
-double bn_partial[1];  // batch norm's reductions' shared memory
+double block_partial[1];  // kernels/reduce.cuh's shared memory
 
 #include "../../kernels/geometry.cuh"
 extern "C" void depthwise_fwd_f32(const float*, const float*, float*, Geometry, int);
@@ -19,6 +21,10 @@ extern "C" void pool_fwd_f32(const float*, float*, Geometry, int);
 extern "C" void pool_bwd_f32(const float*, const float*, float*, Geometry, int);
 extern "C" void sgd_velocity_f32(float*, const float*, const float*, long, float, float, int);
 extern "C" void sgd_weight_f32(float*, const float*, const float*, long, float, float, float, float, int, int, int);
+struct SgdEntry { float* w; const float* g; float* v; long long n; };
+extern "C" void grad_sq_sums_f32(const SgdEntry*, double*);
+extern "C" void clip_coefficient_f32(const double*, int, double, float*);
+extern "C" void sgd_all_f32(const SgdEntry*, const float*, float, float, float, float, int, int, int);
 extern "C" void bn_stats_f32(const float*, float*, int, int, int);
 extern "C" void bn_apply_f32(const float*, const float*, const float*, const float*, float*, int, int, int, float, int);
 extern "C" void bn_grad_sums_f32(const float*, const float*, const float*, const float*, float*, int, int, int, float, int);
@@ -44,6 +50,19 @@ template <class F> static void launch(unsigned blocks, F kernel) {
     blockDim.x = 1;
     threadIdx.x = 0;
     for (unsigned b = 0; b < blocks; ++b) { blockIdx.x = b; kernel(); }
+}
+
+// A two-dimensional grid, blocks in turn.
+template <class F> static void launch2(unsigned gx, unsigned gy, F kernel) {
+    gridDim.x = gx;
+    gridDim.y = gy;
+    blockDim.x = 1;
+    threadIdx.x = 0;
+    for (unsigned y = 0; y < gy; ++y) {
+        for (unsigned x = 0; x < gx; ++x) { blockIdx.x = x; blockIdx.y = y; kernel(); }
+    }
+    gridDim.y = 0;
+    blockIdx.y = 0;
 }
 
 int main(int argc, char** argv) {
@@ -102,6 +121,32 @@ int main(int argc, char** argv) {
         save(argv[12], stats);
         save(argv[13], sums);
         save(argv[14], gx);
+        return 0;
+    }
+    if (argc > 2 && !strcmp(argv[1], "sgdall") && argc == 3 + atoi(argv[2]) + 8 + 6) {
+        int count = atoi(argv[2]);
+        std::vector<long long> lens(count);
+        size_t total = 0;
+        for (int i = 0; i < count; ++i) total += lens[i] = atoll(argv[3 + i]);
+        char** a = argv + 3 + count;
+        float lr = atof(a[0]), mu = atof(a[1]), wd = atof(a[2]), lr_wd = atof(a[3]);
+        int decoupled = atoi(a[4]), momentum = atoi(a[5]), nesterov = atoi(a[6]);
+        double max_norm = atof(a[7]);
+        auto w = load(a[8], total), g = load(a[9], total), v = load(a[10], total);
+        std::vector<SgdEntry> entries;
+        size_t at = 0;
+        for (int i = 0; i < count; ++i) {
+            entries.push_back({w.data() + at, g.data() + at, v.data() + at, lens[i]});
+            at += lens[i];
+        }
+        std::vector<double> partial(count);
+        std::vector<float> coef(1);
+        launch(count, [&] { grad_sq_sums_f32(entries.data(), partial.data()); });
+        launch(1, [&] { clip_coefficient_f32(partial.data(), count, max_norm, coef.data()); });
+        launch2(2, count, [&] { sgd_all_f32(entries.data(), coef.data(), lr, mu, wd, lr_wd, decoupled, momentum, nesterov); });
+        save(a[11], w);
+        save(a[12], v);
+        save(a[13], coef);
         return 0;
     }
     fprintf(stderr, "usage: see the comment at the top of harness.cpp\n");

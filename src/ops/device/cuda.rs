@@ -295,3 +295,74 @@ pub fn batch_norm_grad_input(saved: &BatchNormSaved, gamma: (&CudaStorage, &Layo
     unsafe { b.launch(LaunchConfig::for_num_elems(p.len() as u32)) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(dx, dev))
 }
+
+/// One variable of `sgd_all`'s table: `SgdEntry` of kernels/sgd.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SgdEntry {
+    w: u64,
+    g: u64,
+    v: u64,
+    n: i64,
+}
+
+// SAFETY: plain old data with the kernel's layout.
+unsafe impl DeviceRepr for SgdEntry {}
+
+/// A tensor's first element's device address and its element count (its
+/// layout must be contiguous).
+fn address(t: &candle_core::Tensor, stream: &candle_core::cuda_backend::cudarc::driver::CudaStream) -> Result<(u64, i64)> {
+    use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cuda(s) = &*storage else { candle_core::bail!("sgd: a variable or gradient is not on the GPU") };
+    let (start, end) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("sgd: tensors must be contiguous".into()))?;
+    let (ptr, _sync) = s.as_cuda_slice::<f32>()?.device_ptr(stream);
+    Ok((ptr + (start * 4) as u64, (end - start) as i64))
+}
+
+/// Clips every gradient by the global norm (to `max_norm`; none when it is
+/// 0) and takes one SGD step on every variable, on the device in three
+/// launches (kernels/sgd.cu): the gradients' square sums, the clip factor,
+/// then the update of each (weight, gradient, velocity) of `vars`. The
+/// velocities are read and written only with momentum.
+pub fn sgd_all(vars: &[(&candle_core::Tensor, &candle_core::Tensor, &candle_core::Tensor)], step: &crate::ops::kernels::sgd::SgdStep, max_norm: f64) -> Result<()> {
+    let Some((first, _, _)) = vars.first() else { return Ok(()) };
+    let candle_core::Device::Cuda(dev) = first.device() else { candle_core::bail!("sgd: the variables are not on the GPU") };
+    let stream = dev.cuda_stream();
+    let mut entries = Vec::with_capacity(vars.len());
+    let mut longest = 1;
+    for (w, g, v) in vars {
+        let ((w, n), (g, gn), (v, vn)) = (address(w, &stream)?, address(g, &stream)?, address(v, &stream)?);
+        if gn != n || (step.momentum > 0.0 && vn != n) {
+            candle_core::bail!("sgd: a gradient or velocity of {gn} or {vn} elements for a variable of {n}");
+        }
+        entries.push(SgdEntry { w, g, v, n });
+        longest = longest.max(n as usize);
+    }
+    let table = stream.clone_htod(&entries).w()?;
+    let count = entries.len() as i32;
+    // SAFETY: every element of both is written by the kernels below before it is read.
+    let (partial, coef) = unsafe { (dev.alloc::<f64>(entries.len())?, dev.alloc::<f32>(1)?) };
+    let per_block = LaunchConfig { grid_dim: (count as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: THREADS * 8 };
+    let func = dev.get_or_load_custom_func("grad_sq_sums_f32", "enas_sgd", SGD_PTX)?;
+    let mut b = func.builder();
+    b.arg(&table).arg(&partial);
+    // SAFETY: the arguments match grad_sq_sums_f32; each entry's addresses and length come from its tensor.
+    unsafe { b.launch(per_block) }.w()?;
+    let func = dev.get_or_load_custom_func("clip_coefficient_f32", "enas_sgd", SGD_PTX)?;
+    let mut b = func.builder();
+    b.arg(&partial).arg(&count).arg(&max_norm).arg(&coef);
+    // SAFETY: the arguments match clip_coefficient_f32.
+    unsafe { b.launch(LaunchConfig { grid_dim: (1, 1, 1), ..per_block }) }.w()?;
+    let (lr, mu, wd, lr_wd) = (step.lr as f32, step.momentum as f32, step.weight_decay as f32, (step.lr * step.weight_decay) as f32);
+    let (decoupled, momentum, nesterov) = (step.decoupled as i32, (step.momentum > 0.0) as i32, step.nesterov as i32);
+    let func = dev.get_or_load_custom_func("sgd_all_f32", "enas_sgd", SGD_PTX)?;
+    let mut b = func.builder();
+    b.arg(&table).arg(&coef).arg(&lr).arg(&mu).arg(&wd).arg(&lr_wd).arg(&decoupled).arg(&momentum).arg(&nesterov);
+    let chunks = longest.div_ceil(THREADS as usize * 8).min(1024) as u32;
+    // SAFETY: the arguments match sgd_all_f32; it writes the weights and
+    // velocities in place, which nothing else touches during the step (one
+    // stream, and the step holds every tensor it updates).
+    unsafe { b.launch(LaunchConfig { grid_dim: (chunks, count as u32, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
+    Ok(())
+}
