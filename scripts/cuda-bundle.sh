@@ -11,8 +11,10 @@ nvcc=$(compgen -G "${ENAS_NVCC_DIR:-$HOME/.cache/enas-nvcc}/venv/lib/python3*/si
 bin=$(dirname "$nvcc")
 stubs=$(scripts/cuda-stubs.sh)
 export PATH="$bin:$PATH" NVCC="$nvcc" CUDA_ROOT="$(dirname "$bin")" CUDA_PATH="$(dirname "$bin")" CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
-# RUSTFLAGS replaces .cargo/config.toml's flags, so the baseline target is repeated here.
-export RUSTFLAGS="-L$stubs -C target-cpu=x86-64-v2" CARGO_TARGET_DIR="${ENAS_CUDA_TARGET:-target/cuda-bundle}"
+# RUSTFLAGS replaces .cargo/config.toml's flags, so its baseline target is
+# repeated here (the plain x86-64 CPU with v2's features, not x86-64-v2's
+# tuning: .cargo/config.toml says why).
+export RUSTFLAGS="-L$stubs -C target-cpu=x86-64 -C target-feature=+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cmpxchg16b" CARGO_TARGET_DIR="${ENAS_CUDA_TARGET:-target/cuda-bundle}"
 cargo build --release --locked --features cuda --bin enas
 test=$(cargo test --release --locked --features cuda --test cuda --no-run --message-format=json 2>/dev/null \
     | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
