@@ -38,9 +38,7 @@ const MACRO_LOSSES: [f64; 4] = [2.3426012992858887, 2.451918363571167, 2.2946605
 
 #[test]
 fn supernet_steps_match_the_pre_optimisation_losses() {
-    for (space, file, layers, want) in
-        [(SpaceKind::Micro, "micro_arcs.txt", 3, MICRO_LOSSES), (SpaceKind::Macro, "macro_arcs.txt", 12, MACRO_LOSSES)]
-    {
+    for (space, file, layers, want) in [(SpaceKind::Micro, "micro_arcs.txt", 3, MICRO_LOSSES), (SpaceKind::Macro, "macro_arcs.txt", 12, MACRO_LOSSES)] {
         let b = run_supernet(&args(space, fixture(file), layers)).unwrap();
         assert_eq!(b.losses.len(), 4);
         for (step, (got, want)) in b.losses.iter().zip(want).enumerate() {

@@ -99,8 +99,24 @@ fn retrain_and_eval_from_the_command_line() {
     common::write_fashion(&dir, 64, 20, true);
     let out = t.path().join("run");
     let (code, stdout, err) = enas(&[
-        "retrain", "--arch", PUBLISHED, "--data-dir", dir.to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--epochs", "1", "--layers", "1", "--channels", "4", "--batch", "16", "--valid-size", "16", "--quiet",
+        "retrain",
+        "--arch",
+        PUBLISHED,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--layers",
+        "1",
+        "--channels",
+        "4",
+        "--batch",
+        "16",
+        "--valid-size",
+        "16",
+        "--quiet",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("test accuracy"), "{stdout}");
@@ -152,7 +168,27 @@ fn kernel_sets_by_environment() {
     }
     // The bench says which set ran.
     let arcs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/micro_arcs.txt");
-    let args = ["bench", "supernet", "--space", "micro", "--arcs", arcs, "--batch", "2", "--channels", "4", "--layers", "3", "--image", "8", "--steps", "1", "--warmup", "0", "--json"];
+    let args = [
+        "bench",
+        "supernet",
+        "--space",
+        "micro",
+        "--arcs",
+        arcs,
+        "--batch",
+        "2",
+        "--channels",
+        "4",
+        "--layers",
+        "3",
+        "--image",
+        "8",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ];
     let (code, out, err) = enas_with(&args, Some("baseline"));
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

@@ -60,7 +60,8 @@ fn depthwise_matches_the_cpu() {
             for relu in [false, true] {
                 let inputs = [(rand_vec(n * c * h * w, 1), vec![n, c, h, w]), (rand_vec(c * k * k, 2), vec![c, 1, k, k])];
                 compare(&format!("depthwise k{k} s{stride} d{dilation} {n}x{c}x{h}x{w} relu {relu}"), &inputs, h == 7, |t| {
-                    if relu { ops::relu_depthwise_conv2d(&t[0], &t[1], stride, dilation) } else { ops::depthwise_conv2d(&t[0], &t[1], stride, dilation) }.unwrap()
+                    if relu { ops::relu_depthwise_conv2d(&t[0], &t[1], stride, dilation) } else { ops::depthwise_conv2d(&t[0], &t[1], stride, dilation) }
+                        .unwrap()
                 });
             }
         }
@@ -90,7 +91,11 @@ fn batch_norm_and_convolution_match_the_cpu() {
     compare("batch norm + ReLU", &[x.clone(), gamma.clone(), beta.clone()], false, |t| ops::batch_norm_relu_train(&t[0], &t[1], &t[2], 1e-5).unwrap().0);
     // Many threads per channel's block: the kernels' reductions in earnest.
     let (bn, bc, bhw) = (16, 20, 32 * 32);
-    let big = [(rand_vec(bn * bc * bhw, 8).iter().map(|v| 2.0 * v + 0.3).collect(), vec![bn, bc, 32, 32]), (rand_vec(bc, 9).iter().map(|v| v + 1.5).collect(), vec![bc]), (rand_vec(bc, 10), vec![bc])];
+    let big = [
+        (rand_vec(bn * bc * bhw, 8).iter().map(|v| 2.0 * v + 0.3).collect(), vec![bn, bc, 32, 32]),
+        (rand_vec(bc, 9).iter().map(|v| v + 1.5).collect(), vec![bc]),
+        (rand_vec(bc, 10), vec![bc]),
+    ];
     for relu in [false, true] {
         compare(&format!("batch norm 16x20x32x32 relu {relu}"), &big, false, |t| {
             if relu { ops::batch_norm_relu_train(&t[0], &t[1], &t[2], 1e-5) } else { ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5) }.unwrap().0
@@ -141,12 +146,14 @@ fn clip_and_step_over_all_variables_matches_the_cpu() {
     for max_norm in [0.5, 0.0] {
         let mut out = Vec::new();
         for d in [Device::Cpu, dev.clone()] {
-            let vars: Vec<(String, Var)> = lens.iter().enumerate().map(|(i, &n)| (format!("v{i}"), Var::from_vec(rand_vec(n, i as u64), n, &d).unwrap())).collect();
+            let vars: Vec<(String, Var)> =
+                lens.iter().enumerate().map(|(i, &n)| (format!("v{i}"), Var::from_vec(rand_vec(n, i as u64), n, &d).unwrap())).collect();
             let cfg = SgdConfig { lr: 0.07, momentum: 0.9, nesterov: true, weight_decay: 1e-3, decoupled: false };
             let mut sgd = Sgd::new(vars.clone(), cfg);
             // Two steps: the first starts the velocities, the second reads them.
             for step in 0..2u64 {
-                let mut grads: Vec<Option<Tensor>> = lens.iter().enumerate().map(|(i, &n)| Some(Tensor::from_vec(rand_vec(n, 100 + 10 * step + i as u64), n, &d).unwrap())).collect();
+                let mut grads: Vec<Option<Tensor>> =
+                    lens.iter().enumerate().map(|(i, &n)| Some(Tensor::from_vec(rand_vec(n, 100 + 10 * step + i as u64), n, &d).unwrap())).collect();
                 sgd.clip_and_step(&mut grads, max_norm).unwrap();
             }
             out.push(vars.iter().map(|(_, v)| v.as_tensor().clone()).collect::<Vec<_>>());

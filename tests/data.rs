@@ -144,9 +144,7 @@ fn loader_is_deterministic_per_seed_and_epoch() {
     let d = load_fashion(t.path()).unwrap();
     let set = Arc::new(d.train.clone());
     let aug = Augment { crop_pad: 2, flip: true, cutout: 8 };
-    let run = |seed, epoch| -> Vec<Vec<f32>> {
-        Loader::new(set.clone(), loader_cfg(&d, aug), seed, epoch).map(|b| b.images).collect()
-    };
+    let run = |seed, epoch| -> Vec<Vec<f32>> { Loader::new(set.clone(), loader_cfg(&d, aug), seed, epoch).map(|b| b.images).collect() };
     let a = run(3, 0);
     assert_eq!(a.len(), 5, "80 images, batches of 16, last dropped");
     assert_eq!(a, run(3, 0));

@@ -65,11 +65,7 @@ fn cifar_loads_from_the_cache_directory_by_default() {
     let url = serve(body, 1);
     let cache = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_enas");
-    let out = std::process::Command::new(bin)
-        .args(["data", "fetch", "cifar10", "--url", &url, "--md5", &md5])
-        .env("ENAS_DATA", cache.path())
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin).args(["data", "fetch", "cifar10", "--url", &url, "--md5", &md5]).env("ENAS_DATA", cache.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // With no --data-dir, CIFAR is looked for in $ENAS_DATA (no other test here reads it).
     std::env::set_var("ENAS_DATA", cache.path());

@@ -112,13 +112,8 @@ fn pooling_kernels_match_the_cpu_op() {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let (n, c) = (2, 3);
     for &(h, w) in &[(7, 9), (8, 8), (28, 28)] {
-        let windows = [
-            Window::same(h, w, 3, 1, 1),
-            Window::same(h, w, 3, 2, 1),
-            Window::valid(h, w, 5, 3),
-            Window::valid(h, w, 3, 2),
-            Window::valid(h, w, 2, 2),
-        ];
+        let windows =
+            [Window::same(h, w, 3, 1, 1), Window::same(h, w, 3, 2, 1), Window::valid(h, w, 5, 3), Window::valid(h, w, 3, 2), Window::valid(h, w, 2, 2)];
         for win in windows {
             for kind in [PoolKind::Max, PoolKind::Avg] {
                 let xv = rand_vec(n * c * h * w, &mut rng);
@@ -228,10 +223,12 @@ fn sgd_over_all_variables_with_the_clip_matches_the_cpu() {
             // The CPU: train::clip_grad_norm, then ops::sgd's two steps per variable.
             let pieces = |v: &[f32]| {
                 let mut at = 0;
-                lens.iter().map(|&n| {
-                    at += n;
-                    Tensor::from_vec(v[at - n..at].to_vec(), n, &Device::Cpu).unwrap()
-                }).collect::<Vec<_>>()
+                lens.iter()
+                    .map(|&n| {
+                        at += n;
+                        Tensor::from_vec(v[at - n..at].to_vec(), n, &Device::Cpu).unwrap()
+                    })
+                    .collect::<Vec<_>>()
             };
             let (ws, vs) = (pieces(&wv), pieces(&vv));
             let mut grads: Vec<Option<Tensor>> = pieces(&gv).into_iter().map(Some).collect();

@@ -1,12 +1,12 @@
 //! MetaQNN: the layer space's rules, the epsilon schedule, the Q-update, and
 //! a Q-learner that learns a toy reward.
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 use enas::controller::qlearning::{epsilon_at, schedule, update, walk, QConfig, QLearner, QSpace, QTable, PAPER_SCHEDULE};
 use enas::controller::Searcher;
 use enas::model::{seeded_init, Ctx, MetaqnnNet, NetConfig};
 use enas::space::metaqnn::{Layer, Position, Termination, MAX_LAYERS};
 use enas::space::{Arch, MetaArch, SpaceKind};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -128,7 +128,18 @@ fn q_learning_exploits_what_it_learned() {
 
 #[test]
 fn metaqnn_networks_follow_their_chain() {
-    let cfg = NetConfig { layers: 0, channels: 0, in_channels: 1, image_size: 28, classes: 10, aux_head: false, dropout: 0.0, drop_path: 0.0, width: 0.25, macro_skips: Default::default() };
+    let cfg = NetConfig {
+        layers: 0,
+        channels: 0,
+        in_channels: 1,
+        image_size: 28,
+        classes: 10,
+        aux_head: false,
+        dropout: 0.0,
+        drop_path: 0.0,
+        width: 0.25,
+        macro_skips: Default::default(),
+    };
     for (text, params) in [
         // 1*16*9 + BN(16: gamma, beta) + classifier 16*10.
         ("C(64,3) GAP", 16 * 9 + 32 + 160),

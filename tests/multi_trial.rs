@@ -10,8 +10,26 @@ use std::time::{Duration, Instant, SystemTime};
 
 fn args(data: &str, out: &str, strategy: &str, space: &str) -> Vec<String> {
     [
-        "search", "--mode", "multi-trial", "--space", space, "--strategy", strategy, "--preset", "smoke", "--budget", "6",
-        "--child-epochs", "1", "--data-dir", data, "--out", out, "--seed", "4", "--quiet",
+        "search",
+        "--mode",
+        "multi-trial",
+        "--space",
+        space,
+        "--strategy",
+        strategy,
+        "--preset",
+        "smoke",
+        "--budget",
+        "6",
+        "--child-epochs",
+        "1",
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--seed",
+        "4",
+        "--quiet",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -24,19 +42,13 @@ fn enas(args: &[String]) -> (i32, String, String) {
 }
 
 fn trials(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("search").join("trials.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(run.join("search").join("trials.jsonl")).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// (index, arch, reward) of every child, in index order.
 fn outcome(run: &Path) -> Vec<(u64, String, f64)> {
-    let mut v: Vec<_> = trials(run)
-        .iter()
-        .map(|t| (t["index"].as_u64().unwrap(), t["arch"].as_str().unwrap().to_string(), t["reward"].as_f64().unwrap()))
-        .collect();
+    let mut v: Vec<_> =
+        trials(run).iter().map(|t| (t["index"].as_u64().unwrap(), t["arch"].as_str().unwrap().to_string(), t["reward"].as_f64().unwrap())).collect();
     v.sort_by_key(|t| t.0);
     v
 }
@@ -83,10 +95,8 @@ fn reinforce_over_the_macro_space_resumes_after_sigkill_without_retraining() {
     child.wait().unwrap();
     let before = trials(&killed).len();
     assert!(before < 6, "killed after every child had finished");
-    let finished: Vec<_> = (0..before)
-        .map(|i| killed.join("search").join("children").join(format!("{i:04}")).join("checkpoint.safetensors"))
-        .map(|p| (modified(&p), p))
-        .collect();
+    let finished: Vec<_> =
+        (0..before).map(|i| killed.join("search").join("children").join(format!("{i:04}")).join("checkpoint.safetensors")).map(|p| (modified(&p), p)).collect();
 
     let (code, _, err) = enas(&[args(data_s, killed.to_str().unwrap(), "reinforce", "macro"), vec!["--resume".into()]].concat());
     assert_eq!(code, 0, "{err}");

@@ -30,11 +30,7 @@ fn depthwise_reference(x: &Tensor, w: &Tensor, stride: usize, dilation: usize) -
     let span = (k - 1) * dilation + 1;
     let pad_h = ((win.out_h - 1) * stride + span).saturating_sub(h);
     let pad_w = ((win.out_w - 1) * stride + span).saturating_sub(wd);
-    let xp = x
-        .pad_with_zeros(2, win.pad_top, pad_h - win.pad_top)
-        .unwrap()
-        .pad_with_zeros(3, win.pad_left, pad_w - win.pad_left)
-        .unwrap();
+    let xp = x.pad_with_zeros(2, win.pad_top, pad_h - win.pad_top).unwrap().pad_with_zeros(3, win.pad_left, pad_w - win.pad_left).unwrap();
     xp.conv2d(w, 0, stride, dilation, c).unwrap()
 }
 
@@ -99,17 +95,16 @@ fn check_grad(f: &dyn Fn(&Tensor) -> Tensor, x0: &Tensor, seed: u64, what: &str)
         m[i] -= eps;
         let numeric = (eval(&p) - eval(&m)) / (2.0 * eps as f64);
         let analytic = g[i] as f64;
-        assert!(
-            (numeric - analytic).abs() <= 2e-2 * (1.0 + numeric.abs()),
-            "{what}: d/dx[{i}] analytic {analytic} vs numeric {numeric}"
-        );
+        assert!((numeric - analytic).abs() <= 2e-2 * (1.0 + numeric.abs()), "{what}: d/dx[{i}] analytic {analytic} vs numeric {numeric}");
     }
 }
 
 #[test]
 fn depthwise_gradients_match_finite_differences() {
     // 12 x 13 at stride 1 runs the taps in groups of four blocks and a remainder.
-    for &(k, stride, dilation, h, wd) in &[(3, 1, 1, 7, 8), (5, 1, 1, 7, 8), (3, 2, 1, 7, 8), (5, 2, 1, 7, 8), (3, 1, 2, 7, 8), (3, 1, 1, 12, 13), (5, 1, 1, 12, 13)] {
+    for &(k, stride, dilation, h, wd) in
+        &[(3, 1, 1, 7, 8), (5, 1, 1, 7, 8), (3, 2, 1, 7, 8), (5, 2, 1, 7, 8), (3, 1, 2, 7, 8), (3, 1, 1, 12, 13), (5, 1, 1, 12, 13)]
+    {
         let x = rand_tensor(&[2, 3, h, wd], 10);
         let w = rand_tensor(&[3, 1, k, k], 11);
         let what = format!("depthwise k{k} s{stride} d{dilation} {h}x{wd}");
@@ -236,7 +231,9 @@ fn batch_norm_relu_is_relu_of_batch_norm_forward_and_backward() {
     // About half the outputs are clipped, so the mask is exercised.
     let zeros = ours.0.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().filter(|v| **v == 0.0).count();
     assert!(zeros > 50 && zeros < 250, "{zeros} of 300 outputs clipped");
-    for (what, a, b) in [("output", &ours.0, &theirs.0), ("input grad", &ours.1, &theirs.1), ("gamma grad", &ours.2, &theirs.2), ("beta grad", &ours.3, &theirs.3)] {
+    for (what, a, b) in
+        [("output", &ours.0, &theirs.0), ("input grad", &ours.1, &theirs.1), ("gamma grad", &ours.2, &theirs.2), ("beta grad", &ours.3, &theirs.3)]
+    {
         let d = max_abs_diff(a, b);
         assert!(d < 1e-5, "fused BN-ReLU {what}: max diff {d}");
     }
@@ -287,7 +284,9 @@ fn conv_same_matches_candle_forward_and_backward() {
         // The last three give the 5x5 (Winograd) several tiles an image, several images a task,
         // a short last task, and channel counts past one group of lanes; the last two take the
         // weight gradient as dot products (at least 128 pixels): every tile of rows, a partial block.
-        for &(n, c, cout, h, w) in &[(2, 3, 4, 8, 8), (3, 5, 2, 7, 9), (1, 4, 6, 2, 3), (4, 2, 3, 1, 1), (17, 6, 5, 11, 10), (3, 11, 9, 13, 12), (2, 13, 7, 17, 17)] {
+        for &(n, c, cout, h, w) in
+            &[(2, 3, 4, 8, 8), (3, 5, 2, 7, 9), (1, 4, 6, 2, 3), (4, 2, 3, 1, 1), (17, 6, 5, 11, 10), (3, 11, 9, 13, 12), (2, 13, 7, 17, 17)]
+        {
             let x = rand_tensor(&[n, c, h, w], 40);
             let wt = rand_tensor(&[cout, c, k, k], 41);
             let what = format!("conv k{k} relu {relu} ({n}, {c}, {h}, {w}) -> {cout}");
@@ -435,22 +434,33 @@ fn fused_conv_bn_matches_conv_then_bn_forward_and_backward() {
 fn fused_sep_conv_bn_matches_relu_depthwise_pointwise_bn() {
     // One half (the macro branch, ReLU after its BN) and two (the micro separable convolution);
     // the last at 12 x 12 takes the pointwise weight gradient as dot products (at least 128 pixels).
-    for (halves, k, stride, relu_out, (h, w)) in
-        [(1, 3, 1, true, (9, 8)), (1, 5, 2, false, (9, 8)), (2, 3, 1, false, (9, 8)), (2, 5, 2, false, (9, 8)), (2, 3, 2, true, (9, 8)), (2, 5, 1, true, (12, 12))]
-    {
+    for (halves, k, stride, relu_out, (h, w)) in [
+        (1, 3, 1, true, (9, 8)),
+        (1, 5, 2, false, (9, 8)),
+        (2, 3, 1, false, (9, 8)),
+        (2, 5, 2, false, (9, 8)),
+        (2, 3, 2, true, (9, 8)),
+        (2, 5, 1, true, (12, 12)),
+    ] {
         let (n, c, cout) = (3, 4, 6);
         let mut tensors = vec![rand_tensor(&[n, c, h, w], 80)];
         for i in 0..halves {
             let c_in = if i == 0 { c } else { cout };
             let seed = 81 + 4 * i as u64;
-            tensors.extend([rand_tensor(&[c_in, 1, k, k], seed), rand_tensor(&[cout, c_in], seed + 1), (rand_tensor(&[cout], seed + 2) + 1.5).unwrap(), rand_tensor(&[cout], seed + 3)]);
+            tensors.extend([
+                rand_tensor(&[c_in, 1, k, k], seed),
+                rand_tensor(&[cout, c_in], seed + 1),
+                (rand_tensor(&[cout], seed + 2) + 1.5).unwrap(),
+                rand_tensor(&[cout], seed + 3),
+            ]);
         }
         let probe = rand_tensor(&[n, cout, h.div_ceil(stride), w.div_ceil(stride)], 95);
         let run = |fused: bool| {
             let vars: Vec<Var> = tensors.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
             let t: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
             let (y, stats) = if fused {
-                let parts: Vec<ops::SepHalf> = (0..halves).map(|i| ops::SepHalf { dw: &t[1 + 4 * i], pw: &t[2 + 4 * i], gamma: &t[3 + 4 * i], beta: &t[4 + 4 * i] }).collect();
+                let parts: Vec<ops::SepHalf> =
+                    (0..halves).map(|i| ops::SepHalf { dw: &t[1 + 4 * i], pw: &t[2 + 4 * i], gamma: &t[3 + 4 * i], beta: &t[4 + 4 * i] }).collect();
                 ops::sep_conv_bn_train(&t[0], &parts, stride, relu_out, 1e-5).unwrap()
             } else {
                 let (mut y, mut all) = (t[0].clone(), Vec::new());
@@ -488,7 +498,13 @@ fn fused_sep_conv_bn_matches_relu_depthwise_pointwise_bn() {
 fn fused_factorized_reduction_matches_its_composition() {
     for (relu, (h, w)) in [(false, (8, 8)), (true, (9, 7))] {
         let (n, c, half) = (3, 5, 4);
-        let tensors = [rand_tensor(&[n, c, h, w], 90), rand_tensor(&[half, c], 91), rand_tensor(&[half, c], 92), (rand_tensor(&[2 * half], 93) + 1.5).unwrap(), rand_tensor(&[2 * half], 94)];
+        let tensors = [
+            rand_tensor(&[n, c, h, w], 90),
+            rand_tensor(&[half, c], 91),
+            rand_tensor(&[half, c], 92),
+            (rand_tensor(&[2 * half], 93) + 1.5).unwrap(),
+            rand_tensor(&[2 * half], 94),
+        ];
         let probe = rand_tensor(&[n, 2 * half, h.div_ceil(2), w.div_ceil(2)], 95);
         let run = |fused: bool| {
             let vars: Vec<Var> = tensors.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
@@ -520,7 +536,8 @@ fn fused_add_bn_matches_add_then_bn() {
     let run = |fused: bool| {
         let vars: Vec<Var> = tensors.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
         let [a, b, g, bt] = [0, 1, 2, 3].map(|i| vars[i].as_tensor().clone());
-        let (y, stats) = if fused { ops::add_bn_train(&a, &b, &g, &bt, 1e-5).unwrap() } else { ops::batch_norm_train(&(&a + &b).unwrap(), &g, &bt, 1e-5).unwrap() };
+        let (y, stats) =
+            if fused { ops::add_bn_train(&a, &b, &g, &bt, 1e-5).unwrap() } else { ops::batch_norm_train(&(&a + &b).unwrap(), &g, &bt, 1e-5).unwrap() };
         let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
         let gs: Vec<Tensor> = vars.iter().map(|v| grads.get(v.as_tensor()).unwrap().clone()).collect();
         (y, stats, gs)

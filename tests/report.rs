@@ -12,7 +12,8 @@ fn enas(args: &[&str]) -> (i32, String, String) {
 }
 
 /// A copy of `page` with a probe that logs every failed resource and script error to the console.
-const PROBE: &str = r#"<script>addEventListener("error", e => console.error("failed: " + (e.target && (e.target.src || e.target.href) || e.message)), true)</script>"#;
+const PROBE: &str =
+    r#"<script>addEventListener("error", e => console.error("failed: " + (e.target && (e.target.src || e.target.href) || e.message)), true)</script>"#;
 
 /// Loads `page` in headless Chromium with the probe; returns the console lines and the screenshot's bytes.
 fn open_in_chromium(page: &Path, shot: &Path) -> (Vec<String>, Vec<u8>) {
@@ -45,7 +46,18 @@ fn smoke_run_report_opens_in_chromium_without_errors() {
     let page = run.join("report.html");
     let html = std::fs::read_to_string(&page).unwrap();
     let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
-    for must in ["Test accuracy", "Reproduce with:", "enas train --preset smoke", "<h2>Stages", "<h2>Architecture", "normal cell", "<h2>Search", "<h2>Derive", "<h2>Retrain", "<h2>Configuration"] {
+    for must in [
+        "Test accuracy",
+        "Reproduce with:",
+        "enas train --preset smoke",
+        "<h2>Stages",
+        "<h2>Architecture",
+        "normal cell",
+        "<h2>Search",
+        "<h2>Derive",
+        "<h2>Retrain",
+        "<h2>Configuration",
+    ] {
         assert!(html.contains(must), "{must} missing");
     }
     assert!(html.contains(result["arch"].as_str().unwrap()));

@@ -19,8 +19,20 @@ fn smoke(space: &str, controller: &str) {
     let out = t.path().join("run");
     let started = Instant::now();
     let (code, stdout, err) = enas(&[
-        "train", "--preset", "smoke", "--space", space, "--controller", controller, "--data-dir", data.to_str().unwrap(),
-        "--out", out.to_str().unwrap(), "--seed", "3", "--quiet",
+        "train",
+        "--preset",
+        "smoke",
+        "--space",
+        space,
+        "--controller",
+        controller,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--quiet",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(started.elapsed() < Duration::from_secs(180), "smoke took {:?}", started.elapsed());
@@ -146,10 +158,8 @@ fn sigkill_mid_search_then_resume_matches_an_uninterrupted_run() {
 #[test]
 fn cifar10_missing_names_the_fetch_command() {
     let t = tempfile::tempdir().unwrap();
-    let (code, _, err) = enas(&[
-        "train", "--dataset", "cifar10", "--data-dir", t.path().join("none").to_str().unwrap(), "--out",
-        t.path().join("o").to_str().unwrap(),
-    ]);
+    let (code, _, err) =
+        enas(&["train", "--dataset", "cifar10", "--data-dir", t.path().join("none").to_str().unwrap(), "--out", t.path().join("o").to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     let err = err.trim();
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -162,9 +172,8 @@ fn cifar10_present_runs_unchanged() {
     let data = t.path().join("cifar");
     common::write_cifar10(&data, 60);
     let out = t.path().join("run");
-    let (code, stdout, err) = enas(&[
-        "train", "--dataset", "cifar10", "--preset", "smoke", "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet",
-    ]);
+    let (code, stdout, err) =
+        enas(&["train", "--dataset", "cifar10", "--preset", "smoke", "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("test accuracy"), "{stdout}");
 }

@@ -9,7 +9,18 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 fn config(layers: usize, aux: bool) -> NetConfig {
-    NetConfig { layers, channels: 4, in_channels: 1, image_size: 12, classes: 3, aux_head: aux, dropout: 0.0, drop_path: 0.0, width: 1.0, macro_skips: Default::default() }
+    NetConfig {
+        layers,
+        channels: 4,
+        in_channels: 1,
+        image_size: 12,
+        classes: 3,
+        aux_head: aux,
+        dropout: 0.0,
+        drop_path: 0.0,
+        width: 1.0,
+        macro_skips: Default::default(),
+    }
 }
 
 fn input() -> Tensor {
@@ -218,8 +229,11 @@ fn fused_macro_layers_match_candles_graph() {
     assert!(compared > 40, "only {compared} variables had gradients");
     assert!(without.iter().any(|n| n.contains("pool.from_2")), "the unread reduction gets no gradient: {without:?}");
     seeded_init(&varmap, 4).unwrap();
-    let initial: Vec<Vec<f32>> =
-        sorted_vars(&varmap).iter().filter(|(name, _)| name.contains("running")).map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+    let initial: Vec<Vec<f32>> = sorted_vars(&varmap)
+        .iter()
+        .filter(|(name, _)| name.contains("running"))
+        .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .collect();
     let mut unread = 0;
     for (((name, a), (_, b)), init) in running_fused.iter().zip(&running_graph).zip(&initial) {
         if name.starts_with("layer_3.pool.from_2.") {
@@ -249,7 +263,8 @@ fn fused_macro_conv_branch_is_bitwise_the_composition() {
         let run = |f: &dyn Fn(&Tensor) -> Tensor| {
             let y = f(x.as_tensor());
             let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let mut all = vec![y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()];
+            let mut all =
+                vec![y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()];
             for (_, v) in sorted_vars(&varmap) {
                 if let Some(g) = grads.get(v.as_tensor()) {
                     all.push(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());

@@ -22,10 +22,7 @@ fn scalars_round_trip_and_corruption_is_caught() {
     drop(w);
     let mut got = read_scalars(&path).unwrap();
     got.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(
-        got,
-        vec![("a/x".into(), 1, 0.5), ("a/y".into(), 1, -2.25), ("stage/acc".into(), 7, 0.875), ("stage/loss".into(), 7, 1.5)]
-    );
+    assert_eq!(got, vec![("a/x".into(), 1, 0.5), ("a/y".into(), 1, -2.25), ("stage/acc".into(), 7, 0.875), ("stage/loss".into(), 7, 1.5)]);
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 6;
     bytes[last] ^= 0x40;

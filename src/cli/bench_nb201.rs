@@ -82,9 +82,12 @@ pub fn load_table(path: &PathBuf) -> Result<Table> {
         }
         let (arch, value) = line.rsplit_once(',').with_context(|| format!("{}, line {}: expected `arch,accuracy`", path.display(), i + 1))?;
         let parsed: Nb201Arch = arch.trim().parse().map_err(|e| anyhow::anyhow!("{}, line {}: {e}", path.display(), i + 1))?;
-        let v: f64 = value.trim().parse().ok().filter(|v: &f64| v.is_finite()).with_context(|| {
-            format!("{}, line {}: accuracy '{}' is not a number", path.display(), i + 1, value.trim())
-        })?;
+        let v: f64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .with_context(|| format!("{}, line {}: accuracy '{}' is not a number", path.display(), i + 1, value.trim()))?;
         if acc.insert(parsed.to_string(), v).is_some() {
             bail!("{}, line {}: architecture {arch} appears twice", path.display(), i + 1);
         }
@@ -238,13 +241,19 @@ pub fn print(a: &Nb201Args, results: &[StrategyResult]) -> Result<()> {
     println!("{}: budget {} distinct architectures, {} seeds, noise {}", a.table.display(), a.budget, a.seeds, a.noise);
     let marks: Vec<usize> = [10, 25, 50].into_iter().filter(|&m| m < a.budget).chain([a.budget]).collect();
     let head: Vec<String> = marks.iter().map(|m| format!("@{m}")).collect();
-    println!("{:<10} {:>9} {:>8} {} {:>9} {:>9} {:>8}", "strategy", "mean_best", "std_best", head.iter().map(|h| format!("{h:>7}")).collect::<String>(), "distinct", "proposals", "seconds");
+    println!(
+        "{:<10} {:>9} {:>8} {} {:>9} {:>9} {:>8}",
+        "strategy",
+        "mean_best",
+        "std_best",
+        head.iter().map(|h| format!("{h:>7}")).collect::<String>(),
+        "distinct",
+        "proposals",
+        "seconds"
+    );
     for r in results {
         let at: String = marks.iter().map(|&m| format!("{:>7.2}", r.curve[m - 1])).collect();
-        println!(
-            "{:<10} {:>9.3} {:>8.3} {at} {:>9.1} {:>9.1} {:>8.1}",
-            r.strategy, r.mean_best, r.std_best, r.mean_distinct, r.mean_samples, r.seconds
-        );
+        println!("{:<10} {:>9.3} {:>8.3} {at} {:>9.1} {:>9.1} {:>8.1}", r.strategy, r.mean_best, r.std_best, r.mean_distinct, r.mean_samples, r.seconds);
     }
     if a.curve.is_none() {
         println!("\nbest-so-far against queries (mean over seeds):\n{csv}");

@@ -252,7 +252,14 @@ pub fn print(b: &SupernetBench, json: bool) -> Result<()> {
             Some(MacroSkips::Concat) => " (skips concatenated)",
             None => "",
         },
-        b.batch, b.channels, b.layers, b.threads, b.images_per_s, b.steps, b.seconds, b.peak_rss_mb
+        b.batch,
+        b.channels,
+        b.layers,
+        b.threads,
+        b.images_per_s,
+        b.steps,
+        b.seconds,
+        b.peak_rss_mb
     )?;
     writeln!(out, "on {}", b.machine)?;
     writeln!(out, "first losses: {}", b.losses.iter().take(3).map(|l| format!("{l:.6}")).collect::<Vec<_>>().join(" "))?;

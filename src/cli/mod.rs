@@ -332,7 +332,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Derive(a) => search::derive(a, &device),
         Command::Retrain(a) => {
             let cfg = retrain_config(&a)?;
-            let opts = retrain::RunOptions { resume: a.resume, show_progress: !a.quiet, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
+            let opts =
+                retrain::RunOptions { resume: a.resume, show_progress: !a.quiet, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
             let Some(s) = retrain::run(&cfg, &a.out, &opts, &device)? else {
                 println!("stopped as asked; continue with --resume");
                 return Ok(());
@@ -372,11 +373,8 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
     if a.channels % 2 != 0 {
         anyhow::bail!("--channels {} must be even (factorized reductions split channels in two)", a.channels);
     }
-    let augment = Augment {
-        crop_pad: a.crop_pad.unwrap_or(if kind.is_cifar() { 4 } else { 2 }),
-        flip: a.flip.unwrap_or(kind != DatasetKind::Mnist),
-        cutout: a.cutout,
-    };
+    let augment =
+        Augment { crop_pad: a.crop_pad.unwrap_or(if kind.is_cifar() { 4 } else { 2 }), flip: a.flip.unwrap_or(kind != DatasetKind::Mnist), cutout: a.cutout };
     Ok(RetrainConfig {
         space: a.space,
         arch: arch.to_arc_string(),
@@ -397,13 +395,7 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
         epochs: a.epochs,
         batch: a.batch,
         eval_batch: a.eval_batch,
-        sgd: SgdConfig {
-            lr: a.lr,
-            momentum: a.momentum,
-            nesterov: true,
-            weight_decay: a.weight_decay,
-            decoupled: a.decoupled_wd,
-        },
+        sgd: SgdConfig { lr: a.lr, momentum: a.momentum, nesterov: true, weight_decay: a.weight_decay, decoupled: a.decoupled_wd },
         lr_min: a.lr_min,
         lr_t0: a.lr_t0.unwrap_or(a.epochs as f64),
         lr_t_mul: a.lr_t_mul,

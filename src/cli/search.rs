@@ -124,8 +124,14 @@ fn plan_of(a: &TrainArgs) -> Result<preset::Plan> {
     if a.mode == Mode::Enas && !a.space.has_supernet() {
         anyhow::bail!("--space {} has no supernet: search it with --mode multi-trial (or `enas bench nb201` for the NB201 table)", a.space.name());
     }
-    let mut plan =
-        preset::plan(&Choice { preset: a.preset, space: a.space, algo: a.controller, dataset: a.data.dataset, data_dir: a.data.data_dir.clone(), seed: a.seed });
+    let mut plan = preset::plan(&Choice {
+        preset: a.preset,
+        space: a.space,
+        algo: a.controller,
+        dataset: a.data.dataset,
+        data_dir: a.data.data_dir.clone(),
+        seed: a.seed,
+    });
     if a.search_epochs == Some(0) || a.retrain_epochs == Some(0) {
         anyhow::bail!("--search-epochs and --retrain-epochs must be positive");
     }

@@ -62,10 +62,7 @@ impl MacroPolicy {
             state = self.lstm.step(&inputs, &state)?;
             let mut skips = Vec::new();
             if layer > 0 {
-                let query = Tensor::cat(&anchors_w1, 0)?
-                    .broadcast_add(&state.h.matmul(&self.w_attn_2)?)?
-                    .tanh()?
-                    .matmul(&self.v_attn)?;
+                let query = Tensor::cat(&anchors_w1, 0)?.broadcast_add(&state.h.matmul(&self.w_attn_2)?)?.tanh()?.matmul(&self.v_attn)?;
                 let logits = squash(&Tensor::cat(&[&query.neg()?, &query], D::Minus1)?, c.temperature, c.tanh_constant)?;
                 let forced_bits: Option<Vec<usize>> = given.map(|g| g.skips.iter().map(|&s| s as usize).collect());
                 let bits = trace.add(choose(&logits, forced_bits.as_deref(), pick)?)?;

@@ -23,10 +23,10 @@ use candle_core::{Device, Result, Tensor};
 use decide::Choice;
 use macro_policy::MacroPolicy;
 use micro_policy::MicroPolicy;
-use seq_policy::SeqPolicy;
 use params::Params;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use seq_policy::SeqPolicy;
 use serde::{Deserialize, Serialize};
 
 /// Shape of the policy's logits (the authors' controller flags).

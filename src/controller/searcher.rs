@@ -130,11 +130,8 @@ impl Searcher for Evolution {
     }
 
     fn report(&self) -> serde_json::Value {
-        let members: Vec<_> = self
-            .members
-            .iter()
-            .map(|(c, r)| serde_json::json!({"arc": Arch::from_choices(self.space, c).map(|a| a.to_arc_string()), "reward": r}))
-            .collect();
+        let members: Vec<_> =
+            self.members.iter().map(|(c, r)| serde_json::json!({"arc": Arch::from_choices(self.space, c).map(|a| a.to_arc_string()), "reward": r})).collect();
         serde_json::json!({"population": members})
     }
 }

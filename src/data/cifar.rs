@@ -68,9 +68,7 @@ pub fn read_records(path: &Path, variant: Variant) -> Result<(Vec<u8>, Vec<u8>),
 
 /// The directory holding the batch files: `dir` itself or its official sub-folder.
 pub fn batches_dir(dir: &Path, variant: Variant) -> Option<PathBuf> {
-    [dir.join(variant.folder()), dir.to_path_buf()]
-        .into_iter()
-        .find(|d| d.join(variant.test_file()).is_file())
+    [dir.join(variant.folder()), dir.to_path_buf()].into_iter().find(|d| d.join(variant.test_file()).is_file())
 }
 
 /// Writes records in the official format (tests and tools).

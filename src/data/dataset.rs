@@ -27,13 +27,25 @@ impl DatasetKind {
         }
     }
     pub fn classes(self) -> usize {
-        if self == DatasetKind::Cifar100 { 100 } else { 10 }
+        if self == DatasetKind::Cifar100 {
+            100
+        } else {
+            10
+        }
     }
     pub fn in_channels(self) -> usize {
-        if self.is_cifar() { 3 } else { 1 }
+        if self.is_cifar() {
+            3
+        } else {
+            1
+        }
     }
     pub fn image_size(self) -> usize {
-        if self.is_cifar() { 32 } else { 28 }
+        if self.is_cifar() {
+            32
+        } else {
+            28
+        }
     }
     pub fn is_cifar(self) -> bool {
         matches!(self, DatasetKind::Cifar10 | DatasetKind::Cifar100)
@@ -86,13 +98,7 @@ impl ImageSet {
         for &i in indices {
             images.extend_from_slice(self.image(i));
         }
-        ImageSet {
-            images,
-            labels: indices.iter().map(|&i| self.labels[i]).collect(),
-            channels: self.channels,
-            height: self.height,
-            width: self.width,
-        }
+        ImageSet { images, labels: indices.iter().map(|&i| self.labels[i]).collect(), channels: self.channels, height: self.height, width: self.width }
     }
     /// Per-channel mean and standard deviation of pixel values scaled to [0, 1].
     pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
@@ -110,11 +116,7 @@ impl ImageSet {
         }
         let count = (self.len() * plane).max(1) as f64;
         let mean: Vec<f32> = sum.iter().map(|s| (s / count) as f32).collect();
-        let std = sq
-            .iter()
-            .zip(&mean)
-            .map(|(s, &m)| ((s / count - (m as f64).powi(2)).max(1e-12).sqrt()) as f32)
-            .collect();
+        let std = sq.iter().zip(&mean).map(|(s, &m)| ((s / count - (m as f64).powi(2)).max(1e-12).sqrt()) as f32).collect();
         (mean, std)
     }
 }
@@ -143,14 +145,7 @@ impl Dataset {
         Self::from_sets(kind, train, test, valid_size, seed, &dir)
     }
 
-    pub fn from_sets(
-        kind: DatasetKind,
-        full_train: ImageSet,
-        test: ImageSet,
-        valid_size: usize,
-        seed: u64,
-        dir: &Path,
-    ) -> Result<Dataset, DataError> {
+    pub fn from_sets(kind: DatasetKind, full_train: ImageSet, test: ImageSet, valid_size: usize, seed: u64, dir: &Path) -> Result<Dataset, DataError> {
         if valid_size >= full_train.len() {
             return Err(DataError::Invalid {
                 path: dir.to_path_buf(),
@@ -187,8 +182,11 @@ fn load_idx(kind: DatasetKind, dir: &Path) -> Result<(ImageSet, ImageSet), DataE
 }
 
 fn load_cifar(kind: DatasetKind, dir: &Path, variant: Variant) -> Result<(ImageSet, ImageSet), DataError> {
-    let root = cifar::batches_dir(dir, variant)
-        .ok_or_else(|| DataError::Missing { dataset: kind.name().into(), dir: dir.to_path_buf(), hint: kind.install_hint() })?;
+    let root = cifar::batches_dir(dir, variant).ok_or_else(|| DataError::Missing {
+        dataset: kind.name().into(),
+        dir: dir.to_path_buf(),
+        hint: kind.install_hint(),
+    })?;
     let read = |files: &[String]| -> Result<ImageSet, DataError> {
         let mut images = Vec::new();
         let mut labels = Vec::new();

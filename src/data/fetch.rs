@@ -15,14 +15,8 @@ pub struct Source {
 /// The official tarballs and the MD5 sums published beside them.
 pub fn official(variant: Variant) -> Source {
     match variant {
-        Variant::Cifar10 => Source {
-            url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz".into(),
-            md5: "c32a1d4ab5d03f1284b67883e8d87530".into(),
-        },
-        Variant::Cifar100 => Source {
-            url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz".into(),
-            md5: "03b5dce01913d631647c71ecec9e9cb8".into(),
-        },
+        Variant::Cifar10 => Source { url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz".into(), md5: "c32a1d4ab5d03f1284b67883e8d87530".into() },
+        Variant::Cifar100 => Source { url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz".into(), md5: "03b5dce01913d631647c71ecec9e9cb8".into() },
     }
 }
 
@@ -60,9 +54,7 @@ pub fn fetch(variant: Variant, source: &Source, dir: &Path, progress: bool) -> R
     let staging = dir.join(format!(".{}.partial", variant.folder()));
     let _ = std::fs::remove_dir_all(&staging);
     let gz = flate2::read::GzDecoder::new(&body[..]);
-    tar::Archive::new(gz)
-        .unpack(&staging)
-        .with_context(|| format!("{}: cannot extract the tarball into {}", source.url, staging.display()))?;
+    tar::Archive::new(gz).unpack(&staging).with_context(|| format!("{}: cannot extract the tarball into {}", source.url, staging.display()))?;
     let extracted = staging.join(variant.folder());
     if !extracted.join(variant.test_file()).is_file() {
         let _ = std::fs::remove_dir_all(&staging);

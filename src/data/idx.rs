@@ -34,10 +34,7 @@ fn header(path: &Path, bytes: &[u8], magic: u32, what: &'static str, dims: usize
         return Err(DataError::BadMagic { path: path.to_path_buf(), found, expected: magic, what });
     }
     if bytes.len() < header_len {
-        return Err(DataError::Invalid {
-            path: path.to_path_buf(),
-            what: format!("truncated header: {} bytes, need {header_len}", bytes.len()),
-        });
+        return Err(DataError::Invalid { path: path.to_path_buf(), what: format!("truncated header: {} bytes, need {header_len}", bytes.len()) });
     }
     let shape: Vec<usize> = (0..dims).map(|d| be_u32(bytes, 4 + 4 * d) as usize).collect();
     let expected: usize = shape.iter().product();
@@ -46,10 +43,7 @@ fn header(path: &Path, bytes: &[u8], magic: u32, what: &'static str, dims: usize
         return Err(DataError::Truncated { path: path.to_path_buf(), expected, found });
     }
     if found > expected {
-        return Err(DataError::Invalid {
-            path: path.to_path_buf(),
-            what: format!("{} bytes after the {expected} the header announces", found - expected),
-        });
+        return Err(DataError::Invalid { path: path.to_path_buf(), what: format!("{} bytes after the {expected} the header announces", found - expected) });
     }
     Ok(shape)
 }

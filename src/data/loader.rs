@@ -42,7 +42,11 @@ impl Batch {
 }
 
 pub fn batches_per_epoch(n: usize, batch_size: usize, drop_last: bool) -> usize {
-    if drop_last { n / batch_size } else { n.div_ceil(batch_size) }
+    if drop_last {
+        n / batch_size
+    } else {
+        n.div_ceil(batch_size)
+    }
 }
 
 /// The random stream for one epoch's order and augmentation: a pure function

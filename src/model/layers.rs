@@ -317,7 +317,6 @@ pub fn dropout(x: &Tensor, drop: f32, ctx: &mut Ctx) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let keep = 1.0 - drop;
-    let mask: Vec<f32> =
-        (0..x.elem_count()).map(|_| if ctx.rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if ctx.rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
     x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
 }

@@ -91,8 +91,7 @@ impl Layer {
         match &self.skip_proj {
             None => Ok(y),
             Some(proj) => {
-                let mut cat: Vec<Tensor> =
-                    self.skips.iter().zip(states).filter(|(s, _)| **s).map(|(_, t)| t.clone()).collect();
+                let mut cat: Vec<Tensor> = self.skips.iter().zip(states).filter(|(s, _)| **s).map(|(_, t)| t.clone()).collect();
                 cat.push(y);
                 proj.forward(&Tensor::cat(&cat, 1)?, train)
             }
@@ -122,9 +121,7 @@ impl MacroNet {
             layers.push(Layer::new(vb.pp(format!("layer_{i}")), l.op, &l.skips, c)?);
             if pools.contains(&i) && i + 1 < arch.layers.len() {
                 let vb = vb.pp(format!("pool_at_{i}"));
-                let reds = (0..i + 2)
-                    .map(|j| FactorizedReduce::new(vb.pp(format!("from_{j}")), c, 2 * c))
-                    .collect::<Result<Vec<_>>>()?;
+                let reds = (0..i + 2).map(|j| FactorizedReduce::new(vb.pp(format!("from_{j}")), c, 2 * c)).collect::<Result<Vec<_>>>()?;
                 reductions.push((i, reds));
                 c *= 2;
             }

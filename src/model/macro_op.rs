@@ -35,9 +35,7 @@ pub(super) fn conv_branch_train(x: &Tensor, inp_w: &Tensor, inp_bn: &BatchNorm, 
     let stats = Arc::new(Mutex::new(None));
     let op = ConvBranch { inp, h, conv: (conv_w.detach(), conv_affine.detach()), tape: Mutex::new(None), stats: stats.clone() };
     let y = x.apply_op2(&packed, op)?;
-    let Some(conv_stats) = stats.lock().unwrap_or_else(PoisonError::into_inner).take() else {
-        candle_core::bail!("macro conv branch: no batch statistics")
-    };
+    let Some(conv_stats) = stats.lock().unwrap_or_else(PoisonError::into_inner).take() else { candle_core::bail!("macro conv branch: no batch statistics") };
     conv_bn.update_running_of(&y, &conv_stats)?;
     Ok(y)
 }

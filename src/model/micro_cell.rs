@@ -40,7 +40,15 @@ struct CellOp {
 /// The output of `cell` (the batch norm of the final 1x1 convolution `final_w`
 /// (C, k C) of ReLU of the concatenated `unused` states) run on the calibrated
 /// inputs `s0` and `s1` with the shared weights `convs`.
-pub(super) fn cell_train(s0: &Tensor, s1: &Tensor, convs: &[[Vec<SharedConvs>; 2]], cell: &Cell, unused: &[usize], final_w: &Tensor, final_bn: &BatchNorm) -> Result<Tensor> {
+pub(super) fn cell_train(
+    s0: &Tensor,
+    s1: &Tensor,
+    convs: &[[Vec<SharedConvs>; 2]],
+    cell: &Cell,
+    unused: &[usize],
+    final_w: &Tensor,
+    final_bn: &BatchNorm,
+) -> Result<Tensor> {
     let mut states = vec![s0.detach().contiguous()?, s1.detach().contiguous()?];
     let (mut branches, mut params) = (Vec::with_capacity(convs.len()), Vec::new());
     for (node, n) in convs.iter().zip(&cell.nodes) {

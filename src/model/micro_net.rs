@@ -1,9 +1,7 @@
 //! The fixed-arc child of the micro space (Pham et al. 2018, Sec. 2.3 and the
 //! authors' `MicroChild` with `fixed_arc`): stem, stages of normal cells with a
 //! reduction cell between them, auxiliary head, global pooling, classifier.
-use super::layers::{
-    drop_path, dropout, global_avg_pool, BatchNorm, Conv, Conv1x1, FactorizedReduce, Linear, ReluConvBn, SepConv,
-};
+use super::layers::{drop_path, dropout, global_avg_pool, BatchNorm, Conv, Conv1x1, FactorizedReduce, Linear, ReluConvBn, SepConv};
 use super::{Ctx, NetConfig, Output};
 use crate::ops::{self, PoolKind, Window};
 use crate::space::{Cell, MicroArch};

@@ -13,9 +13,9 @@ pub mod micro_supernet;
 
 pub use init::{seeded_init, trainable_vars};
 pub use macro_net::MacroNet;
-pub use micro_net::MicroNet;
 pub use macro_supernet::MacroSupernet;
 pub use metaqnn_net::MetaqnnNet;
+pub use micro_net::MicroNet;
 pub use micro_supernet::MicroSupernet;
 
 use crate::space::{Arch, SpaceKind};

@@ -5,9 +5,7 @@ use candle_core::{CpuStorage, Layout, Result};
 
 /// The contiguous f32 data behind a storage, or an error naming the op.
 pub(crate) fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{op}: only f32 is supported, got another dtype")
-    };
+    let CpuStorage::F32(v) = s else { candle_core::bail!("{op}: only f32 is supported, got another dtype") };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("{op}: input must be contiguous"),
@@ -16,9 +14,7 @@ pub(crate) fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'
 
 /// The contiguous f32 data behind a storage an in-place op writes, or an error naming the op.
 pub(crate) fn f32_data_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{op}: only f32 is supported, got another dtype")
-    };
+    let CpuStorage::F32(v) = s else { candle_core::bail!("{op}: only f32 is supported, got another dtype") };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&mut v[a..b]),
         None => candle_core::bail!("{op}: the updated tensor must be contiguous"),
@@ -31,9 +27,11 @@ pub(crate) fn f32_data_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> R
 pub(crate) fn zeros(n: usize) -> Vec<f32> {
     use rayon::prelude::*;
     let mut v: Vec<f32> = Vec::with_capacity(n);
-    v.spare_capacity_mut().par_chunks_mut(1 << 15).for_each(|c| c.iter_mut().for_each(|x| {
-        x.write(0.0);
-    }));
+    v.spare_capacity_mut().par_chunks_mut(1 << 15).for_each(|c| {
+        c.iter_mut().for_each(|x| {
+            x.write(0.0);
+        })
+    });
     // SAFETY: every one of the n elements was written just above.
     unsafe { v.set_len(n) };
     v

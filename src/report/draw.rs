@@ -2,9 +2,9 @@
 //! ops on the edges, the concatenated output), the macro chain with its skips,
 //! NB201 cells and MetaQNN chains, as SVG (our own layered layout, no Graphviz)
 //! or DOT.
+use super::escape;
 use crate::space::metaqnn::{end_token, layer_token};
 use crate::space::{Arch, Cell, MACRO_OPS, MICRO_OPS, NB201_OPS};
-use super::escape;
 use std::fmt::Write;
 
 pub struct Node {
@@ -184,7 +184,8 @@ pub fn to_svg(graphs: &[Graph]) -> String {
             let bow = if g.nodes[e.to].column > g.nodes[e.from].column + 1 { -0.35 * (x2 - x1).min(220.0) } else { 0.0 } + 36.0 * twin;
             let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0 + bow);
             let dash = if e.dashed { r#" stroke-dasharray="5,4""# } else { "" };
-            let _ = writeln!(s, r##"<path d="M {x1:.1} {y1:.1} Q {cx:.1} {cy:.1} {x2:.1} {y2:.1}" fill="none" stroke="#444"{dash} marker-end="url(#arrow)"/>"##);
+            let _ =
+                writeln!(s, r##"<path d="M {x1:.1} {y1:.1} Q {cx:.1} {cy:.1} {x2:.1} {y2:.1}" fill="none" stroke="#444"{dash} marker-end="url(#arrow)"/>"##);
             if !e.label.is_empty() {
                 let (lx, ly) = ((x1 + 2.0 * cx + x2) / 4.0, (y1 + 2.0 * cy + y2) / 4.0 - 3.0);
                 let _ = writeln!(s, r##"<text x="{lx:.1}" y="{ly:.1}" text-anchor="middle" fill="#1a4d8f">{}</text>"##, escape(&e.label));

@@ -56,9 +56,11 @@ pub fn render(dir: &Path) -> Result<String> {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
     writeln!(h, "<title>enas report: {}</title>", escape(&name))?;
-    h.push_str("<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}\
+    h.push_str(
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}\
 figure{margin:1em 0}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}\
-code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big{font-size:1.4em}</style>\n</head><body>\n");
+code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big{font-size:1.4em}</style>\n</head><body>\n",
+    );
     writeln!(h, "<h1>enas report: {}</h1>", escape(&name))?;
 
     let retrain = stage_dir(dir, "retrain", "metrics.jsonl");
@@ -89,7 +91,12 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
     let epochs: Vec<&Value> = retrain_rows.iter().filter(|r| r.get("epoch").is_some()).collect();
     if !epochs.is_empty() {
         let done = if retrain_rows.iter().any(|r| r.get("test_accuracy").is_some()) { "done" } else { "running" };
-        writeln!(h, "<tr><td>retrain</td><td>{} epochs, {done}</td><td>{:.0}</td></tr>", epochs.len(), epochs.iter().filter_map(|r| r["seconds"].as_f64()).sum::<f64>())?;
+        writeln!(
+            h,
+            "<tr><td>retrain</td><td>{} epochs, {done}</td><td>{:.0}</td></tr>",
+            epochs.len(),
+            epochs.iter().filter_map(|r| r["seconds"].as_f64()).sum::<f64>()
+        )?;
     }
     h.push_str("</table>\n");
 
@@ -99,24 +106,39 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
 
     if !search_rows.is_empty() {
         h.push_str("<h2>Search</h2>\n");
-        chart(&mut h, "controller reward and shared-weight accuracy", "accuracy", vec![
-            series(&search_rows, "mean_reward", "mean reward of samples"),
-            series(&search_rows, "baseline", "baseline"),
-            series(&search_rows, "valid_accuracy", "favoured architecture, valid"),
-            series(&search_rows, "train_accuracy", "shared model, train"),
-        ])?;
+        chart(
+            &mut h,
+            "controller reward and shared-weight accuracy",
+            "accuracy",
+            vec![
+                series(&search_rows, "mean_reward", "mean reward of samples"),
+                series(&search_rows, "baseline", "baseline"),
+                series(&search_rows, "valid_accuracy", "favoured architecture, valid"),
+                series(&search_rows, "train_accuracy", "shared model, train"),
+            ],
+        )?;
         chart(&mut h, "policy entropy", "nats", vec![series(&search_rows, "entropy", "entropy")])?;
-        chart(&mut h, "PPO clip fraction and approximate KL", "", vec![series(&search_rows, "clip_fraction", "clip fraction"), series(&search_rows, "approx_kl", "approx. KL")])?;
+        chart(
+            &mut h,
+            "PPO clip fraction and approximate KL",
+            "",
+            vec![series(&search_rows, "clip_fraction", "clip fraction"), series(&search_rows, "approx_kl", "approx. KL")],
+        )?;
     }
     if !trials.is_empty() {
         h.push_str("<h2>Multi-trial search</h2>\n");
         let pts: Vec<(f64, f64)> = trials.iter().filter_map(|t| Some((t["index"].as_f64()?, t["reward"].as_f64()?))).collect();
         let mut best = f64::NEG_INFINITY;
-        let best_so_far = pts.iter().map(|&(x, y)| {
-            best = best.max(y);
-            (x, best)
-        }).collect();
-        if let Some(svg) = line_chart("child validation accuracy", "child", "accuracy", &[Series::line("child", pts), Series::line("best so far", best_so_far)])? {
+        let best_so_far = pts
+            .iter()
+            .map(|&(x, y)| {
+                best = best.max(y);
+                (x, best)
+            })
+            .collect();
+        if let Some(svg) =
+            line_chart("child validation accuracy", "child", "accuracy", &[Series::line("child", pts), Series::line("best so far", best_so_far)])?
+        {
             writeln!(h, "<figure>{svg}</figure>")?;
         }
     }
@@ -129,7 +151,9 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
             v.sort_by(|a, b| b.total_cmp(a));
             Series::line(src, v.into_iter().enumerate().map(|(i, a)| (i as f64 + 1.0, a)).collect())
         };
-        if let Some(svg) = line_chart("shared-weight validation accuracy, best first", "rank within its source", "accuracy", &[sorted("policy"), sorted("uniform")])? {
+        if let Some(svg) =
+            line_chart("shared-weight validation accuracy, best first", "rank within its source", "accuracy", &[sorted("policy"), sorted("uniform")])?
+        {
             writeln!(h, "<figure>{svg}</figure>")?;
         }
         h.push_str("<table><tr><th>rank</th><th>source</th><th>shared valid acc</th><th>architecture</th></tr>\n");

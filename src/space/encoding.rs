@@ -2,8 +2,8 @@
 //! its number of options: what evolution mutates and Q-learning walks over.
 //! The order is the authors' string format (micro: normal then reduction cell,
 //! `x_id x_op y_id y_op` per node; macro: op then skip bits per layer; NB201: edges).
-use super::{Arch, MacroArch, MacroLayer, MicroArch, Nb201Arch, SpaceKind, MACRO_OPS, MICRO_OPS, NB201_OPS};
 use super::nb201::NB201_EDGES;
+use super::{Arch, MacroArch, MacroLayer, MicroArch, Nb201Arch, SpaceKind, MACRO_OPS, MICRO_OPS, NB201_OPS};
 
 /// Options per choice; `size` is nodes per cell (micro) or layers (macro). None
 /// for MetaQNN, whose chains vary in length.

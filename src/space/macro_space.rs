@@ -21,9 +21,7 @@ pub struct MacroArch {
 impl MacroArch {
     /// Every op uniform and every skip bit a fair coin: random search's draw.
     pub fn random(layers: usize, rng: &mut impl rand::Rng) -> MacroArch {
-        let layers = (0..layers)
-            .map(|i| MacroLayer { op: rng.gen_range(0..MACRO_OPS.len()), skips: (0..i).map(|_| rng.gen_bool(0.5)).collect() })
-            .collect();
+        let layers = (0..layers).map(|i| MacroLayer { op: rng.gen_range(0..MACRO_OPS.len()), skips: (0..i).map(|_| rng.gen_bool(0.5)).collect() }).collect();
         MacroArch { layers }
     }
 
@@ -51,10 +49,7 @@ impl FromStr for MacroArch {
             n += 1;
         }
         if v.is_empty() || n + n * (n - 1) / 2 != v.len() {
-            return Err(ArchError::whole(
-                text,
-                format!("{} integers; L macro layers take L + L(L-1)/2 (layer i: op, then i skip bits)", v.len()),
-            ));
+            return Err(ArchError::whole(text, format!("{} integers; L macro layers take L + L(L-1)/2 (layer i: op, then i skip bits)", v.len())));
         }
         let mut layers = Vec::with_capacity(n);
         let mut at = 0;

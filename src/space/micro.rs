@@ -64,10 +64,7 @@ impl MicroArch {
 
     pub fn to_json(&self) -> serde_json::Value {
         let cell = |c: &Cell| {
-            c.nodes
-                .iter()
-                .map(|n| serde_json::json!({"x": n.x_id, "x_op": MICRO_OPS[n.x_op], "y": n.y_id, "y_op": MICRO_OPS[n.y_op]}))
-                .collect::<Vec<_>>()
+            c.nodes.iter().map(|n| serde_json::json!({"x": n.x_id, "x_op": MICRO_OPS[n.x_op], "y": n.y_id, "y_op": MICRO_OPS[n.y_op]})).collect::<Vec<_>>()
         };
         serde_json::json!({
             "space": "micro",

@@ -75,10 +75,7 @@ impl ArchError {
 
 /// Whitespace-separated non-negative integers, or an error at the first token that is not one.
 fn integers(text: &str) -> Result<Vec<usize>, ArchError> {
-    text.split_whitespace()
-        .enumerate()
-        .map(|(i, t)| t.parse::<usize>().map_err(|_| ArchError::at(text, i, "not a non-negative integer")))
-        .collect()
+    text.split_whitespace().enumerate().map(|(i, t)| t.parse::<usize>().map_err(|_| ArchError::at(text, i, "not a non-negative integer"))).collect()
 }
 
 /// An architecture of either space.
@@ -136,10 +133,7 @@ impl Arch {
                 return Err(ArchError::whole(&text, format!("JSON is a {s} architecture, expected {want}")));
             }
         }
-        let arc = v
-            .get("arc")
-            .and_then(|a| a.as_str())
-            .ok_or_else(|| ArchError::whole(&text, "JSON has no string field \"arc\""))?;
+        let arc = v.get("arc").and_then(|a| a.as_str()).ok_or_else(|| ArchError::whole(&text, "JSON has no string field \"arc\""))?;
         Arch::parse(space, arc)
     }
 
@@ -150,8 +144,7 @@ impl Arch {
         if path.is_file() {
             let text = std::fs::read_to_string(path).with_context(|| format!("{arg}: cannot read"))?;
             if text.trim_start().starts_with('{') {
-                let v: serde_json::Value =
-                    serde_json::from_str(&text).with_context(|| format!("{arg}: not valid JSON"))?;
+                let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{arg}: not valid JSON"))?;
                 return Arch::from_json(space, &v).with_context(|| format!("{arg}"));
             }
             return Arch::parse(space, &text).with_context(|| format!("{arg}"));

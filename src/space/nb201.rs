@@ -49,15 +49,14 @@ impl FromStr for Nb201Arch {
                 return Err(ArchError::whole(text, format!("node {} must have {} edges, has {}", i + 1, i + 1, edges.len())));
             }
             for (j, edge) in edges.iter().enumerate() {
-                let (op, from) = edge
-                    .split_once('~')
-                    .ok_or_else(|| ArchError::whole(text, format!("edge '{edge}' is not op~input")))?;
+                let (op, from) = edge.split_once('~').ok_or_else(|| ArchError::whole(text, format!("edge '{edge}' is not op~input")))?;
                 if from != j.to_string() {
                     return Err(ArchError::whole(text, format!("edge '{edge}' of node {} must read from {j}", i + 1)));
                 }
-                ops[at] = NB201_OPS.iter().position(|o| *o == op).ok_or_else(|| {
-                    ArchError::whole(text, format!("unknown op '{op}' (ops: {})", NB201_OPS.join(", ")))
-                })?;
+                ops[at] = NB201_OPS
+                    .iter()
+                    .position(|o| *o == op)
+                    .ok_or_else(|| ArchError::whole(text, format!("unknown op '{op}' (ops: {})", NB201_OPS.join(", "))))?;
                 at += 1;
             }
         }

@@ -1,10 +1,10 @@
 //! Checkpoints: tensors and a JSON record of where training stands, in one
 //! safetensors file written atomically (temp file, fsync, rename).
+use crate::ops::simd::Machine;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use std::collections::HashMap;
-use crate::ops::simd::Machine;
 use std::path::Path;
 
 const META_KEY: &str = "enas";
@@ -27,8 +27,7 @@ pub fn save_atomic(path: &Path, tensors: &HashMap<String, Tensor>, meta: &serde_
 
 pub fn load(path: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, serde_json::Value)> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display()))?;
     let meta = header
         .metadata()
         .as_ref()
@@ -52,9 +51,7 @@ pub fn varmap_tensors(varmap: &VarMap, prefix: &str) -> Result<HashMap<String, T
 pub fn load_varmap(varmap: &VarMap, tensors: &HashMap<String, Tensor>, prefix: &str, origin: &Path) -> Result<()> {
     for (name, var) in crate::model::init::sorted_vars(varmap) {
         let key = format!("{prefix}{name}");
-        let t = tensors
-            .get(&key)
-            .ok_or_else(|| anyhow::anyhow!("{}: no tensor '{key}' (different architecture or size?)", origin.display()))?;
+        let t = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("{}: no tensor '{key}' (different architecture or size?)", origin.display()))?;
         if t.dims() != var.dims() {
             anyhow::bail!("{}: tensor '{key}' has shape {:?}, the model expects {:?}", origin.display(), t.dims(), var.dims());
         }
@@ -74,14 +71,10 @@ pub fn prepare_run_dir<T: serde::Serialize>(out: &Path, cfg: &T, resume: bool, c
     let mut machine = serde_json::to_value(Machine::current())?;
     if resume {
         if let Ok(old) = std::fs::read_to_string(&config_path) {
-            let mut old: serde_json::Value =
-                serde_json::from_str(&old).with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+            let mut old: serde_json::Value = serde_json::from_str(&old).with_context(|| format!("{}: not valid JSON", config_path.display()))?;
             let started_on = old.as_object_mut().and_then(|o| o.remove(MACHINE));
             if old != record {
-                anyhow::bail!(
-                    "{}: the run there was started with other settings; resume it with the same ones or choose another --out",
-                    config_path.display()
-                );
+                anyhow::bail!("{}: the run there was started with other settings; resume it with the same ones or choose another --out", config_path.display());
             }
             if let Some(started_on) = started_on {
                 let kernels = |m: &serde_json::Value| m.get("kernels").and_then(|k| k.as_str()).unwrap_or("unknown").to_string();

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod derive;
 pub mod loss;
+pub mod multi_trial;
 pub mod optim;
 pub mod pipeline;
 pub mod preset;
@@ -11,7 +12,6 @@ pub mod retrain;
 pub mod schedule;
 pub mod search;
 pub mod tensorboard;
-pub mod multi_trial;
 pub mod trials;
 
 pub use loss::cross_entropy;

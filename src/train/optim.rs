@@ -1,7 +1,7 @@
 //! SGD with momentum, Nesterov and weight decay, Adam, and global-norm
 //! gradient clipping: candle's own SGD has none of these.
-use candle_core::backprop::GradStore;
 use crate::ops::{sgd_velocity, sgd_weight, SgdStep};
+use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use std::collections::HashMap;
 
@@ -121,11 +121,7 @@ impl Sgd {
 
     /// Momentum buffers by variable name, for checkpoints.
     pub fn state(&self) -> HashMap<String, Tensor> {
-        self.vars
-            .iter()
-            .zip(&self.velocity)
-            .filter_map(|((n, _), v)| v.as_ref().map(|v| (format!("sgd.velocity.{n}"), v.copy().expect("copy"))))
-            .collect()
+        self.vars.iter().zip(&self.velocity).filter_map(|((n, _), v)| v.as_ref().map(|v| (format!("sgd.velocity.{n}"), v.copy().expect("copy")))).collect()
     }
 
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {

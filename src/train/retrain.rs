@@ -115,14 +115,7 @@ pub fn param_count(varmap: &VarMap) -> usize {
 
 /// Accuracy and mean loss of `net` on `set`, batch-norm in evaluation mode.
 pub fn evaluate(net: &Network, set: &Arc<ImageSet>, data: &Dataset, batch: usize, show: bool, device: &Device) -> Result<(f64, f64)> {
-    let cfg = LoaderConfig {
-        batch_size: batch,
-        shuffle: false,
-        drop_last: false,
-        augment: Augment::NONE,
-        mean: data.mean.clone(),
-        std: data.std.clone(),
-    };
+    let cfg = LoaderConfig { batch_size: batch, shuffle: false, drop_last: false, augment: Augment::NONE, mean: data.mean.clone(), std: data.std.clone() };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let (mut right, mut loss, mut seen) = (0usize, 0f64, 0usize);
     let loader = Loader::new(set.clone(), cfg, 0, 0);
@@ -210,14 +203,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         let t0 = Instant::now();
         let loader = Loader::new(
             train_set.clone(),
-            LoaderConfig {
-                batch_size: cfg.batch,
-                shuffle: true,
-                drop_last: true,
-                augment: cfg.augment,
-                mean: data.mean.clone(),
-                std: data.std.clone(),
-            },
+            LoaderConfig { batch_size: cfg.batch, shuffle: true, drop_last: true, augment: cfg.augment, mean: data.mean.clone(), std: data.std.clone() },
             cfg.seed,
             epoch as u64,
         );
@@ -248,12 +234,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
             right += correct(&out.logits, &y)?;
             seen += n;
             let secs = t0.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.3} acc {:.3} {:.0} img/s lr {lr:.4}",
-                loss_sum / seen as f64,
-                right as f64 / seen as f64,
-                seen as f64 / secs
-            ));
+            bar.set_message(format!("loss {:.3} acc {:.3} {:.0} img/s lr {lr:.4}", loss_sum / seen as f64, right as f64 / seen as f64, seen as f64 / secs));
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -295,11 +276,8 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         write_metrics(out, &history, None)?;
     }
 
-    let (test_accuracy, test_loss) = if opts.skip_test {
-        (f64::NAN, f64::NAN)
-    } else {
-        evaluate(&eval_net, &Arc::new(data.test.clone()), &data, cfg.eval_batch, show_progress, device)?
-    };
+    let (test_accuracy, test_loss) =
+        if opts.skip_test { (f64::NAN, f64::NAN) } else { evaluate(&eval_net, &Arc::new(data.test.clone()), &data, cfg.eval_batch, show_progress, device)? };
     let seconds = seconds_before + started.elapsed().as_secs_f64();
     varmap.save(out.join("model.safetensors")).context("cannot write model.safetensors")?;
     write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch.to_json())?)?;

@@ -239,14 +239,8 @@ pub fn run(cfg: &SearchConfig, out: &Path, opts: &RunOptions, device: &Device) -
         let e = epoch as u64;
         let mut arch_rng = stream(cfg.seed, ARCH_STREAM, e);
         let mut model_rng = stream(cfg.seed, MODEL_STREAM, e);
-        let loader_cfg = LoaderConfig {
-            batch_size: cfg.batch,
-            shuffle: true,
-            drop_last: true,
-            augment: cfg.augment,
-            mean: data.mean.clone(),
-            std: data.std.clone(),
-        };
+        let loader_cfg =
+            LoaderConfig { batch_size: cfg.batch, shuffle: true, drop_last: true, augment: cfg.augment, mean: data.mean.clone(), std: data.std.clone() };
         let bar = steps_bar(steps as u64, &format!("search {}/{} shared", epoch + 1, cfg.epochs), opts.show_progress);
         let (mut loss_sum, mut right, mut seen) = (0f64, 0usize, 0usize);
         let mut lr = cfg.sgd.lr;
@@ -273,7 +267,12 @@ pub fn run(cfg: &SearchConfig, out: &Path, opts: &RunOptions, device: &Device) -
             loss_sum += l * n as f64;
             right += correct(&out.logits, &y)?;
             seen += n;
-            bar.set_message(format!("loss {:.3} acc {:.3} {:.0} img/s", loss_sum / seen as f64, right as f64 / seen as f64, seen as f64 / t0.elapsed().as_secs_f64()));
+            bar.set_message(format!(
+                "loss {:.3} acc {:.3} {:.0} img/s",
+                loss_sum / seen as f64,
+                right as f64 / seen as f64,
+                seen as f64 / t0.elapsed().as_secs_f64()
+            ));
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -376,8 +375,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedSearch> {
     let setup = build(&cfg, load_data(&cfg)?, device)?;
     let (tensors, meta) = checkpoint::load(&ckpt_path, device)?;
     load_varmap(&setup.varmap, &tensors, "model.", &ckpt_path)?;
-    let ctrl: std::collections::HashMap<_, _> =
-        tensors.iter().filter_map(|(k, v)| k.strip_prefix("controller.").map(|k| (k.to_string(), v.clone()))).collect();
+    let ctrl: std::collections::HashMap<_, _> = tensors.iter().filter_map(|(k, v)| k.strip_prefix("controller.").map(|k| (k.to_string(), v.clone()))).collect();
     setup.controller.params.load(&ctrl).with_context(|| format!("{}", ckpt_path.display()))?;
     let history = serde_json::from_value(meta["history"].clone()).with_context(|| format!("{}: bad history", ckpt_path.display()))?;
     Ok(LoadedSearch { cfg, setup, history, seconds: meta["seconds"].as_f64().unwrap_or(0.0) })

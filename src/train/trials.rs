@@ -4,7 +4,7 @@
 use super::optim::{collect_grads, Adam};
 use super::search::controller_adam;
 use crate::controller::qlearning::{QConfig, QLearner, QSpace};
-use crate::controller::{Controller, ControllerSettings, PolicyConfig, Evolution, PolicyOptimizer, RandomSearcher, Sample, Searcher, Strategy};
+use crate::controller::{Controller, ControllerSettings, Evolution, PolicyConfig, PolicyOptimizer, RandomSearcher, Sample, Searcher, Strategy};
 use crate::space::{Arch, SpaceKind};
 use candle_core::{Device, Result, Tensor};
 use rand_chacha::ChaCha8Rng;

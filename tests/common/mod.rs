@@ -42,10 +42,7 @@ pub fn write_fashion(dir: &Path, n_train: usize, n_test: usize, gzip: bool) {
 /// Writes CIFAR-10 batch files (`per_batch` records each) into `dir`.
 pub fn write_cifar10(dir: &Path, per_batch: usize) {
     std::fs::create_dir_all(dir).unwrap();
-    for (i, name) in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"]
-        .iter()
-        .enumerate()
-    {
+    for (i, name) in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"].iter().enumerate() {
         let (images, labels) = synthetic_images(per_batch, 3, 32, 32, 10, 10 + i as u64);
         cifar::write_records(&dir.join(name), cifar::Variant::Cifar10, &images, &labels).unwrap();
     }

@@ -139,7 +139,13 @@ pub enum SgdKernel {
 }
 
 /// One in-place SGD kernel over a variable's elements.
-pub fn sgd(kernel: SgdKernel, dst: (&mut CudaStorage, &Layout), a: (&CudaStorage, &Layout), b: (&CudaStorage, &Layout), step: &crate::ops::kernels::sgd::SgdStep) -> Result<()> {
+pub fn sgd(
+    kernel: SgdKernel,
+    dst: (&mut CudaStorage, &Layout),
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    step: &crate::ops::kernels::sgd::SgdStep,
+) -> Result<()> {
     let (d_start, d_end) = dst.1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("sgd: the updated tensor must be contiguous".into()))?;
     let n = (d_end - d_start) as i64;
     let dev = dst.0.device().clone();
@@ -229,7 +235,13 @@ impl Planes {
 
 /// Batch norm forward (kernels/batch_norm.cu): x, gamma, beta -> y (ReLU'd
 /// with `relu`) and the batch statistics, (2, C): means, then variances.
-pub fn batch_norm_forward(x: (&CudaStorage, &Layout), gamma: (&CudaStorage, &Layout), beta: (&CudaStorage, &Layout), eps: f32, relu: bool) -> Result<(CudaStorage, CudaStorage)> {
+pub fn batch_norm_forward(
+    x: (&CudaStorage, &Layout),
+    gamma: (&CudaStorage, &Layout),
+    beta: (&CudaStorage, &Layout),
+    eps: f32,
+    relu: bool,
+) -> Result<(CudaStorage, CudaStorage)> {
     let op = "batch-norm-train";
     let dev = x.0.device().clone();
     let p = Planes::of(x.1)?;
@@ -279,7 +291,13 @@ pub fn batch_norm_grad_sums(saved: &BatchNormSaved, eps: f32, relu: bool) -> Res
 }
 
 /// Batch norm's input gradient from the saved storages, gamma and the gradient sums.
-pub fn batch_norm_grad_input(saved: &BatchNormSaved, gamma: (&CudaStorage, &Layout), sums: (&CudaStorage, &Layout), eps: f32, relu: bool) -> Result<CudaStorage> {
+pub fn batch_norm_grad_input(
+    saved: &BatchNormSaved,
+    gamma: (&CudaStorage, &Layout),
+    sums: (&CudaStorage, &Layout),
+    eps: f32,
+    relu: bool,
+) -> Result<CudaStorage> {
     let op = "batch-norm-grad-input";
     let dev = saved.x.0.device().clone();
     let p = Planes::of(saved.x.1)?;
@@ -325,7 +343,11 @@ fn address(t: &candle_core::Tensor, stream: &candle_core::cuda_backend::cudarc::
 /// launches (kernels/sgd.cu): the gradients' square sums, the clip factor,
 /// then the update of each (weight, gradient, velocity) of `vars`. The
 /// velocities are read and written only with momentum.
-pub fn sgd_all(vars: &[(&candle_core::Tensor, &candle_core::Tensor, &candle_core::Tensor)], step: &crate::ops::kernels::sgd::SgdStep, max_norm: f64) -> Result<()> {
+pub fn sgd_all(
+    vars: &[(&candle_core::Tensor, &candle_core::Tensor, &candle_core::Tensor)],
+    step: &crate::ops::kernels::sgd::SgdStep,
+    max_norm: f64,
+) -> Result<()> {
     let Some((first, _, _)) = vars.first() else { return Ok(()) };
     let candle_core::Device::Cuda(dev) = first.device() else { candle_core::bail!("sgd: the variables are not on the GPU") };
     let stream = dev.cuda_stream();

@@ -68,8 +68,5 @@ pub fn subsample2(x: &Tensor, offset: usize) -> Result<Tensor> {
     let x = if h % 2 == 1 { x.pad_with_zeros(2, 0, 1)? } else { x.clone() };
     let x = if w % 2 == 1 { x.pad_with_zeros(3, 0, 1)? } else { x };
     let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h / 2, 2, w / 2, 2))?
-        .narrow(3, offset, 1)?
-        .narrow(5, offset, 1)?
-        .reshape((n, c, h / 2, w / 2))
+    x.reshape((n, c, h / 2, 2, w / 2, 2))?.narrow(3, offset, 1)?.narrow(5, offset, 1)?.reshape((n, c, h / 2, w / 2))
 }

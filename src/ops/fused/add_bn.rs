@@ -1,8 +1,8 @@
 //! Batch norm of a sum of two tensors as one op (the macro space's skip
 //! connections summed into the layer's output): the sum stays inside the op
 //! instead of becoming a tensor of candle's graph (see `conv_bn`).
-use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats};
 use super::conv_bn::{bn_backward, bn_forward, bn_forward_of, keep, kept};
+use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats};
 use crate::ops::kernels::simd::vectorize;
 use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -41,11 +41,14 @@ impl CustomOp3 for AddBn {
         // SAFETY: every element is written just below (`vec!` would be one serial memset on the calling thread).
         let mut sum = unsafe { crate::ops::storage::unfilled(a.len()) };
         sum.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(s, (a, b))| {
-            vectorize(#[inline(always)] || {
-                for (s, (a, b)) in s.iter_mut().zip(a.iter().zip(b)) {
-                    *s = a + b;
-                }
-            });
+            vectorize(
+                #[inline(always)]
+                || {
+                    for (s, (a, b)) in s.iter_mut().zip(a.iter().zip(b)) {
+                        *s = a + b;
+                    }
+                },
+            );
         });
         let (y, sum) = bn_forward(&self.bn, CpuStorage::F32(sum), l1.shape().clone(), f32_data(s3, l3, self.name())?)?;
         keep(&self.sum, sum);
@@ -73,7 +76,12 @@ pub struct SumBnTape {
 /// the backward. With no skips, the batch norm of `y`.
 pub fn sum_bn_taped(y: &Tensor, skips: &[&Tensor], affine: &Tensor, eps: f64) -> Result<(Tensor, BatchStats, SumBnTape)> {
     if !y.device().is_cpu() || skips.iter().any(|s| s.dims() != y.dims()) || affine.dims() != [2 * y.dim(1)?] {
-        candle_core::bail!("sum_bn_taped: skips {:?} and affine {:?} do not fit {:?} on the CPU", skips.iter().map(|s| s.dims()).collect::<Vec<_>>(), affine.dims(), y.dims());
+        candle_core::bail!(
+            "sum_bn_taped: skips {:?} and affine {:?} do not fit {:?} on the CPU",
+            skips.iter().map(|s| s.dims()).collect::<Vec<_>>(),
+            affine.dims(),
+            y.dims()
+        );
     }
     let (y, affine) = (y.detach().contiguous()?, affine.detach().contiguous()?);
     let sum = match skips {

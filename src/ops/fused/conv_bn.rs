@@ -21,7 +21,11 @@ pub fn conv_bn_train(x: &Tensor, w: &Tensor, gamma: &Tensor, beta: &Tensor, relu
     }
     if !x.device().is_cpu() {
         let y = crate::ops::kernels::conv2d_same(x, w, relu_in)?;
-        return if relu_out { crate::ops::kernels::batch_norm_relu_train(&y, gamma, beta, eps) } else { crate::ops::kernels::batch_norm_train(&y, gamma, beta, eps) };
+        return if relu_out {
+            crate::ops::kernels::batch_norm_relu_train(&y, gamma, beta, eps)
+        } else {
+            crate::ops::kernels::batch_norm_train(&y, gamma, beta, eps)
+        };
     }
     let (bn, stats) = BatchNormTrain::new(eps, relu_out);
     let op = ConvBn { k, relu_in, bn, conv_out: Mutex::new(None) };
@@ -42,7 +46,14 @@ pub struct ConvBnTape {
 /// `conv_bn_train` on tensors outside candle's graph, with gamma and beta
 /// concatenated in `affine`: the output as a storage, for an op that returns
 /// it as its own; the batch statistics; the backward, `ConvBnTape::backward`.
-pub fn conv_bn_taped(x: &Tensor, w: &Tensor, affine: &Tensor, relu_in: bool, relu_out: bool, eps: f64) -> Result<((CpuStorage, Shape), BatchStats, ConvBnTape)> {
+pub fn conv_bn_taped(
+    x: &Tensor,
+    w: &Tensor,
+    affine: &Tensor,
+    relu_in: bool,
+    relu_out: bool,
+    eps: f64,
+) -> Result<((CpuStorage, Shape), BatchStats, ConvBnTape)> {
     let (_, c, _, _) = x.dims4()?;
     let k = match conv::kernel_size(w, c) {
         Some(k) if x.device().is_cpu() && affine.dims() == [2 * w.dim(0)?] => k,
@@ -112,7 +123,6 @@ pub(super) fn keep<T>(slot: &Mutex<Option<T>>, value: T) {
 pub(super) fn kept<T: Clone>(slot: &Mutex<Option<T>>, op: &str) -> Result<T> {
     slot.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or_else(|| candle_core::Error::Msg(format!("{op}: backward before forward")))
 }
-
 
 impl CustomOp3 for ConvBn {
     fn name(&self) -> &'static str {

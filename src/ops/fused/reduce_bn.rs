@@ -2,10 +2,10 @@
 //! pixel grid, concatenated, then batch norm) as one op: the two grids, the
 //! two convolutions' outputs and their concatenation stay inside the op
 //! instead of becoming four tensors of candle's graph (see `conv_bn`).
-use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats};
 use super::conv_bn::{bn_backward, bn_forward, keep, kept};
-use crate::ops::kernels::subsample::{scatter_both, Subsample};
+use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats};
 use crate::ops::kernels::conv;
+use crate::ops::kernels::subsample::{scatter_both, Subsample};
 use crate::ops::storage::{f32_data, tensor};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -17,7 +17,14 @@ pub fn reduce_bn_train(x: &Tensor, w1: &Tensor, w2: &Tensor, gamma: &Tensor, bet
     let (_, c, _, _) = x.dims4()?;
     let (h1, h2) = (w1.dim(0)?, w2.dim(0)?);
     if w1.dims() != [h1, c] || w2.dims() != [h2, c] || gamma.dims() != [h1 + h2] || beta.dims() != [h1 + h2] {
-        candle_core::bail!("reduce_bn_train: weights {:?} and {:?}, gamma {:?} and beta {:?} do not fit input {:?}", w1.dims(), w2.dims(), gamma.dims(), beta.dims(), x.dims());
+        candle_core::bail!(
+            "reduce_bn_train: weights {:?} and {:?}, gamma {:?} and beta {:?} do not fit input {:?}",
+            w1.dims(),
+            w2.dims(),
+            gamma.dims(),
+            beta.dims(),
+            x.dims()
+        );
     }
     if !x.device().is_cpu() {
         let p1 = crate::ops::kernels::conv2d_same(&crate::ops::kernels::subsample2(x, 0)?, w1, relu_in)?;

@@ -2,8 +2,8 @@
 //! pointwise and batch norm (the authors' `_enas_conv` stacks two halves; the
 //! macro space's separable branch is one). The depthwise and pointwise
 //! outputs, and the first half's output, stay inside the op (see `conv_bn`).
-use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats, HostStats};
 use super::conv_bn::{bn_backward, bn_forward, keep, kept};
+use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats, HostStats};
 use crate::ops::kernels::depthwise::{self, Depthwise, Scratch};
 use crate::ops::kernels::gemm::{matmul, Mat};
 use crate::ops::kernels::{conv, pointwise, taps};
@@ -188,7 +188,15 @@ impl Stage {
     }
 
     /// `backward_by_image` on the tensors' data, the input (N, C, H, W) `dims`.
-    fn backward_of(&self, x: &[f32], dw: &[f32], d: &[f32], pw: &[f32], g: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> Result<(Tensor, Tensor, Tensor)> {
+    fn backward_of(
+        &self,
+        x: &[f32],
+        dw: &[f32],
+        d: &[f32],
+        pw: &[f32],
+        g: &[f32],
+        (n, c, h, w): (usize, usize, usize, usize),
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (hw, c_out, kk) = (h * w, self.pw.dims()[0], self.dw.dims()[2] * self.dw.dims()[3]);
         let offs = self.depthwise.offsets();
         let dots = pointwise::dots_beat_gemm(c, hw);

@@ -29,11 +29,14 @@ pub fn sum_of(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         // SAFETY: every element is written just below.
         let mut out = unsafe { crate::ops::storage::unfilled(x.len()) };
         out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14))).for_each(|(o, (x, y))| {
-            vectorize(#[inline(always)] || {
-                for (o, (x, y)) in o.iter_mut().zip(x.iter().zip(y)) {
-                    *o = x + y;
-                }
-            });
+            vectorize(
+                #[inline(always)]
+                || {
+                    for (o, (x, y)) in o.iter_mut().zip(x.iter().zip(y)) {
+                        *o = x + y;
+                    }
+                },
+            );
         });
         Ok(out)
     })?;
@@ -51,11 +54,14 @@ impl InplaceOp2 for AddInto {
         let g = f32_data(s2, l2, self.name())?;
         let acc = f32_data_mut(s1, l1, self.name())?;
         acc.par_chunks_mut(1 << 14).zip(g.par_chunks(1 << 14)).for_each(|(a, g)| {
-            vectorize(#[inline(always)] || {
-                for (a, g) in a.iter_mut().zip(g) {
-                    *a += g;
-                }
-            })
+            vectorize(
+                #[inline(always)]
+                || {
+                    for (a, g) in a.iter_mut().zip(g) {
+                        *a += g;
+                    }
+                },
+            )
         });
         Ok(())
     }

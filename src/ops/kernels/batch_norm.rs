@@ -86,20 +86,23 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32
         .map(|ch| {
             // Loops, not iterator adapters: their closures are not inlined
             // into the kernel set's function (`simd::vectorize`).
-            vectorize(#[inline(always)] || {
-                let plane = |b: usize| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw];
-                let mut sum = 0f64;
-                for b in 0..n {
-                    sum += super::lanes::sum(plane(b)) as f64;
-                }
-                let mean = sum / m;
-                let mf = mean as f32;
-                let mut sq = 0f64;
-                for b in 0..n {
-                    sq += super::lanes::sum_sq_dev(plane(b), mf) as f64;
-                }
-                (mean as f32, (sq / m) as f32)
-            })
+            vectorize(
+                #[inline(always)]
+                || {
+                    let plane = |b: usize| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw];
+                    let mut sum = 0f64;
+                    for b in 0..n {
+                        sum += super::lanes::sum(plane(b)) as f64;
+                    }
+                    let mean = sum / m;
+                    let mf = mean as f32;
+                    let mut sq = 0f64;
+                    for b in 0..n {
+                        sq += super::lanes::sum_sq_dev(plane(b), mf) as f64;
+                    }
+                    (mean as f32, (sq / m) as f32)
+                },
+            )
         })
         .unzip()
 }
@@ -109,15 +112,7 @@ impl CustomOp3 for BatchNormTrain {
         "batch-norm-train"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s1, l1, self.name())?;
         let gamma = f32_data(s2, l2, self.name())?;
         let beta = f32_data(s3, l3, self.name())?;
@@ -130,29 +125,25 @@ impl CustomOp3 for BatchNormTrain {
         let mut y = unsafe { crate::ops::storage::unfilled(x.len()) };
         y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
             let (a, b) = (scale[p % c], shift[p % c]);
-            vectorize(#[inline(always)] || {
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    *o = v * a + b;
-                }
-                if self.relu {
-                    for o in yp.iter_mut() {
-                        *o = o.max(0.0);
+            vectorize(
+                #[inline(always)]
+                || {
+                    for (o, &v) in yp.iter_mut().zip(xp) {
+                        *o = v * a + b;
                     }
-                }
-            })
+                    if self.relu {
+                        for o in yp.iter_mut() {
+                            *o = o.max(0.0);
+                        }
+                    }
+                },
+            )
         });
         *self.stats.lock().expect("stats lock") = HostStats { mean, var };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        _beta: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, gamma: &Tensor, _beta: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         crate::ops::profile::timed("batchnorm bwd", || {
             let stats = self.stats.lock().expect("stats lock").clone();
             let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
@@ -164,14 +155,7 @@ impl CustomOp3 for BatchNormTrain {
             let gx = x.apply_op3_no_bwd(
                 &grad,
                 &out,
-                &GradInput {
-                    mean: stats.mean,
-                    invstd,
-                    gamma: gamma.to_vec1::<f32>()?,
-                    dbeta: sums_v[0].clone(),
-                    dgamma: sums_v[1].clone(),
-                    relu,
-                },
+                &GradInput { mean: stats.mean, invstd, gamma: gamma.to_vec1::<f32>()?, dbeta: sums_v[0].clone(), dgamma: sums_v[1].clone(), relu },
             )?;
             Ok((Some(gx), Some(sums.get(1)?), Some(sums.get(0)?)))
         })
@@ -212,20 +196,25 @@ impl CustomOp3 for GradSums {
             .map_init(Vec::new, |masked, ch| {
                 let (m, is) = (self.mean[ch], self.invstd[ch]);
                 let (mut sb, mut sg) = (0f64, 0f64);
-                vectorize(#[inline(always)] || for b in 0..n {
-                    let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
-                    let xp = &x[r.clone()];
-                    let gp = if self.relu {
-                        masked_into(&g[r.clone()], &y[r], masked);
-                        &masked[..]
-                    } else {
-                        &g[r]
-                    };
-                    let s = super::lanes::sum(gp);
-                    sb += s as f64;
-                    // sum(dy (x - mean)) = sum(dy x) - mean sum(dy)
-                    sg += (super::lanes::dot(gp, xp) - m * s) as f64 * is as f64;
-                });
+                vectorize(
+                    #[inline(always)]
+                    || {
+                        for b in 0..n {
+                            let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
+                            let xp = &x[r.clone()];
+                            let gp = if self.relu {
+                                masked_into(&g[r.clone()], &y[r], masked);
+                                &masked[..]
+                            } else {
+                                &g[r]
+                            };
+                            let s = super::lanes::sum(gp);
+                            sb += s as f64;
+                            // sum(dy (x - mean)) = sum(dy x) - mean sum(dy)
+                            sg += (super::lanes::dot(gp, xp) - m * s) as f64 * is as f64;
+                        }
+                    },
+                );
                 (sb as f32, sg as f32)
             })
             .unzip();
@@ -267,16 +256,21 @@ impl CustomOp3 for GradInput {
             let k = self.gamma[ch] * is;
             let (db, dg) = (self.dbeta[ch] / m, self.dgamma[ch] / m);
             let (xp, gp, yp) = (&x[p * hw..(p + 1) * hw], &g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw]);
-            vectorize(#[inline(always)] || if self.relu {
-                for (((o, &d), &v), &u) in out.iter_mut().zip(gp).zip(xp).zip(yp) {
-                    let d = if u > 0.0 { d } else { 0.0 };
-                    *o = k * (d - db - (v - mu) * is * dg);
-                }
-            } else {
-                for ((o, &d), &v) in out.iter_mut().zip(gp).zip(xp) {
-                    *o = k * (d - db - (v - mu) * is * dg);
-                }
-            })
+            vectorize(
+                #[inline(always)]
+                || {
+                    if self.relu {
+                        for (((o, &d), &v), &u) in out.iter_mut().zip(gp).zip(xp).zip(yp) {
+                            let d = if u > 0.0 { d } else { 0.0 };
+                            *o = k * (d - db - (v - mu) * is * dg);
+                        }
+                    } else {
+                        for ((o, &d), &v) in out.iter_mut().zip(gp).zip(xp) {
+                            *o = k * (d - db - (v - mu) * is * dg);
+                        }
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
     }

@@ -152,7 +152,10 @@ impl CustomOp2 for ConvSame {
             if k == 1 {
                 return pointwise::product(o, Mat::new(wt, cout, c), xb, hw, self.relu);
             }
-            vectorize(#[inline(always)] || im2col(xb, c, h, w, k, self.relu, col));
+            vectorize(
+                #[inline(always)]
+                || im2col(xb, c, h, w, k, self.relu, col),
+            );
             matmul(o, Mat::new(wt, cout, ckk), Mat::new(col, ckk, hw), false);
         });
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
@@ -178,15 +181,7 @@ impl CustomOp3 for ConvSameGrad {
         "conv2d-same-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s1, l1, self.name())?;
         let wt = f32_data(s2, l2, self.name())?;
         let g = f32_data(s3, l3, self.name())?;
@@ -213,7 +208,10 @@ impl CustomOp3 for ConvSameGrad {
                     let (cols, relu_cols) = if k == 1 && (dots || !relu) {
                         (xb, relu)
                     } else {
-                        vectorize(#[inline(always)] || im2col(xb, c, h, w, k, relu, &mut col));
+                        vectorize(
+                            #[inline(always)]
+                            || im2col(xb, c, h, w, k, relu, &mut col),
+                        );
                         (&col[..], false)
                     };
                     if dots {
@@ -227,10 +225,16 @@ impl CustomOp3 for ConvSameGrad {
                     } else {
                         gcol.resize(ckk * hw, 0.0);
                         pointwise::product(&mut gcol, wm.t(), gm.data, hw, false);
-                        vectorize(#[inline(always)] || col2im(&gcol, c, h, w, k, gxb));
+                        vectorize(
+                            #[inline(always)]
+                            || col2im(&gcol, c, h, w, k, gxb),
+                        );
                     }
                     if relu {
-                        vectorize(#[inline(always)] || super::lanes::relu_mask(gxb, xb));
+                        vectorize(
+                            #[inline(always)]
+                            || super::lanes::relu_mask(gxb, xb),
+                        );
                     }
                     (gw_t, col, gcol)
                 },

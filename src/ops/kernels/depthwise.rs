@@ -100,7 +100,10 @@ impl Depthwise {
             taps::weighted_taps(gpad, &buf.rotated, offs, len, &mut buf.flat);
             unflatten(&buf.flat, gi, h, wd, wp, 0, 0);
             if self.relu {
-                vectorize(#[inline(always)] || super::lanes::relu_mask(gi, xp));
+                vectorize(
+                    #[inline(always)]
+                    || super::lanes::relu_mask(gi, xp),
+                );
             }
             let xpad = buf.xpad.copy(xp, h, wd, win.pad_top, win.pad_left, hp, wp, 0.0, self.relu);
             taps::tap_dots(&buf.padded.data()[top * wp + left..], xpad, offs, len, &mut lanes[ch * kk..(ch + 1) * kk]);
@@ -240,7 +243,10 @@ impl CustomOp2 for Depthwise {
             if win.stride == 1 {
                 forward_plane_s1(xp, wc, o, &win, self.relu, &offs, buf);
             } else {
-                vectorize(#[inline(always)] || forward_plane(xp, wc, o, &win));
+                vectorize(
+                    #[inline(always)]
+                    || forward_plane(xp, wc, o, &win),
+                );
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c, win.out_h, win.out_w))))
@@ -274,15 +280,7 @@ impl CustomOp3 for DepthwiseGradS1 {
         "depthwise-conv2d-grad-s1"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let g = f32_data(s3, l3, self.name())?;
@@ -342,15 +340,7 @@ impl CustomOp3 for DepthwiseGradInput {
         crate::ops::device::cuda::depthwise(crate::ops::device::cuda::DepthwiseKernel::GradInput, &[(s1, l1), (s2, l2), (s3, l3)], n, c, &self.win, self.relu)
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let x = f32_data(s3, l3, self.name())?;
@@ -361,12 +351,15 @@ impl CustomOp3 for DepthwiseGradInput {
         gin.par_chunks_mut(ip).enumerate().for_each(|(p, gi)| {
             let ch = p % c;
             let (gp, wc) = (&g[p * op..(p + 1) * op], &w[ch * kk..(ch + 1) * kk]);
-            vectorize(#[inline(always)] || {
-                grad_input_plane(gp, wc, gi, &win);
-                if self.relu {
-                    super::lanes::relu_mask(gi, &x[p * ip..(p + 1) * ip]);
-                }
-            });
+            vectorize(
+                #[inline(always)]
+                || {
+                    grad_input_plane(gp, wc, gi, &win);
+                    if self.relu {
+                        super::lanes::relu_mask(gi, &x[p * ip..(p + 1) * ip]);
+                    }
+                },
+            );
         });
         Ok((CpuStorage::F32(gin), Shape::from((n, c, win.in_h, win.in_w))))
     }
@@ -406,17 +399,20 @@ impl CustomOp2 for DepthwiseGradWeight {
             for b in 0..n {
                 let p = b * c + ch;
                 let (xp, gp) = (&x[p * ip..(p + 1) * ip], &g[p * op..(p + 1) * op]);
-                vectorize(#[inline(always)] || {
-                    if self.relu {
-                        relu_x.resize(xp.len(), 0.0);
-                        for (r, &v) in relu_x.iter_mut().zip(xp) {
-                            *r = v.max(0.0);
+                vectorize(
+                    #[inline(always)]
+                    || {
+                        if self.relu {
+                            relu_x.resize(xp.len(), 0.0);
+                            for (r, &v) in relu_x.iter_mut().zip(xp) {
+                                *r = v.max(0.0);
+                            }
+                            grad_weight_plane(relu_x, gp, gwc, &win)
+                        } else {
+                            grad_weight_plane(xp, gp, gwc, &win)
                         }
-                        grad_weight_plane(relu_x, gp, gwc, &win)
-                    } else {
-                        grad_weight_plane(xp, gp, gwc, &win)
-                    }
-                });
+                    },
+                );
             }
         });
         Ok((CpuStorage::F32(gw), Shape::from((c, 1, win.k, win.k))))

@@ -23,18 +23,21 @@ impl Padded {
             self.geometry = Some(key);
         }
         let buf = &mut self.buf;
-        super::simd::vectorize(#[inline(always)] || {
-            for (y, src) in x[..h * w].chunks_exact(w).enumerate() {
-                let dst = &mut buf[(y + top) * wp + left..][..w];
-                if relu {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = v.max(0.0);
+        super::simd::vectorize(
+            #[inline(always)]
+            || {
+                for (y, src) in x[..h * w].chunks_exact(w).enumerate() {
+                    let dst = &mut buf[(y + top) * wp + left..][..w];
+                    if relu {
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            *d = v.max(0.0);
+                        }
+                    } else {
+                        dst.copy_from_slice(src);
                     }
-                } else {
-                    dst.copy_from_slice(src);
                 }
-            }
-        });
+            },
+        );
         &self.buf
     }
 

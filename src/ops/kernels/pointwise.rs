@@ -133,7 +133,15 @@ fn rows<S: Simd, const R: usize, const RELU: bool>(simd: S, out: &mut [f32], a: 
 
 /// Output rows `row..row + R` at pixels `p..p + Q` vectors: R Q accumulators in registers.
 #[inline(always)]
-fn block<S: Simd, const R: usize, const Q: usize, const RELU: bool>(simd: S, out: &mut [f32], coef: &[[f32; R]], (b, bs): (&[f32], usize), hw: usize, row: usize, p: usize) {
+fn block<S: Simd, const R: usize, const Q: usize, const RELU: bool>(
+    simd: S,
+    out: &mut [f32],
+    coef: &[[f32; R]],
+    (b, bs): (&[f32], usize),
+    hw: usize,
+    row: usize,
+    p: usize,
+) {
     let lanes = S::F32_LANES;
     assert!(b.len() >= (coef.len() - 1) * bs + p + Q * lanes && out.len() >= (row + R - 1) * hw + p + Q * lanes);
     let zero = simd.splat_f32s(0.0);
@@ -285,7 +293,15 @@ impl Dots<'_> {
 /// The dot products of rows `xr..xr + XR` of x with rows `gr..gr + GR` of g
 /// over the first `blocks` vectors of pixels, each summed across its lanes at the end.
 #[inline(always)]
-fn dots<S: Simd, const XR: usize, const GR: usize, const RELU: bool>(simd: S, x: &[f32], g: &[f32], hw: usize, xr: usize, gr: usize, blocks: usize) -> [[f32; GR]; XR] {
+fn dots<S: Simd, const XR: usize, const GR: usize, const RELU: bool>(
+    simd: S,
+    x: &[f32],
+    g: &[f32],
+    hw: usize,
+    xr: usize,
+    gr: usize,
+    blocks: usize,
+) -> [[f32; GR]; XR] {
     let lanes = S::F32_LANES;
     assert!(x.len() >= (xr + XR) * hw && g.len() >= (gr + GR) * hw && blocks * lanes <= hw);
     let zero = simd.splat_f32s(0.0);

@@ -56,9 +56,8 @@ impl Taps {
     fn new(win: &Window) -> Taps {
         let rows: Vec<_> = (0..win.k).map(|t| win.rows(t)).collect();
         let cols: Vec<_> = (0..win.k).map(|t| win.cols(t)).collect();
-        let count = |ranges: &[(usize, usize)], n: usize| -> Vec<f32> {
-            (0..n).map(|o| ranges.iter().filter(|(a, b)| (*a..*b).contains(&o)).count() as f32).collect()
-        };
+        let count =
+            |ranges: &[(usize, usize)], n: usize| -> Vec<f32> { (0..n).map(|o| ranges.iter().filter(|(a, b)| (*a..*b).contains(&o)).count() as f32).collect() };
         let row_count = count(&rows, win.out_h);
         let col_count = count(&cols, win.out_w);
         Taps { rows, cols, row_count, col_count }

@@ -146,7 +146,10 @@ impl Separable {
     }
 
     pub(crate) fn forward(&self, kind: PoolKind, x: &[f32], out: &mut [f32], counts: &[f32], buf: &mut Scratch) {
-        super::simd::vectorize(#[inline(always)] || self.forward_in(kind, x, out, counts, buf))
+        super::simd::vectorize(
+            #[inline(always)]
+            || self.forward_in(kind, x, out, counts, buf),
+        )
     }
 
     #[inline(always)]
@@ -192,7 +195,10 @@ impl Separable {
 
     /// The input's gradient `gin` from the output's `g` (both h x w).
     pub(crate) fn backward(&self, kind: PoolKind, x: &[f32], g: &[f32], gin: &mut [f32], counts: &[f32], buf: &mut Scratch) {
-        super::simd::vectorize(#[inline(always)] || self.backward_in(kind, x, g, gin, counts, buf))
+        super::simd::vectorize(
+            #[inline(always)]
+            || self.backward_in(kind, x, g, gin, counts, buf),
+        )
     }
 
     #[inline(always)]

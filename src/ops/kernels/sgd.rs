@@ -62,16 +62,27 @@ impl InplaceOp3 for Velocity {
         let (g, w) = (f32_data(s2, l2, self.name())?, f32_data(s3, l3, self.name())?);
         let mu = self.0.momentum as f32;
         let v = f32_data_mut(s1, l1, self.name())?;
-        vectorize(#[inline(always)] || {
-            for ((v, &g), &w) in v.iter_mut().zip(g).zip(w) {
-                *v = *v * mu + self.0.decayed(g, w);
-            }
-        });
+        vectorize(
+            #[inline(always)]
+            || {
+                for ((v, &g), &w) in v.iter_mut().zip(g).zip(w) {
+                    *v = *v * mu + self.0.decayed(g, w);
+                }
+            },
+        );
         Ok(())
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s1: &mut candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout, s3: &candle_core::CudaStorage, l3: &Layout) -> Result<()> {
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<()> {
         crate::ops::device::cuda::sgd(crate::ops::device::cuda::SgdKernel::Velocity, (s1, l1), (s2, l2), (s3, l3), &self.0)
     }
 }
@@ -88,27 +99,40 @@ impl InplaceOp3 for Weight {
         let s = &self.0;
         let (lr, mu, lr_wd) = (s.lr as f32, s.momentum as f32, (s.lr * s.weight_decay) as f32);
         let w = f32_data_mut(s1, l1, self.name())?;
-        vectorize(#[inline(always)] || for ((w, &g), &v) in w.iter_mut().zip(g).zip(v) {
-            let w0 = *w;
-            let gd = s.decayed(g, w0);
-            let u = if s.momentum <= 0.0 {
-                gd
-            } else if s.nesterov {
-                gd + v * mu
-            } else {
-                v
-            };
-            let mut next = w0 - u * lr;
-            if s.weight_decay > 0.0 && s.decoupled {
-                next -= w0 * lr_wd;
-            }
-            *w = next;
-        });
+        vectorize(
+            #[inline(always)]
+            || {
+                for ((w, &g), &v) in w.iter_mut().zip(g).zip(v) {
+                    let w0 = *w;
+                    let gd = s.decayed(g, w0);
+                    let u = if s.momentum <= 0.0 {
+                        gd
+                    } else if s.nesterov {
+                        gd + v * mu
+                    } else {
+                        v
+                    };
+                    let mut next = w0 - u * lr;
+                    if s.weight_decay > 0.0 && s.decoupled {
+                        next -= w0 * lr_wd;
+                    }
+                    *w = next;
+                }
+            },
+        );
         Ok(())
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s1: &mut candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout, s3: &candle_core::CudaStorage, l3: &Layout) -> Result<()> {
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<()> {
         crate::ops::device::cuda::sgd(crate::ops::device::cuda::SgdKernel::Weight, (s1, l1), (s2, l2), (s3, l3), &self.0)
     }
 }

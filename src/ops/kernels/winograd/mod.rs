@@ -13,9 +13,9 @@
 mod tiles;
 mod transform;
 
-use crate::ops::storage::f32_data;
 use super::gemm::{matmul, Mat};
 use super::simd::vectorize;
+use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use tiles::{from_channels_last, to_channels_last, Tiles};
@@ -152,7 +152,12 @@ impl CustomOp2 for Winograd {
         let mut y = unsafe { crate::ops::storage::unfilled(n * k * hw) };
         y.par_chunks_mut(images * k * hw).enumerate().for_each(|(task, yb)| {
             let xb = &x[task * images * c * hw..][..yb.len() / k * c];
-            with_scratch(|s| vectorize(#[inline(always)] || forward_task(tr, geo, &u, xb, self.relu, yb, s)))
+            with_scratch(|s| {
+                vectorize(
+                    #[inline(always)]
+                    || forward_task(tr, geo, &u, xb, self.relu, yb, s),
+                )
+            })
         });
         Ok((CpuStorage::F32(y), Shape::from((n, k, geo.h, geo.w))))
     }
@@ -194,7 +199,12 @@ impl CustomOp3 for WinogradGrad {
                 |mut du, (task, gxb)| {
                     let xb = &x[task * images * c * hw..][..gxb.len()];
                     let gyb = &gy[task * images * k * hw..][..gxb.len() / c * k];
-                    with_scratch(|s| vectorize(#[inline(always)] || backward_task(tr, geo, &u, xb, gyb, self.relu, gxb, &mut du, s)));
+                    with_scratch(|s| {
+                        vectorize(
+                            #[inline(always)]
+                            || backward_task(tr, geo, &u, xb, gyb, self.relu, gxb, &mut du, s),
+                        )
+                    });
                     du
                 },
             )
