@@ -27,5 +27,16 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# rustfmt checks the house style in CI (.ci/run); rustup's minimal profile lacks it.
+if ! cargo fmt --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+        echo "setup: installing rustfmt"
+        rustup component add rustfmt
+    else
+        echo "setup: cargo fmt not found; install rustfmt (rustup component add rustfmt) and run this again" >&2
+        exit 1
+    fi
+fi
+
 cargo build --release --locked
 echo "setup: done; the binary is $(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/enas"
