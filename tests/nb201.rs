@@ -182,3 +182,28 @@ fn cli_prints_one_json_object_per_strategy() {
     assert!(svg.starts_with("<svg") && svg.contains("random") && svg.contains("evolution"), "legend of the plot");
     assert!(svg.matches("<polygon").count() >= 2 && svg.matches("<polyline").count() >= 2, "a line and a band per strategy");
 }
+
+#[test]
+fn plot_is_png_or_svg_by_its_extension() {
+    let t = tempfile::tempdir().unwrap();
+    let table = toy_table(t.path());
+    let bench = |plot: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_enas"))
+            .args(["bench", "nb201", "--table", table.to_str().unwrap(), "--strategy", "random", "--budget", "20", "--seeds", "2", "--json"])
+            .args(["--plot", plot.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let png = t.path().join("nb.PNG");
+    let out = bench(&png);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG, not {:?}", &bytes[..bytes.len().min(8)]);
+    // Any other extension is refused in one line before the searches run, and nothing is written.
+    let jpg = t.path().join("nb.jpg");
+    let out = bench(&jpg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{err}");
+    assert!(err.contains("nb.jpg") && err.contains(".svg or .png") && err.trim().lines().count() == 1, "{err}");
+    assert!(!jpg.exists());
+}

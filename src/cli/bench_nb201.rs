@@ -37,7 +37,7 @@ pub struct Nb201Args {
     /// Write the best-so-far curves here (CSV) instead of printing them.
     #[arg(long)]
     pub curve: Option<PathBuf>,
-    /// Also plot the curves (mean, with a band of one standard deviation over seeds) as SVG.
+    /// Also plot the curves (mean, with a band of one standard deviation over seeds): .svg or .png.
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// PPO/REINFORCE: Adam's learning rate (default 0.05).
@@ -168,6 +168,9 @@ pub fn run(a: &Nb201Args) -> Result<Vec<StrategyResult>> {
     if a.budget == 0 || a.seeds == 0 {
         bail!("--budget and --seeds must be positive");
     }
+    if let Some(path) = &a.plot {
+        plot_format(path)?;
+    }
     let table = load_table(&a.table)?;
     let strategies = if a.strategy.is_empty() { Strategy::ALL.to_vec() } else { a.strategy.clone() };
     let mut results = Vec::new();
@@ -202,6 +205,20 @@ pub fn run(a: &Nb201Args) -> Result<Vec<StrategyResult>> {
     Ok(results)
 }
 
+enum PlotFormat {
+    Svg,
+    Png,
+}
+
+/// The format `--plot`'s extension names, checked before the searches run.
+fn plot_format(path: &std::path::Path) -> Result<PlotFormat> {
+    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("svg") => Ok(PlotFormat::Svg),
+        Some("png") => Ok(PlotFormat::Png),
+        _ => bail!("--plot {}: the extension must be .svg or .png", path.display()),
+    }
+}
+
 pub fn print(a: &Nb201Args, results: &[StrategyResult]) -> Result<()> {
     let mut csv = format!("queries,{}\n", results.iter().map(|r| r.strategy.as_str()).collect::<Vec<_>>().join(","));
     for k in 0..a.budget {
@@ -230,7 +247,11 @@ pub fn print(a: &Nb201Args, results: &[StrategyResult]) -> Result<()> {
             .collect();
         let title = format!("best accuracy found (mean +- sd over {} seeds)", a.seeds);
         let svg = line_chart(&title, "distinct architectures looked up", "accuracy", &tail)?.context("nothing to plot")?;
-        std::fs::write(path, svg).with_context(|| format!("{}: cannot write the plot", path.display()))?;
+        let bytes = match plot_format(path)? {
+            PlotFormat::Svg => svg.into_bytes(),
+            PlotFormat::Png => crate::report::draw::to_png(&svg)?,
+        };
+        std::fs::write(path, bytes).with_context(|| format!("{}: cannot write the plot", path.display()))?;
     }
     if a.json {
         for r in results {
