@@ -194,3 +194,16 @@ fn kernel_sets_by_environment() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["machine"]["kernels"], "baseline", "{v}");
 }
+
+#[test]
+fn layers_means_the_same_in_every_help() {
+    // One definition of --layers (issue 21): the total number of normal cells, not per stage.
+    let definition = "normal cells in all, the authors' num_layers, with a reduction cell after each third";
+    for command in [&["retrain", "--help"][..], &["bench", "supernet", "--help"][..]] {
+        let (code, out, err) = enas(command);
+        assert_eq!(code, 0, "{err}");
+        let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(definition), "{command:?}: {flat}");
+        assert!(!flat.contains("per stage"), "{command:?}");
+    }
+}

@@ -30,7 +30,7 @@ pub struct SupernetArgs {
     /// Default: 20 (micro) or 36 (macro), as the peer scripts.
     #[arg(long)]
     pub channels: Option<usize>,
-    /// Default: 6 (micro: normal cells, two per stage x 3) or, for macro, the arc file's layer count.
+    /// Micro: normal cells in all, the authors' num_layers, with a reduction cell after each third (default 6: N N R N N R N N); macro: layers (default: the arc file's).
     #[arg(long)]
     pub layers: Option<usize>,
     #[arg(long, default_value_t = 5)]

@@ -124,7 +124,7 @@ struct RetrainArgs {
     out: PathBuf,
     #[arg(long, default_value_t = 10)]
     epochs: usize,
-    /// Micro: normal cells per stage (the authors' num_layers); macro: ignored (the arc fixes it).
+    /// Micro: normal cells in all, the authors' num_layers, with a reduction cell after each third (3 gives N R N R N); macro: ignored (the arc fixes it).
     #[arg(long, default_value_t = 3)]
     layers: usize,
     #[arg(long, default_value_t = 16)]

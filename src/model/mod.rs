@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 /// Size and regularisation of a child network.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NetConfig {
-    /// Micro: normal cells per stage (the authors' `num_layers`); macro: layers.
+    /// Micro: normal cells in all (the authors' `num_layers`), a reduction cell after each third; macro: layers.
     pub layers: usize,
     pub channels: usize,
     pub in_channels: usize,
@@ -121,7 +121,7 @@ impl Supernet {
         Supernet::new(VarBuilder::from_tensors(tensors, candle_core::DType::F32, device), space, nodes, cfg)
     }
 
-    /// Micro: `cfg.layers` normal cells per stage and `nodes` per cell; macro: `cfg.layers` layers.
+    /// Micro: `cfg.layers` normal cells in all and `nodes` per cell; macro: `cfg.layers` layers.
     pub fn new(vb: VarBuilder, space: SpaceKind, nodes: usize, cfg: &NetConfig) -> Result<Supernet> {
         Ok(match space {
             SpaceKind::Micro => Supernet::Micro(MicroSupernet::new(vb, nodes, cfg)?),

@@ -28,7 +28,7 @@ pub struct SearchConfig {
     pub space: SpaceKind,
     pub dataset: DatasetKind,
     pub data_dir: Option<PathBuf>,
-    /// The supernet: micro cells per stage (or macro layers), width, aux head, dropout.
+    /// The supernet: micro normal cells in all (or macro layers), width, aux head, dropout.
     pub net: NetConfig,
     /// Micro: nodes per cell.
     pub nodes: usize,
