@@ -207,3 +207,28 @@ fn layers_means_the_same_in_every_help() {
         assert!(!flat.contains("per stage"), "{command:?}");
     }
 }
+
+#[test]
+fn numeric_flags_out_of_range_are_refused_before_anything_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("run");
+    let o = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 8] = [
+        (&["retrain", "--arch", PUBLISHED, "--out", o, "--lr=-1"], "--lr"),
+        (&["retrain", "--arch", PUBLISHED, "--out", o, "--lr", "-1"], "--lr"),
+        (&["retrain", "--arch", PUBLISHED, "--out", o, "--epochs", "0"], "--epochs"),
+        (&["retrain", "--arch", PUBLISHED, "--out", o, "--dropout", "1.5"], "--dropout"),
+        (&["retrain", "--arch", PUBLISHED, "--out", o, "--momentum", "1"], "--momentum"),
+        (&["retrain", "--arch", PUBLISHED, "--out", o, "--weight-decay", "nan"], "--weight-decay"),
+        (&["search", "--out", o, "--search-epochs", "0"], "--search-epochs"),
+        (&["bench", "nb201", "--table", o, "--noise", "-0.5"], "--noise"),
+    ];
+    for (args, flag) in cases {
+        let (code, stdout, err) = enas(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: invalid value") && err.contains(flag), "{args:?}: {err}");
+        assert!(stdout.is_empty() && !err.contains("panicked"), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} wrote {o}");
+    }
+}

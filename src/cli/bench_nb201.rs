@@ -23,16 +23,16 @@ pub struct Nb201Args {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub strategy: Vec<Strategy>,
     /// Distinct architectures each search may look up.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = super::ranges::count, default_value_t = 100)]
     pub budget: usize,
     /// Independent searches per strategy (seeds 0..S).
     #[arg(long, default_value_t = 20)]
     pub seeds: u64,
     /// Gaussian noise (table units) on every observed reward; the best is judged by the true value.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = super::ranges::non_negative, allow_negative_numbers = true, default_value_t = 0.0)]
     pub noise: f64,
     /// Proposals allowed per search, as a multiple of the budget.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = super::ranges::count, default_value_t = 50)]
     pub cap_factor: usize,
     /// Write the best-so-far curves here (CSV) instead of printing them.
     #[arg(long)]
@@ -41,24 +41,24 @@ pub struct Nb201Args {
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// PPO/REINFORCE: Adam's learning rate (default 0.05).
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::positive, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// PPO/REINFORCE: architectures per policy update (default 5).
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::count)]
     pub samples_per_update: Option<usize>,
     /// PPO/REINFORCE: weight of the entropy bonus (default 0).
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::non_negative, allow_negative_numbers = true)]
     pub entropy_weight: Option<f64>,
     /// PPO/REINFORCE: logits are c * tanh(logits), so no choice saturates (default 1.5; 0: off).
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::positive, allow_negative_numbers = true)]
     pub tanh_constant: Option<f64>,
     /// PPO: advantages against the EMA baseline (the ENAS search's) instead of batch ranks.
     #[arg(long)]
     pub baseline_advantages: bool,
     /// Evolution: population and tournament (sample) size (default 20 and 5).
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::count)]
     pub population: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::count)]
     pub tournament: Option<usize>,
     /// One JSON object per strategy instead of a table.
     #[arg(long)]

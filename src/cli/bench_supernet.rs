@@ -25,22 +25,22 @@ pub struct SupernetArgs {
     /// One architecture a line in the authors' integer format; step i uses line i mod len.
     #[arg(long)]
     pub arcs: PathBuf,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = super::ranges::count, default_value_t = 64)]
     pub batch: usize,
     /// Default: 20 (micro) or 36 (macro), as the peer scripts.
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::count)]
     pub channels: Option<usize>,
     /// Micro: normal cells in all, the authors' num_layers, with a reduction cell after each third (default 6: N N R N N R N N); macro: layers (default: the arc file's).
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::count)]
     pub layers: Option<usize>,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = super::ranges::count, default_value_t = 5)]
     pub nodes: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = super::ranges::count, default_value_t = 32)]
     pub image: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_parser = super::ranges::count, default_value_t = 3)]
     pub in_channels: usize,
     /// Timed steps (default: 20 micro, 10 macro).
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::count)]
     pub steps: Option<usize>,
     /// Untimed steps first (default: 3 micro, 2 macro).
     #[arg(long)]

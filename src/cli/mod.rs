@@ -3,6 +3,7 @@ pub mod bench;
 pub mod bench_nb201;
 pub mod bench_supernet;
 pub mod multi_trial;
+mod ranges;
 mod search;
 
 use crate::data::cifar::Variant;
@@ -122,40 +123,40 @@ struct RetrainArgs {
     data: DataArgs,
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = ranges::count, default_value_t = 10)]
     epochs: usize,
     /// Micro: normal cells in all, the authors' num_layers, with a reduction cell after each third (3 gives N R N R N); macro: ignored (the arc fixes it).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_parser = ranges::count, default_value_t = 3)]
     layers: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_parser = ranges::count, default_value_t = 16)]
     channels: usize,
     /// MetaQNN: filters and units are the paper's times this.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = ranges::positive, allow_negative_numbers = true, default_value_t = 1.0)]
     width: f64,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, value_parser = ranges::count, default_value_t = 128)]
     batch: usize,
     /// Peak learning rate of the cosine schedule (the authors' lr_max).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, value_parser = ranges::positive, allow_negative_numbers = true, default_value_t = 0.05)]
     lr: f64,
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, value_parser = ranges::non_negative, allow_negative_numbers = true, default_value_t = 1e-4)]
     lr_min: f64,
     /// First cosine period in epochs (SGDR's T0; default: the whole run, no restart).
-    #[arg(long)]
+    #[arg(long, value_parser = ranges::positive, allow_negative_numbers = true)]
     lr_t0: Option<f64>,
     /// Each period is this many times the previous one (SGDR's Tmul).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = ranges::at_least_one, allow_negative_numbers = true, default_value_t = 1.0)]
     lr_t_mul: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, value_parser = ranges::fraction, allow_negative_numbers = true, default_value_t = 0.9)]
     momentum: f64,
     /// L2 weight decay (added to the gradient), as the authors' l2_reg.
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, value_parser = ranges::non_negative, allow_negative_numbers = true, default_value_t = 2e-4)]
     weight_decay: f64,
     /// Apply weight decay decoupled from the gradient (SGDW) instead of as L2.
     #[arg(long)]
     decoupled_wd: bool,
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, value_parser = ranges::non_negative, allow_negative_numbers = true, default_value_t = 5.0)]
     grad_clip: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = ranges::fraction, allow_negative_numbers = true, default_value_t = 0.0)]
     label_smoothing: f64,
     /// Cutout side in pixels (0: off).
     #[arg(long, default_value_t = 0)]
@@ -167,20 +168,20 @@ struct RetrainArgs {
     #[arg(long)]
     flip: Option<bool>,
     /// Weight of the auxiliary head's loss (0: no auxiliary head).
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, value_parser = ranges::non_negative, allow_negative_numbers = true, default_value_t = 0.4)]
     aux_weight: f64,
     /// Final drop-path probability.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = ranges::fraction_f32, allow_negative_numbers = true, default_value_t = 0.0)]
     drop_path: f32,
     /// Dropout before the classifier.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = ranges::fraction_f32, allow_negative_numbers = true, default_value_t = 0.0)]
     dropout: f32,
     #[arg(long, default_value_t = 5000)]
     valid_size: usize,
     /// Use only the first N training images.
-    #[arg(long)]
+    #[arg(long, value_parser = ranges::count)]
     train_limit: Option<usize>,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = ranges::count, default_value_t = 100)]
     eval_batch: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -242,7 +243,16 @@ pub(crate) fn record_command(out: &std::path::Path) -> Result<()> {
 /// Runs the CLI and returns the process exit code; errors print as one line.
 pub fn main() -> i32 {
     configure_runtime();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A value out of its flag's range (cli::ranges): one line, as every other bad input.
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            let message = e.render().to_string();
+            eprintln!("{}", message.lines().next().unwrap_or("error: invalid value").trim_end());
+            return 1;
+        }
+        Err(e) => e.exit(),
+    };
     if let Err(e) = crate::ops::simd::init_from_env() {
         eprintln!("error: {e}");
         return 1;

@@ -30,16 +30,16 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub(super) strategy: Option<Strategy>,
     /// Multi-trial: distinct children to train.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, value_parser = super::ranges::count, default_value_t = 60)]
     pub(super) budget: usize,
     /// Multi-trial: epochs each child trains; its reward is its best validation accuracy.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, value_parser = super::ranges::count, default_value_t = 2)]
     pub(super) child_epochs: usize,
     /// Multi-trial, MetaQNN: filters and units are the paper's times this.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = super::ranges::positive, allow_negative_numbers = true, default_value_t = 1.0)]
     pub(super) width: f64,
     /// Multi-trial: children train on the first N training images only.
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::count)]
     pub(super) train_limit: Option<usize>,
     /// Multi-trial: images held out of training for the children's rewards.
     #[arg(long)]
@@ -56,10 +56,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub(super) seed: u64,
     /// Search epochs instead of the preset's.
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::count)]
     pub(super) search_epochs: Option<usize>,
     /// Retrain epochs instead of the preset's.
-    #[arg(long)]
+    #[arg(long, value_parser = super::ranges::count)]
     pub(super) retrain_epochs: Option<usize>,
     /// Continue the run in --out where it stopped.
     #[arg(long)]
@@ -92,7 +92,7 @@ pub struct DeriveArgs {
     #[arg(long)]
     run: PathBuf,
     /// Architectures sampled from the trained policy (its argmax is added).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = super::ranges::count, default_value_t = 100)]
     samples: usize,
     /// Uniformly random architectures scored alike, for comparison.
     #[arg(long, default_value_t = 100)]
