@@ -232,3 +232,11 @@ fn numeric_flags_out_of_range_are_refused_before_anything_runs() {
         assert!(!out.exists(), "{args:?} wrote {o}");
     }
 }
+
+#[test]
+fn report_on_a_directory_that_is_no_run() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().to_str().unwrap();
+    assert_one_line_error(&["report", d], &[d, "not an enas run", "--out"]);
+    assert!(!t.path().join("report.html").exists(), "wrote a report for nothing");
+}

@@ -179,6 +179,10 @@ pub fn write(dir: &Path) -> Result<PathBuf> {
     if !dir.is_dir() {
         anyhow::bail!("{}: not a directory", dir.display());
     }
+    let markers = ["metrics.jsonl", "trials.jsonl", "config.json", "command.txt", "search", "derive", "retrain"];
+    if !markers.iter().any(|m| dir.join(m).exists()) {
+        anyhow::bail!("{}: not an enas run (none of {} in it); give the --out of a train, search or retrain", dir.display(), markers.join(", "));
+    }
     let path = dir.join("report.html");
     crate::train::checkpoint::write_atomic(&path, &render(dir)?)?;
     Ok(path)
