@@ -207,3 +207,30 @@ fn plot_is_png_or_svg_by_its_extension() {
     assert!(err.contains("nb.jpg") && err.contains(".svg or .png") && err.trim().lines().count() == 1, "{err}");
     assert!(!jpg.exists());
 }
+
+#[test]
+fn a_budget_beyond_the_space_is_said() {
+    let t = tempfile::tempdir().unwrap();
+    let table = toy_table(t.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_enas"))
+        .args([
+            "bench",
+            "nb201",
+            "--table",
+            table.to_str().unwrap(),
+            "--strategy",
+            "random",
+            "--budget",
+            "16000",
+            "--seeds",
+            "1",
+            "--cap-factor",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("--budget 16000") && err.contains("15625 architectures") && err.trim().lines().count() == 1, "{err}");
+}

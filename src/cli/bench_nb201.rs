@@ -171,6 +171,13 @@ pub fn run(a: &Nb201Args) -> Result<Vec<StrategyResult>> {
     if let Some(path) = &a.plot {
         plot_format(path)?;
     }
+    let space_size = crate::space::nb201::NB201_OPS.len().pow(crate::space::nb201::NB201_EDGES as u32);
+    if a.budget > space_size {
+        eprintln!(
+            "note: --budget {}: the NAS-Bench-201 space has {space_size} architectures; each search ends at its proposal cap (--cap-factor {} x the budget) with at most {space_size} looked up",
+            a.budget, a.cap_factor
+        );
+    }
     let table = load_table(&a.table)?;
     let strategies = if a.strategy.is_empty() { Strategy::ALL.to_vec() } else { a.strategy.clone() };
     let mut results = Vec::new();
