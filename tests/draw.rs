@@ -122,3 +122,18 @@ fn cli_writes_svg_and_dot_and_names_a_bad_extension() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cell.jpg") && err.contains(".svg, .png or .dot"), "{err}");
 }
+
+#[test]
+fn an_input_no_node_reads_is_drawn_into_the_output() {
+    // Every node reads c_{k-1} only: c_{k-2} is concatenated into the output as it is (FixedCell), so it is drawn joined to it.
+    let cell = ["1 0 1 0"; 5].join(" ");
+    let arch = Arch::parse(SpaceKind::Micro, &format!("{cell} {cell}")).unwrap();
+    for g in graphs(&arch) {
+        let id = |label: &str| g.nodes.iter().position(|n| n.label == label).unwrap();
+        let (input, out) = (id("c_{k-2}"), id("c_{k} (concat)"));
+        assert!(g.edges.iter().any(|e| e.from == input && e.to == out), "c_{{k-2}} is not joined to the output");
+        // The other input feeds nodes and is not concatenated; the five nodes are.
+        assert!(!g.edges.iter().any(|e| e.from == id("c_{k-1}") && e.to == out));
+        assert_eq!(g.edges.iter().filter(|e| e.to == out).count(), 6);
+    }
+}

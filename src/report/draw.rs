@@ -56,7 +56,7 @@ fn cell_graph(title: &str, cell: &Cell) -> Graph {
     let out_col = depth.iter().max().copied().unwrap_or(0) + 1;
     let out = g.node("c_{k} (concat)", out_col);
     for (s, unused) in cell.unused().iter().enumerate() {
-        if *unused && s >= 2 {
+        if *unused {
             g.edge(ids[s], out, "", false);
         }
     }
