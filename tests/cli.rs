@@ -240,3 +240,13 @@ fn report_on_a_directory_that_is_no_run() {
     assert_one_line_error(&["report", d], &[d, "not an enas run", "--out"]);
     assert!(!t.path().join("report.html").exists(), "wrote a report for nothing");
 }
+
+#[test]
+fn a_missing_architecture_file_is_named_as_missing() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("run");
+    for missing in ["runs/enas-quick/derive/arch.jsn", "arch.json"] {
+        assert_one_line_error(&["retrain", "--arch", missing, "--out", out.to_str().unwrap()], &[missing, "no such file"]);
+    }
+    assert!(!out.exists());
+}

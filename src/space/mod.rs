@@ -149,6 +149,12 @@ impl Arch {
             }
             return Arch::parse(space, &text).with_context(|| format!("{arg}"));
         }
+        // A single word with a folder or an extension is a file name, mistyped or missing, not an architecture.
+        let word = !arg.trim().is_empty() && !arg.contains(char::is_whitespace) && !arg.starts_with('|');
+        let extension = path.extension().and_then(|e| e.to_str()).is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_alphabetic()));
+        if word && (arg.contains('/') || extension) {
+            anyhow::bail!("{arg}: no such file (give an architecture file or the architecture itself)");
+        }
         Ok(Arch::parse(space, arg)?)
     }
 }
