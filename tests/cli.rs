@@ -250,3 +250,23 @@ fn a_missing_architecture_file_is_named_as_missing() {
     }
     assert!(!out.exists());
 }
+
+#[test]
+fn eval_of_a_train_run_reads_its_retrain_stage() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("data");
+    common::write_fashion(&dir, 64, 20, true);
+    // A train run's layout: the model in RUN/retrain, the run's own config at the top.
+    let run = t.path().join("run");
+    std::fs::create_dir_all(run.join("search")).unwrap();
+    std::fs::write(run.join("config.json"), "{\"preset\": \"smoke\"}").unwrap();
+    let (r, d) = (run.to_str().unwrap(), dir.to_str().unwrap());
+    assert_one_line_error(&["eval", "--model", r, "--data-dir", d], &[r, "retrain stage has not finished"]);
+    let args = ["--epochs", "1", "--layers", "1", "--channels", "4", "--batch", "16", "--valid-size", "16", "--quiet"];
+    let stage = run.join("retrain");
+    let (code, _, err) = enas(&[&["retrain", "--arch", PUBLISHED, "--data-dir", d, "--out", stage.to_str().unwrap()][..], &args[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, err) = enas(&["eval", "--model", r, "--data-dir", d]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.starts_with("test accuracy 0."), "{stdout}");
+}

@@ -302,6 +302,12 @@ fn write_metrics(out: &Path, history: &[EpochMetrics], test: Option<(f64, f64)>)
 
 /// Loads a trained model directory (config.json + model.safetensors) and tests it.
 pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathBuf>, show: bool, device: &Device) -> Result<f64> {
+    // A `train` run keeps its model in its retrain stage.
+    let stage = dir.join("retrain");
+    let dir = if !dir.join("model.safetensors").exists() && stage.join("model.safetensors").exists() { stage.as_path() } else { dir };
+    if !dir.join("model.safetensors").exists() && (dir.join("search").is_dir() || stage.is_dir()) {
+        bail!("{}: a train run whose retrain stage has not finished: no model in {}", dir.display(), stage.display());
+    }
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("{}: cannot read (is this a retrain output?)", config_path.display()))?;
     let mut cfg: RetrainConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a retrain config", config_path.display()))?;
