@@ -270,3 +270,42 @@ fn eval_of_a_train_run_reads_its_retrain_stage() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.starts_with("test accuracy 0."), "{stdout}");
 }
+
+#[test]
+fn every_option_has_a_help_line() {
+    let commands: [&[&str]; 11] = [
+        &["retrain"],
+        &["train"],
+        &["search"],
+        &["derive"],
+        &["eval"],
+        &["report"],
+        &["draw"],
+        &["bench", "supernet"],
+        &["bench", "nb201"],
+        &["bench", "ops"],
+        &["data", "fetch"],
+    ];
+    for command in commands {
+        let (code, out, err) = enas(&[command, &["--help"][..]].concat());
+        assert_eq!(code, 0, "{command:?}: {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let Some(flag) = trimmed.strip_prefix("--").or_else(|| trimmed.get(4..).and_then(|t| t.strip_prefix("--")).filter(|_| trimmed.starts_with('-')))
+            else {
+                continue;
+            };
+            if !line.starts_with("  ") || flag.starts_with("help") {
+                continue;
+            }
+            // Short help: the text follows the flag on its line; long help: on the next line.
+            let after = flag.split_once(char::is_whitespace).map(|(_, rest)| rest.trim()).unwrap_or("");
+            let after = if after.starts_with('<') { after.split_once('>').map(|(_, r)| r.trim()).unwrap_or("") } else { after };
+            let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+            let described = (!after.is_empty() && !after.starts_with('['))
+                || (after.is_empty() && !next.is_empty() && !next.starts_with('[') && !next.starts_with('-') && !next.starts_with("Possible values"));
+            assert!(described, "{command:?}: --{} has no help", flag.split_whitespace().next().unwrap_or(flag));
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub enum BenchCommand {
         /// One JSON object a line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Timed repetitions per op.
         #[arg(long, default_value_t = 20)]
         reps: usize,
         /// Input shape N C H W.

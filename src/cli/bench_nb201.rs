@@ -55,9 +55,10 @@ pub struct Nb201Args {
     /// PPO: advantages against the EMA baseline (the ENAS search's) instead of batch ranks.
     #[arg(long)]
     pub baseline_advantages: bool,
-    /// Evolution: population and tournament (sample) size (default 20 and 5).
+    /// Evolution: architectures kept in the population (default 20).
     #[arg(long, value_parser = super::ranges::count)]
     pub population: Option<usize>,
+    /// Evolution: architectures sampled per tournament (default 5).
     #[arg(long, value_parser = super::ranges::count)]
     pub tournament: Option<usize>,
     /// One JSON object per strategy instead of a table.

@@ -20,11 +20,13 @@ use std::time::Instant;
 
 #[derive(Args, Clone, Debug)]
 pub struct SupernetArgs {
+    /// Search space: the ENAS micro cells, the ENAS macro network, MetaQNN layer chains or NAS-Bench-201.
     #[arg(long, value_enum, default_value = "micro")]
     pub space: SpaceKind,
     /// One architecture a line in the authors' integer format; step i uses line i mod len.
     #[arg(long)]
     pub arcs: PathBuf,
+    /// Images per training step.
     #[arg(long, value_parser = super::ranges::count, default_value_t = 64)]
     pub batch: usize,
     /// Default: 20 (micro) or 36 (macro), as the peer scripts.
@@ -33,10 +35,13 @@ pub struct SupernetArgs {
     /// Micro: normal cells in all, the authors' num_layers, with a reduction cell after each third (default 6: N N R N N R N N); macro: layers (default: the arc file's).
     #[arg(long, value_parser = super::ranges::count)]
     pub layers: Option<usize>,
+    /// Micro: nodes per cell.
     #[arg(long, value_parser = super::ranges::count, default_value_t = 5)]
     pub nodes: usize,
+    /// Side of the square input images, in pixels.
     #[arg(long, value_parser = super::ranges::count, default_value_t = 32)]
     pub image: usize,
+    /// Channels of the input images.
     #[arg(long, value_parser = super::ranges::count, default_value_t = 3)]
     pub in_channels: usize,
     /// Timed steps (default: 20 micro, 10 macro).
@@ -45,6 +50,7 @@ pub struct SupernetArgs {
     /// Untimed steps first (default: 3 micro, 2 macro).
     #[arg(long)]
     pub warmup: Option<usize>,
+    /// Seed of every random number of the run (the same seed gives the same numbers).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Macro: skips summed then BN (the peer's and the authors' search code) or

@@ -79,6 +79,7 @@ enum Command {
 struct DrawArgs {
     /// Architecture: its string, a file holding one, or an arch.json.
     arch: String,
+    /// Search space: the ENAS micro cells, the ENAS macro network, MetaQNN layer chains or NAS-Bench-201.
     #[arg(long, value_enum, default_value = "micro")]
     space: SpaceKind,
     /// Output file; its extension picks the format: .svg, .png or .dot.
@@ -90,6 +91,7 @@ struct DrawArgs {
 enum DataCommand {
     /// Download the official tarball, check its MD5 and extract it into the cache.
     Fetch {
+        /// Dataset to train and test on.
         #[arg(value_parser = ["cifar10", "cifar100"])]
         dataset: String,
         /// Where to put it (default: $ENAS_DATA, else the XDG cache directory).
@@ -105,6 +107,7 @@ enum DataCommand {
 
 #[derive(Args)]
 pub struct DataArgs {
+    /// Dataset to train and test on.
     #[arg(long, value_enum, default_value = "fashion-mnist")]
     pub dataset: DatasetKind,
     /// Directory with the dataset files (default: where `scripts/setup.sh` or `enas data fetch` puts them).
@@ -114,6 +117,7 @@ pub struct DataArgs {
 
 #[derive(Args)]
 struct RetrainArgs {
+    /// Search space: the ENAS micro cells, the ENAS macro network, MetaQNN layer chains or NAS-Bench-201.
     #[arg(long, value_enum, default_value = "micro")]
     space: SpaceKind,
     /// Architecture: the authors' string, or a file holding one, or an arch.json.
@@ -121,23 +125,28 @@ struct RetrainArgs {
     arch: String,
     #[command(flatten)]
     data: DataArgs,
+    /// Output directory of the run (created; with --resume, the run to continue).
     #[arg(long)]
     out: PathBuf,
+    /// Training epochs.
     #[arg(long, value_parser = ranges::count, default_value_t = 10)]
     epochs: usize,
     /// Micro: normal cells in all, the authors' num_layers, with a reduction cell after each third (3 gives N R N R N); macro: ignored (the arc fixes it).
     #[arg(long, value_parser = ranges::count, default_value_t = 3)]
     layers: usize,
+    /// Width of the first cells (micro) or every layer (macro), in channels.
     #[arg(long, value_parser = ranges::count, default_value_t = 16)]
     channels: usize,
     /// MetaQNN: filters and units are the paper's times this.
     #[arg(long, value_parser = ranges::positive, allow_negative_numbers = true, default_value_t = 1.0)]
     width: f64,
+    /// Images per training step.
     #[arg(long, value_parser = ranges::count, default_value_t = 128)]
     batch: usize,
     /// Peak learning rate of the cosine schedule (the authors' lr_max).
     #[arg(long, value_parser = ranges::positive, allow_negative_numbers = true, default_value_t = 0.05)]
     lr: f64,
+    /// Learning rate at the end of each cosine period.
     #[arg(long, value_parser = ranges::non_negative, allow_negative_numbers = true, default_value_t = 1e-4)]
     lr_min: f64,
     /// First cosine period in epochs (SGDR's T0; default: the whole run, no restart).
@@ -146,6 +155,7 @@ struct RetrainArgs {
     /// Each period is this many times the previous one (SGDR's Tmul).
     #[arg(long, value_parser = ranges::at_least_one, allow_negative_numbers = true, default_value_t = 1.0)]
     lr_t_mul: f64,
+    /// SGD momentum (Nesterov); 0 for plain SGD.
     #[arg(long, value_parser = ranges::fraction, allow_negative_numbers = true, default_value_t = 0.9)]
     momentum: f64,
     /// L2 weight decay (added to the gradient), as the authors' l2_reg.
@@ -154,8 +164,10 @@ struct RetrainArgs {
     /// Apply weight decay decoupled from the gradient (SGDW) instead of as L2.
     #[arg(long)]
     decoupled_wd: bool,
+    /// Clip the gradients to this global L2 norm (0: no clipping).
     #[arg(long, value_parser = ranges::non_negative, allow_negative_numbers = true, default_value_t = 5.0)]
     grad_clip: f64,
+    /// Label smoothing of the cross-entropy loss (0: none).
     #[arg(long, value_parser = ranges::fraction, allow_negative_numbers = true, default_value_t = 0.0)]
     label_smoothing: f64,
     /// Cutout side in pixels (0: off).
@@ -176,13 +188,16 @@ struct RetrainArgs {
     /// Dropout before the classifier.
     #[arg(long, value_parser = ranges::fraction_f32, allow_negative_numbers = true, default_value_t = 0.0)]
     dropout: f32,
+    /// Training images held out for validation.
     #[arg(long, default_value_t = 5000)]
     valid_size: usize,
     /// Use only the first N training images.
     #[arg(long, value_parser = ranges::count)]
     train_limit: Option<usize>,
+    /// Images per evaluation batch.
     #[arg(long, value_parser = ranges::count, default_value_t = 100)]
     eval_batch: usize,
+    /// Seed of every random number of the run (the same seed gives the same numbers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Continue the run in --out from its last finished epoch.
@@ -191,6 +206,7 @@ struct RetrainArgs {
     /// Stop after this many epochs of this invocation (to test --resume).
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
+    /// No progress bars or per-epoch lines, only the result.
     #[arg(long)]
     quiet: bool,
     /// Also write each epoch's metrics as TensorBoard scalars (OUT/tensorboard/).
@@ -206,6 +222,7 @@ struct EvalArgs {
     /// Evaluate on this dataset (default: the one it was trained on).
     #[arg(long, value_enum)]
     dataset: Option<DatasetKind>,
+    /// Directory with the dataset files (default: where `scripts/setup.sh` or `enas data fetch` puts them).
     #[arg(long)]
     data_dir: Option<PathBuf>,
 }

@@ -19,8 +19,10 @@ use std::path::PathBuf;
 pub struct TrainArgs {
     #[command(flatten)]
     pub(super) data: DataArgs,
+    /// Search space: the ENAS micro cells, the ENAS macro network, MetaQNN layer chains or NAS-Bench-201.
     #[arg(long, value_enum, default_value = "micro")]
     pub(super) space: SpaceKind,
+    /// Controller: PPO (default), REINFORCE (the paper) or uniformly random architectures.
     #[arg(long, value_enum, default_value = "ppo")]
     pub(super) controller: Algo,
     /// enas: one shared supernet (ENAS); multi-trial: every child trained from scratch (NAS-RL, MetaQNN; `enas search` only).
@@ -51,8 +53,10 @@ pub struct TrainArgs {
     /// Sizes and schedules of every stage: smoke (seconds), quick (an hour on 2 cores), paper (the authors').
     #[arg(long, value_enum, default_value = "quick")]
     pub(super) preset: Preset,
+    /// Output directory of the run (created; with --resume, the run to continue).
     #[arg(long)]
     pub(super) out: PathBuf,
+    /// Seed of every random number of the run (the same seed gives the same numbers).
     #[arg(long, default_value_t = 0)]
     pub(super) seed: u64,
     /// Search epochs instead of the preset's.
@@ -70,6 +74,7 @@ pub struct TrainArgs {
     /// Stop after this many search epochs of this invocation (to test --resume).
     #[arg(long, hide = true)]
     pub(super) stop_after: Option<usize>,
+    /// No progress bars or per-epoch lines, only the result.
     #[arg(long)]
     pub(super) quiet: bool,
     /// Also write each stage's per-epoch metrics as TensorBoard scalars (STAGE/tensorboard/).
@@ -97,6 +102,7 @@ pub struct DeriveArgs {
     /// Uniformly random architectures scored alike, for comparison.
     #[arg(long, default_value_t = 100)]
     uniform: usize,
+    /// No progress bars or per-epoch lines, only the result.
     #[arg(long)]
     quiet: bool,
 }
