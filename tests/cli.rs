@@ -119,7 +119,7 @@ fn retrain_and_eval_from_the_command_line() {
         "--quiet",
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(stdout.contains("test accuracy"), "{stdout}");
+    assert!(stdout.contains("test accuracy") && stdout.contains(", 1 epoch, "), "{stdout}");
     let (code, stdout, err) = enas(&["eval", "--model", out.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.starts_with("test accuracy 0."), "{stdout}");

@@ -367,10 +367,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             record_command(&a.out)?;
             println!(
-                "test accuracy {:.4} ({} parameters, {} epochs, {:.0}s); model in {}",
+                "test accuracy {:.4} ({} parameters, {}, {:.0}s); model in {}",
                 s.test_accuracy,
                 s.params,
-                s.epochs.len(),
+                crate::report::count_of(s.epochs.len(), "epoch"),
                 s.seconds,
                 a.out.display()
             );

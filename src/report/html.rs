@@ -80,7 +80,7 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
     h.push_str("<h2>Stages</h2>\n<table><tr><th>stage</th><th>state</th><th>seconds</th></tr>\n");
     let secs = |rows: &[Value]| rows.iter().filter_map(|r| r["seconds"].as_f64()).sum::<f64>();
     if !search_rows.is_empty() {
-        writeln!(h, "<tr><td>search</td><td>{} epochs</td><td>{:.0}</td></tr>", search_rows.len(), secs(&search_rows))?;
+        writeln!(h, "<tr><td>search</td><td>{}</td><td>{:.0}</td></tr>", super::count_of(search_rows.len(), "epoch"), secs(&search_rows))?;
     }
     if !trials.is_empty() {
         writeln!(h, "<tr><td>multi-trial search</td><td>{} children</td><td>{:.0}</td></tr>", trials.len(), secs(&trials))?;
@@ -93,8 +93,8 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
         let done = if retrain_rows.iter().any(|r| r.get("test_accuracy").is_some()) { "done" } else { "running" };
         writeln!(
             h,
-            "<tr><td>retrain</td><td>{} epochs, {done}</td><td>{:.0}</td></tr>",
-            epochs.len(),
+            "<tr><td>retrain</td><td>{}, {done}</td><td>{:.0}</td></tr>",
+            super::count_of(epochs.len(), "epoch"),
             epochs.iter().filter_map(|r| r["seconds"].as_f64()).sum::<f64>()
         )?;
     }

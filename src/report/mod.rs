@@ -15,6 +15,15 @@ pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// `n` and the noun, plural unless `n` is 1: "1 epoch", "8 epochs".
+pub fn count_of(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Mean reward of the controller's samples in the first and the last search epoch.
 pub fn reward_trend(r: &TrainResult) -> (f64, f64) {
     let first = r.search.first().map_or(0.0, |e| e.mean_reward);
@@ -100,9 +109,9 @@ pub fn report_md(r: &TrainResult) -> Result<String> {
     writeln!(s)?;
     writeln!(s, "| stage | seconds |")?;
     writeln!(s, "| --- | --- |")?;
-    writeln!(s, "| search ({} epochs) | {:.0} |", r.search.len(), r.search_seconds)?;
+    writeln!(s, "| search ({}) | {:.0} |", count_of(r.search.len(), "epoch"), r.search_seconds)?;
     writeln!(s, "| derive ({} candidates) | {:.0} |", r.derived.candidates.len(), r.derived.seconds)?;
-    writeln!(s, "| retrain ({} epochs) | {:.0} |", r.retrain.epochs.len(), r.retrain.seconds)?;
+    writeln!(s, "| retrain ({}) | {:.0} |", count_of(r.retrain.epochs.len(), "epoch"), r.retrain.seconds)?;
     writeln!(s, "| total | {:.0} |", r.search_seconds + r.derived.seconds + r.retrain.seconds)?;
     writeln!(s)?;
     writeln!(s, "Finished on {}; each stage's `config.json` records the machine it started on.", crate::ops::simd::Machine::current())?;
