@@ -120,6 +120,12 @@ fn retrain_and_eval_from_the_command_line() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("test accuracy") && stdout.contains(", 1 epoch, "), "{stdout}");
+    #[cfg(unix)]
+    for file in ["model.safetensors", "checkpoint.safetensors"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{file} is {mode:o}: others sharing the runs cannot read it");
+    }
     let (code, stdout, err) = enas(&["eval", "--model", out.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.starts_with("test accuracy 0."), "{stdout}");

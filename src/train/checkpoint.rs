@@ -16,11 +16,24 @@ pub fn save_atomic(path: &Path, tensors: &HashMap<String, Tensor>, meta: &serde_
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let info = HashMap::from([(META_KEY.to_string(), meta.to_string())]);
     safetensors::serialize_to_file(sorted, Some(info), &tmp).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    readable(&tmp)?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("{}: cannot sync", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))?;
     if let Some(dir) = path.parent() {
         // Make the rename itself durable.
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// Gives `path` the mode of a file `std::fs::write` creates under the usual
+/// umask (0644): safetensors writes its files 0600, so a model or checkpoint
+/// could not be read by the rest of a group that shares the runs.
+pub fn readable(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).with_context(|| format!("{}: cannot set its permissions", path.display()))?;
     }
     Ok(())
 }

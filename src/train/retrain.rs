@@ -280,6 +280,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         if opts.skip_test { (f64::NAN, f64::NAN) } else { evaluate(&eval_net, &Arc::new(data.test.clone()), &data, cfg.eval_batch, show_progress, device)? };
     let seconds = seconds_before + started.elapsed().as_secs_f64();
     varmap.save(out.join("model.safetensors")).context("cannot write model.safetensors")?;
+    checkpoint::readable(&out.join("model.safetensors"))?;
     write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch.to_json())?)?;
     let summary = Summary { test_accuracy, test_loss, epochs: history, params, seconds };
     write_metrics(out, &summary.epochs, Some((test_accuracy, test_loss)).filter(|t| t.0.is_finite()))?;
