@@ -315,3 +315,12 @@ fn every_option_has_a_help_line() {
         }
     }
 }
+
+#[test]
+fn retrain_of_an_nb201_cell_is_refused_before_the_run_directory_exists() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("run");
+    let cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|";
+    assert_one_line_error(&["retrain", "--space", "nb201", "--arch", cell, "--out", out.to_str().unwrap()], &["--space nb201", "enas bench nb201"]);
+    assert!(!out.exists(), "wrote {}", out.display());
+}

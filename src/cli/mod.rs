@@ -392,6 +392,9 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
+    if a.space == SpaceKind::Nb201 {
+        anyhow::bail!("--space nb201: NAS-Bench-201 cells are looked up in a table (`enas bench nb201 --table FILE`), not trained here");
+    }
     let arch = Arch::load(a.space, &a.arch)?;
     let kind = a.data.dataset;
     if a.batch == 0 || a.epochs == 0 || a.channels == 0 {
