@@ -11,44 +11,34 @@ fn number(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A number > 0 (learning rates, widths, periods).
-pub fn positive(s: &str) -> Result<f64, String> {
+/// The number in `s` if `ok` holds for it, else an error saying it must be `range`.
+fn checked(s: &str, ok: impl Fn(f64) -> bool, range: &str) -> Result<f64, String> {
     let v = number(s)?;
-    if v > 0.0 {
+    if ok(v) {
         Ok(v)
     } else {
-        Err(format!("{v} must be greater than 0"))
+        Err(format!("{v} must be {range}"))
     }
+}
+
+/// A number > 0 (learning rates, widths, periods).
+pub fn positive(s: &str) -> Result<f64, String> {
+    checked(s, |v| v > 0.0, "greater than 0")
 }
 
 /// A number >= 0 (weight decay, clipping norms and loss weights, where 0 turns them off).
 pub fn non_negative(s: &str) -> Result<f64, String> {
-    let v = number(s)?;
-    if v >= 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("{v} must be 0 or more"))
-    }
+    checked(s, |v| v >= 0.0, "0 or more")
 }
 
 /// A number >= 1 (growth factors).
 pub fn at_least_one(s: &str) -> Result<f64, String> {
-    let v = number(s)?;
-    if v >= 1.0 {
-        Ok(v)
-    } else {
-        Err(format!("{v} must be 1 or more"))
-    }
+    checked(s, |v| v >= 1.0, "1 or more")
 }
 
 /// A probability or fraction in [0, 1) (dropout, drop-path, label smoothing, momentum).
 pub fn fraction(s: &str) -> Result<f64, String> {
-    let v = number(s)?;
-    if (0.0..1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{v} must be at least 0 and below 1"))
-    }
+    checked(s, |v| (0.0..1.0).contains(&v), "at least 0 and below 1")
 }
 
 /// `fraction` as f32.
