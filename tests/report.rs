@@ -97,3 +97,17 @@ fn report_works_on_a_stage_directory_and_names_a_bad_one() {
     assert_eq!(code, 1);
     assert!(err.contains("nothing") && err.contains("not a directory"), "{err}");
 }
+
+#[test]
+fn epoch_axes_have_whole_ticks() {
+    use enas::report::plots::{line_chart, Series};
+    // Two epochs: ticks at 1 and 2 only, not 1.0, 1.1 ... 2.0 (issue 21).
+    let svg = line_chart("loss", "epoch", "loss", &[Series::line("train", vec![(1.0, 0.9), (2.0, 0.7)])]).unwrap().unwrap();
+    let labels: Vec<&str> = svg.split("</text>").filter_map(|t| t.rsplit('>').next()).map(str::trim).collect();
+    assert!(labels.contains(&"1") && labels.contains(&"2"), "{labels:?}");
+    assert!(!labels.iter().any(|l| ["1.0", "1.1", "1.5", "2.0"].contains(l)), "{labels:?}");
+    // Fractional x values keep their decimals.
+    let svg = line_chart("loss", "x", "y", &[Series::line("a", vec![(0.5, 100.0), (1.5, 200.0)])]).unwrap().unwrap();
+    let labels: Vec<&str> = svg.split("</text>").filter_map(|t| t.rsplit('>').next()).map(str::trim).collect();
+    assert!(labels.iter().any(|l| l.contains('.') && l.parse::<f64>().is_ok_and(|v| v >= 0.5 && v <= 1.5 && v.fract() != 0.0)), "{labels:?}");
+}

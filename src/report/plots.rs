@@ -46,7 +46,23 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
             .y_label_area_size(56)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(e)?;
-        chart.configure_mesh().x_desc(x_label).y_desc(y_label).light_line_style(WHITE.mix(0.0)).draw().map_err(e)?;
+        // Epochs, ranks and query counts are whole numbers: ticks on whole numbers, labelled without decimals.
+        let whole = series.iter().flat_map(|s| &s.points).all(|p| p.0.fract() == 0.0);
+        let x_ticks = if whole { ((x1 - x0) as usize + 1).min(10) } else { 10 };
+        let x_format = |x: &f64| match (whole, x.fract() == 0.0) {
+            (true, true) => format!("{x:.0}"),
+            (true, false) => String::new(),
+            (false, _) => format!("{x}"),
+        };
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .x_labels(x_ticks)
+            .x_label_formatter(&x_format)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(e)?;
         for (i, s) in series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             if let Some(band) = &s.band {
