@@ -1,4 +1,4 @@
-//! Small datasets written in the real file formats, for tests.
+//! Small datasets written in the real file formats, and random tensors, for tests.
 #![allow(dead_code)]
 use enas::data::{cifar, idx};
 use std::path::Path;
@@ -46,4 +46,13 @@ pub fn write_cifar10(dir: &Path, per_batch: usize) {
         let (images, labels) = synthetic_images(per_batch, 3, 32, 32, 10, 10 + i as u64);
         cifar::write_records(&dir.join(name), cifar::Variant::Cifar10, &images, &labels).unwrap();
     }
+}
+
+/// A CPU tensor of `shape` with values uniform in [-1, 1) from `seed`.
+pub fn rand_tensor(shape: &[usize], seed: u64) -> candle_core::Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
 }
