@@ -92,20 +92,17 @@ fn fetch_from_an_unreachable_mirror() {
     );
 }
 
-#[test]
-fn retrain_and_eval_from_the_command_line() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("data");
-    common::write_fashion(&dir, 64, 20, true);
-    let out = t.path().join("run");
-    let (code, stdout, err) = enas(&[
+/// The published cell retrained for one epoch at toy size on the data in `data`, into `out`.
+fn retrain_tiny(data: &std::path::Path, out: &std::path::Path) -> (i32, String, String) {
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    enas(&[
         "retrain",
         "--arch",
         PUBLISHED,
         "--data-dir",
-        dir.to_str().unwrap(),
+        d,
         "--out",
-        out.to_str().unwrap(),
+        o,
         "--epochs",
         "1",
         "--layers",
@@ -117,7 +114,16 @@ fn retrain_and_eval_from_the_command_line() {
         "--valid-size",
         "16",
         "--quiet",
-    ]);
+    ])
+}
+
+#[test]
+fn retrain_and_eval_from_the_command_line() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("data");
+    common::write_fashion(&dir, 64, 20, true);
+    let out = t.path().join("run");
+    let (code, stdout, err) = retrain_tiny(&dir, &out);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("test accuracy") && stdout.contains(", 1 epoch, "), "{stdout}");
     #[cfg(unix)]
@@ -268,9 +274,7 @@ fn eval_of_a_train_run_reads_its_retrain_stage() {
     std::fs::write(run.join("config.json"), "{\"preset\": \"smoke\"}").unwrap();
     let (r, d) = (run.to_str().unwrap(), dir.to_str().unwrap());
     assert_one_line_error(&["eval", "--model", r, "--data-dir", d], &[r, "retrain stage has not finished"]);
-    let args = ["--epochs", "1", "--layers", "1", "--channels", "4", "--batch", "16", "--valid-size", "16", "--quiet"];
-    let stage = run.join("retrain");
-    let (code, _, err) = enas(&[&["retrain", "--arch", PUBLISHED, "--data-dir", d, "--out", stage.to_str().unwrap()][..], &args[..]].concat());
+    let (code, _, err) = retrain_tiny(&dir, &run.join("retrain"));
     assert_eq!(code, 0, "{err}");
     let (code, stdout, err) = enas(&["eval", "--model", r, "--data-dir", d]);
     assert_eq!(code, 0, "{err}");
