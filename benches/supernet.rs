@@ -23,6 +23,7 @@ fn workload(space: SpaceKind, arcs: &str) -> Workload {
         seed: 0,
         // The peer's macro workload (skips summed).
         macro_skips: MacroSkips::Sum,
+        device: enas::cli::DeviceArg { device: "cpu".into() },
         json: false,
     };
     Workload::new(&args).unwrap()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The PyTorch reference workloads (../shared/peer/enas_{micro,macro}_torch.py)
 on a GPU: their model classes, optimiser and step, moved to CUDA, timed the
-way `enas --device cuda bench supernet` is timed (warm-up steps first, the
+way `enas bench supernet --device cuda` is timed (warm-up steps first, the
 loss read back every step, so each step ends on the device).
 
     python3 scripts/bench_peer_cuda.py --peer PATH/enas_micro_torch.py \

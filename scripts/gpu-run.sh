@@ -24,14 +24,14 @@ ldd ./enas | grep -E "cuda|cublas|curand"
 for stage in "$@"; do case $stage in
 tests) ./cuda_tests --test-threads=1 2>&1 | tee $OUT/tests.log | tail -30 ;;
 bench) for r in $(seq "${REPS:-3}"); do
-    ./enas --device cuda bench supernet --space micro --arcs micro_arcs.txt --batch 160 --steps 50 --warmup 5 --json | tail -1 | tee -a $OUT/bench.jsonl
+    ./enas bench supernet --device cuda --space micro --arcs micro_arcs.txt --batch 160 --steps 50 --warmup 5 --json | tail -1 | tee -a $OUT/bench.jsonl
     python3 bench_peer_cuda.py --peer enas_micro_torch.py --space micro --arcs micro_arcs.txt --batch 160 --steps 50 --warmup 5 | tee -a $OUT/bench.jsonl
   done ;;
 benchmacro) for r in $(seq "${REPS:-3}"); do
-    ./enas --device cuda bench supernet --space macro --arcs macro_arcs.txt --batch 128 --steps 50 --warmup 5 --json | tail -1 | tee -a $OUT/bench.jsonl
+    ./enas bench supernet --device cuda --space macro --arcs macro_arcs.txt --batch 128 --steps 50 --warmup 5 --json | tail -1 | tee -a $OUT/bench.jsonl
     python3 bench_peer_cuda.py --peer enas_macro_torch.py --space macro --arcs macro_arcs.txt --batch 128 --steps 50 --warmup 5 | tee -a $OUT/bench.jsonl
   done ;;
-profile) ./enas --device cuda bench supernet --space micro --arcs micro_arcs.txt --batch 160 --steps 20 --warmup 3 2>&1 | tail -30 ;;
+profile) ./enas bench supernet --device cuda --space micro --arcs micro_arcs.txt --batch 160 --steps 20 --warmup 3 2>&1 | tail -30 ;;
 search) python3 - <<'PY'
 import numpy as np, os
 d = "/tmp/c10/cifar-10-batches-bin"; os.makedirs(d, exist_ok=True)
@@ -41,7 +41,7 @@ for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
     rec.tofile(os.path.join(d, name))
 PY
     s=$(date +%s); rm -rf /tmp/run
-    ./enas --device cuda search --dataset cifar10 --data-dir /tmp/c10 --space micro --preset paper --search-epochs 1 --out /tmp/run --json 2>&1 | tail -5 | tee $OUT/search.log
+    ./enas search --device cuda --dataset cifar10 --data-dir /tmp/c10 --space micro --preset paper --search-epochs 1 --out /tmp/run --json 2>&1 | tail -5 | tee $OUT/search.log
     echo "search epoch wall: $(( $(date +%s) - s )) s" | tee -a $OUT/search.log
     cp /tmp/run/search/*.jsonl $OUT/ 2>/dev/null ;;
 esac; echo "[$stage done at +$(( $(date +%s) - t0 )) s]"; done

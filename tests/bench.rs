@@ -21,6 +21,7 @@ fn args(space: SpaceKind, arcs: PathBuf, layers: usize) -> SupernetArgs {
         seed: 0,
         // The pinned losses below were recorded with concatenated skips.
         macro_skips: MacroSkips::Concat,
+        device: enas::cli::DeviceArg { device: "cpu".into() },
         json: true,
     }
 }

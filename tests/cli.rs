@@ -156,12 +156,12 @@ fn bench_supernet_prints_one_json_object_and_names_bad_arc_files() {
 
 #[test]
 fn bad_devices_are_one_line_errors() {
-    assert_one_line_error(&["--device", "gpu", "bench", "ops"], &["--device gpu", "cpu, cuda, cuda:N or auto"]);
+    assert_one_line_error(&["bench", "ops", "--device", "gpu"], &["--device gpu", "cpu, cuda, cuda:N or auto"]);
     assert_one_line_error(&["bench", "ops", "--device", "cuda:x"], &["--device cuda:x"]);
     if !cfg!(feature = "cuda") {
         assert_one_line_error(&["bench", "ops", "--device", "cuda:1"], &["built without CUDA", "--features cuda"]);
     }
-    let (code, out, err) = enas(&["--device", "cpu", "bench", "ops", "--reps", "1", "--shape", "2", "4", "6", "6"]);
+    let (code, out, err) = enas(&["bench", "ops", "--device", "cpu", "--reps", "1", "--shape", "2", "4", "6", "6"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("depthwise3x3"), "{out}");
 }

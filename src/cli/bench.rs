@@ -19,6 +19,8 @@ pub enum BenchCommand {
         /// Input shape N C H W.
         #[arg(long, num_args = 4, default_values_t = [64, 32, 16, 16])]
         shape: Vec<usize>,
+        #[command(flatten)]
+        device: super::DeviceArg,
     },
     /// The ENAS search step of the peer PyTorch scripts on our supernet: images/s, peak RSS, time per op kind.
     Supernet(super::bench_supernet::SupernetArgs),
@@ -26,10 +28,10 @@ pub enum BenchCommand {
     Nb201(super::bench_nb201::Nb201Args),
 }
 
-pub fn run(cmd: BenchCommand, device: &Device) -> Result<()> {
+pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Ops { json, reps, shape } => bench_ops(json, reps, &shape, device),
-        BenchCommand::Supernet(args) => super::bench_supernet::print(&super::bench_supernet::run_supernet_on(&args, device)?, args.json),
+        BenchCommand::Ops { json, reps, shape, device } => bench_ops(json, reps, &shape, &device.open()?),
+        BenchCommand::Supernet(args) => super::bench_supernet::print(&super::bench_supernet::run_supernet_on(&args, &args.device.open()?)?, args.json),
         BenchCommand::Nb201(args) => super::bench_nb201::print(&args, &super::bench_nb201::run(&args)?),
     }
 }

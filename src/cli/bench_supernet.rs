@@ -29,6 +29,8 @@ pub struct SupernetArgs {
     /// Images per training step.
     #[arg(long, value_parser = super::ranges::count, default_value_t = 64)]
     pub batch: usize,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
     /// Default: 20 (micro) or 36 (macro), as the peer scripts.
     #[arg(long, value_parser = super::ranges::count)]
     pub channels: Option<usize>,

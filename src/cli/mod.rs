@@ -5,6 +5,7 @@ pub mod bench_supernet;
 pub mod multi_trial;
 mod ranges;
 mod search;
+mod session;
 
 use crate::data::cifar::Variant;
 use crate::data::{fetch, Augment, DatasetKind};
@@ -18,13 +19,25 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "enas", version, about = "Neural architecture search by reinforcement learning, on candle")]
+// A flag given twice takes its last value: `--resume --out DIR` replays the run's stored command, then the flags given now.
+#[command(name = "enas", version, about = "Neural architecture search by reinforcement learning, on candle", args_override_self = true)]
 struct Cli {
-    /// Where to compute: cpu, cuda, cuda:N, or auto (the first GPU when built with the cuda feature and one is there).
-    #[arg(long, global = true, default_value = "auto")]
-    device: String,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--device`, on the commands that compute (not on `draw`, `report` or `data`).
+#[derive(Args, Clone, Debug)]
+pub struct DeviceArg {
+    /// Where to compute: cpu, cuda, cuda:N, or auto (the first GPU when built with the cuda feature and one is there).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl DeviceArg {
+    pub fn open(&self) -> Result<Device> {
+        parse_device(&self.device)
+    }
 }
 
 /// The device `--device` names.
@@ -56,7 +69,7 @@ enum Command {
     /// Search, derive, retrain and report in one resumable run.
     Train(search::TrainArgs),
     /// The search stage alone (shared weights and controller), into OUT/search.
-    Search(search::TrainArgs),
+    Search(search::SearchArgs),
     /// Pick the final architecture from a finished search, into RUN/derive.
     Derive(search::DeriveArgs),
     /// Train a given architecture from scratch and test it.
@@ -68,23 +81,30 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Draw an architecture: micro cells, the macro chain with its skips, an NB201 cell or a MetaQNN chain.
     Draw(DrawArgs),
-    /// Write DIR/report.html for a run or stage directory (also while it runs).
-    Report {
-        /// A directory written by `enas train`, `search`, `derive` or `retrain`.
-        dir: PathBuf,
-    },
+    /// Write RUN/report.html for a run or stage directory (also while it runs).
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// A directory written by `enas train`, `search`, `derive` or `retrain` (the --out it was given).
+    #[arg(value_name = "RUN", required_unless_present = "run")]
+    dir: Option<PathBuf>,
+    /// The same directory, named as `enas derive --run` and `enas eval --run` name it.
+    #[arg(long, value_name = "RUN", conflicts_with = "dir")]
+    run: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct DrawArgs {
     /// Architecture: its string, a file holding one, or an arch.json.
     arch: String,
-    /// Search space: the ENAS micro cells, the ENAS macro network, MetaQNN layer chains or NAS-Bench-201.
-    #[arg(long, value_enum, default_value = "micro")]
-    space: SpaceKind,
+    /// Search space: the ENAS micro cells, the ENAS macro network, MetaQNN layer chains or NAS-Bench-201 [default: the one an arch.json records, else micro].
+    #[arg(long, value_enum)]
+    space: Option<SpaceKind>,
     /// Output file; its extension picks the format: .svg, .png or .dot.
-    #[arg(short, long)]
-    output: PathBuf,
+    #[arg(short, long, visible_alias = "output")]
+    out: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -94,9 +114,9 @@ enum DataCommand {
         /// Dataset to train and test on.
         #[arg(value_parser = ["cifar10", "cifar100"])]
         dataset: String,
-        /// Where to put it (default: $ENAS_DATA, else the XDG cache directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
+        /// Where to put it, the --data-dir to give the other commands (default: $ENAS_DATA, else the XDG cache directory).
+        #[arg(long, visible_alias = "dir")]
+        data_dir: Option<PathBuf>,
         /// A mirror of the official tarball (its MD5 must still match, unless --md5 is given).
         #[arg(long, hide = true)]
         url: Option<String>,
@@ -117,9 +137,9 @@ pub struct DataArgs {
 
 #[derive(Args)]
 struct RetrainArgs {
-    /// Search space: the ENAS micro cells, the ENAS macro network, MetaQNN layer chains or NAS-Bench-201.
-    #[arg(long, value_enum, default_value = "micro")]
-    space: SpaceKind,
+    /// Search space: the ENAS micro cells, the ENAS macro network, MetaQNN layer chains or NAS-Bench-201 [default: the one an arch.json records, else micro].
+    #[arg(long, value_enum)]
+    space: Option<SpaceKind>,
     /// Architecture: the authors' string, or a file holding one, or an arch.json.
     #[arg(long)]
     arch: String,
@@ -128,6 +148,8 @@ struct RetrainArgs {
     /// Output directory of the run (created; with --resume, the run to continue).
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Training epochs.
     #[arg(long, value_parser = ranges::count, default_value_t = 10)]
     epochs: usize,
@@ -216,9 +238,11 @@ struct RetrainArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// A directory written by `enas retrain`.
-    #[arg(long)]
-    model: PathBuf,
+    /// A directory written by `enas retrain`, or an `enas train` run (its retrain stage is read).
+    #[arg(long, value_name = "RUN", visible_alias = "model")]
+    run: PathBuf,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Evaluate on this dataset (default: the one it was trained on).
     #[arg(long, value_enum)]
     dataset: Option<DatasetKind>,
@@ -229,38 +253,24 @@ struct EvalArgs {
 
 fn draw(a: &DrawArgs) -> Result<()> {
     use crate::report::draw::{graphs, to_dot, to_png, to_svg};
-    let arch = Arch::load(a.space, &a.arch)?;
+    let arch = Arch::load_in(a.space, &a.arch)?;
     let g = graphs(&arch);
-    let bytes = match a.output.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+    let bytes = match a.out.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
         Some("svg") => to_svg(&g).into_bytes(),
         Some("png") => to_png(&to_svg(&g))?,
         Some("dot") | Some("gv") => to_dot(&g).into_bytes(),
-        _ => anyhow::bail!("{}: the extension must be .svg, .png or .dot", a.output.display()),
+        _ => anyhow::bail!("{}: the extension must be .svg, .png or .dot", a.out.display()),
     };
-    std::fs::write(&a.output, bytes).map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", a.output.display()))?;
-    println!("drew {} into {}", arch.to_arc_string(), a.output.display());
+    std::fs::write(&a.out, bytes).map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", a.out.display()))?;
+    println!("drew {} into {}", arch.to_arc_string(), a.out.display());
     Ok(())
-}
-
-/// Writes this invocation, shell-quoted and without `--resume`, to `out/command.txt` for the report.
-pub(crate) fn record_command(out: &std::path::Path) -> Result<()> {
-    let quote = |a: String| {
-        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,+".contains(c)) {
-            a
-        } else {
-            format!("'{}'", a.replace('\'', "'\\''"))
-        }
-    };
-    let mut args = std::env::args();
-    let program = args.next().map(|_| "enas".to_string()).unwrap_or_default();
-    let line: Vec<String> = std::iter::once(program).chain(args.filter(|a| a != "--resume").map(quote)).collect();
-    crate::train::checkpoint::write_atomic(&out.join("command.txt"), &(line.join(" ") + "\n"))
 }
 
 /// Runs the CLI and returns the process exit code; errors print as one line.
 pub fn main() -> i32 {
     configure_runtime();
-    let cli = match Cli::try_parse() {
+    let args = session::with_stored_settings(std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect());
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         // A value out of its flag's range (cli::ranges): one line, as every other bad input.
         Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
@@ -338,9 +348,8 @@ fn configure_allocator() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device = parse_device(&cli.device)?;
     match cli.command {
-        Command::Data(DataCommand::Fetch { dataset, dir, url, md5 }) => {
+        Command::Data(DataCommand::Fetch { dataset, data_dir, url, md5 }) => {
             let variant = if dataset == "cifar10" { Variant::Cifar10 } else { Variant::Cifar100 };
             let mut source = fetch::official(variant);
             if let Some(u) = url {
@@ -349,23 +358,29 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(m) = md5 {
                 source.md5 = m;
             }
-            let dir = dir.unwrap_or_else(fetch::cache_dir);
+            let dir = data_dir.unwrap_or_else(fetch::cache_dir);
             let at = fetch::fetch(variant, &source, &dir, true)?;
             println!("{dataset} is in {}", at.display());
             Ok(())
         }
-        Command::Train(a) => search::train(a, &device),
-        Command::Search(a) => search::search(a, &device),
-        Command::Derive(a) => search::derive(a, &device),
+        Command::Train(a) => search::train(a),
+        Command::Search(a) => search::search(a),
+        Command::Derive(a) => search::derive(a),
         Command::Retrain(a) => {
             let cfg = retrain_config(&a)?;
+            search::ensure_data(a.data.dataset, &a.data.data_dir, false, false)?;
+            let device = a.device.open()?;
+            session::begin(&a.out, &a.out.join("config.json"), a.resume, &device, !a.quiet)?;
+            let had_finished = a.resume && retrain::finished(&a.out).is_some();
             let opts =
                 retrain::RunOptions { resume: a.resume, show_progress: !a.quiet, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
             let Some(s) = retrain::run(&cfg, &a.out, &opts, &device)? else {
                 println!("stopped as asked; continue with --resume");
                 return Ok(());
             };
-            record_command(&a.out)?;
+            if had_finished {
+                eprintln!("{}: this run had finished; its result:", a.out.display());
+            }
             println!(
                 "test accuracy {:.4} ({} parameters, {}, {:.0}s); model in {}",
                 s.test_accuracy,
@@ -377,13 +392,14 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval(a) => {
-            let acc = retrain::eval_dir(&a.model, a.dataset, a.data_dir, true, &device)?;
+            let acc = retrain::eval_dir(&a.run, a.dataset, a.data_dir, true, &a.device.open()?)?;
             println!("test accuracy {acc:.4}");
             Ok(())
         }
-        Command::Bench(b) => bench::run(b, &device),
+        Command::Bench(b) => bench::run(b),
         Command::Draw(a) => draw(&a),
-        Command::Report { dir } => {
+        Command::Report(a) => {
+            let dir = a.dir.or(a.run).expect("clap requires one");
             let path = crate::report::html::write(&dir)?;
             println!("wrote {}", path.display());
             Ok(())
@@ -392,10 +408,14 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
-    if a.space == SpaceKind::Nb201 {
-        anyhow::bail!("--space nb201: NAS-Bench-201 cells are looked up in a table (`enas bench nb201 --table FILE`), not trained here");
+    let nb201 = "--space nb201: NAS-Bench-201 cells are looked up in a table (`enas bench nb201 --table FILE`), not trained here";
+    if a.space == Some(SpaceKind::Nb201) {
+        anyhow::bail!(nb201);
     }
-    let arch = Arch::load(a.space, &a.arch)?;
+    let arch = Arch::load_in(a.space, &a.arch)?;
+    if arch.space() == SpaceKind::Nb201 {
+        anyhow::bail!(nb201);
+    }
     let kind = a.data.dataset;
     if a.batch == 0 || a.epochs == 0 || a.channels == 0 {
         anyhow::bail!("--batch, --epochs and --channels must be positive");
@@ -406,7 +426,7 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
     let augment =
         Augment { crop_pad: a.crop_pad.unwrap_or(if kind.is_cifar() { 4 } else { 2 }), flip: a.flip.unwrap_or(kind != DatasetKind::Mnist), cutout: a.cutout };
     Ok(RetrainConfig {
-        space: a.space,
+        space: arch.space(),
         arch: arch.to_arc_string(),
         dataset: kind,
         data_dir: a.data.data_dir.clone(),

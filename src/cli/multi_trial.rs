@@ -1,7 +1,7 @@
 //! `enas search --mode multi-trial`: children trained from scratch, chosen by
 //! REINFORCE, PPO, Q-learning, regularised evolution or at random.
-use super::search::{ensure_data, TrainArgs};
-use crate::controller::Strategy;
+use super::search::{ensure_data, SearchArgs};
+use crate::controller::{Algo, Strategy};
 use crate::model::NetConfig;
 use crate::space::SpaceKind;
 use crate::train::multi_trial::{self, MultiTrialConfig, TrialRecord};
@@ -9,17 +9,28 @@ use crate::train::preset::{self, Choice};
 use crate::train::retrain::RunOptions;
 use crate::train::trials::StrategyConfig;
 use anyhow::{bail, Result};
-use candle_core::Device;
 
-pub fn config(a: &TrainArgs) -> Result<MultiTrialConfig> {
-    if a.budget == 0 || a.child_epochs == 0 {
-        bail!("--budget and --child-epochs must be positive");
+pub fn config(a: &SearchArgs) -> Result<MultiTrialConfig> {
+    // The ENAS search's own flags mean nothing to children trained from scratch.
+    let enas = &a.enas;
+    for (given, flag, instead) in [
+        (enas.controller.is_some(), "--controller", "--strategy chooses the children"),
+        (enas.search_epochs.is_some(), "--search-epochs", "--child-epochs sets each child's training"),
+        (enas.macro_skips.is_some(), "--macro-skips", "children are trained as retrained networks, skips concatenated"),
+        (enas.tensorboard, "--tensorboard", "each child's metrics are in search/trials.jsonl"),
+    ] {
+        if given {
+            bail!("{flag}: a setting of the ENAS search, not of --mode multi-trial ({instead})");
+        }
     }
-    if !(a.width > 0.0 && a.width <= 4.0) {
-        bail!("--width must be in (0, 4], got {}", a.width);
+    let (r, t) = (&a.run, &a.trials);
+    let width = t.width.unwrap_or(1.0);
+    if width > 4.0 {
+        bail!("--width must be in (0, 4], got {width}");
     }
-    let strategy = a.strategy.unwrap_or(if a.space == SpaceKind::Metaqnn { Strategy::Qlearning } else { Strategy::Reinforce });
-    match (a.space, strategy) {
+    let budget = t.budget.unwrap_or(60);
+    let strategy = t.strategy.unwrap_or(if r.space == SpaceKind::Metaqnn { Strategy::Qlearning } else { Strategy::Reinforce });
+    match (r.space, strategy) {
         (SpaceKind::Nb201, _) => bail!("--space nb201 is a table, not trained here: use `enas bench nb201 --table FILE`"),
         (SpaceKind::Metaqnn, Strategy::Ppo | Strategy::Reinforce | Strategy::Evolution) => {
             bail!("--space metaqnn takes --strategy qlearning or random (its chains vary in length; the LSTM and evolution need fixed choices)")
@@ -27,54 +38,48 @@ pub fn config(a: &TrainArgs) -> Result<MultiTrialConfig> {
         _ => {}
     }
     let plan = preset::plan(&Choice {
-        preset: a.preset,
-        space: if a.space == SpaceKind::Metaqnn { SpaceKind::Macro } else { a.space },
-        algo: a.controller,
-        dataset: a.data.dataset,
-        data_dir: a.data.data_dir.clone(),
-        seed: a.seed,
+        preset: r.preset,
+        space: if r.space == SpaceKind::Metaqnn { SpaceKind::Macro } else { r.space },
+        algo: Algo::Ppo,
+        dataset: r.data.dataset,
+        data_dir: r.data.data_dir.clone(),
+        seed: r.seed,
     });
     let mut child = plan.retrain.clone();
-    child.space = a.space;
+    child.space = r.space;
     child.aux_weight = 0.0;
-    child.net = NetConfig { aux_head: false, drop_path: 0.0, width: a.width, ..plan.search.net.clone() };
+    child.net = NetConfig { aux_head: false, drop_path: 0.0, width, ..plan.search.net.clone() };
     child.batch = plan.search.batch;
-    child.set_epochs(a.child_epochs);
-    child.train_limit = a.train_limit.or(child.train_limit);
-    child.valid_size = a.valid_size.unwrap_or(plan.search.valid_size);
+    child.set_epochs(t.child_epochs.unwrap_or(2));
+    child.train_limit = t.train_limit.or(child.train_limit);
+    child.valid_size = enas.valid_size.unwrap_or(plan.search.valid_size);
     if child.valid_size == 0 {
         bail!("--valid-size must be positive: the children's rewards are validation accuracies");
     }
-    let arch_size = match a.space {
+    let arch_size = match r.space {
         SpaceKind::Metaqnn => child.net.image_size,
         _ => plan.search.arch_size(),
     };
-    Ok(MultiTrialConfig {
-        space: a.space,
-        strategy: StrategyConfig::defaults(strategy, a.budget),
-        budget: a.budget,
-        cap_factor: 50,
-        arch_size,
-        child,
-        seed: a.seed,
-    })
+    Ok(MultiTrialConfig { space: r.space, strategy: StrategyConfig::defaults(strategy, budget), budget, cap_factor: 50, arch_size, child, seed: r.seed })
 }
 
-pub fn search(a: &TrainArgs, device: &Device) -> Result<()> {
-    let show = !a.quiet && !a.json;
-    ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
+pub fn search(a: &SearchArgs) -> Result<()> {
+    let r = &a.run;
+    let show = !r.quiet && !r.json;
     let cfg = config(a)?;
-    let out = a.out.join("search");
-    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: true, tensorboard: false };
-    let Some(trials) = multi_trial::run(&cfg, &out, &opts, device)? else {
+    ensure_data(r.data.dataset, &r.data.data_dir, r.download, show)?;
+    let device = r.device.open()?;
+    let out = r.out.join("search");
+    super::session::begin(&r.out, &out.join("config.json"), r.resume, &device, show)?;
+    let opts = RunOptions { resume: r.resume, show_progress: show, stop_after: r.stop_after, skip_test: true, tensorboard: false };
+    let Some(trials) = multi_trial::run(&cfg, &out, &opts, &device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());
     };
     let report: serde_json::Value = std::fs::read_to_string(out.join("strategy.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
     let text = summary(&trials, cfg.space, &report);
     crate::train::checkpoint::write_atomic(&out.join("summary.md"), &text)?;
-    super::record_command(&a.out)?;
-    if a.json {
+    if r.json {
         let best = trials.iter().max_by(|x, y| x.reward.total_cmp(&y.reward));
         println!("{}", serde_json::json!({"children": trials.len(), "best": best, "out": out}));
         return Ok(());

@@ -8,49 +8,21 @@ use crate::space::SpaceKind;
 use crate::train::derive::{self, DeriveOptions};
 use crate::train::pipeline;
 use crate::train::preset::{self, Choice, Preset};
-use crate::train::retrain::RunOptions;
+use crate::train::retrain::{self, RunOptions};
 use crate::train::search;
 use anyhow::Result;
-use candle_core::Device;
 use clap::Args;
 use std::path::PathBuf;
 
+/// What `train` and `search` share: the data, the space, the run directory and how the run goes.
 #[derive(Args)]
-pub struct TrainArgs {
+pub struct RunArgs {
     #[command(flatten)]
     pub(super) data: DataArgs,
     /// Search space: the ENAS micro cells, the ENAS macro network, MetaQNN layer chains or NAS-Bench-201.
     #[arg(long, value_enum, default_value = "micro")]
     pub(super) space: SpaceKind,
-    /// Controller: PPO (default), REINFORCE (the paper) or uniformly random architectures.
-    #[arg(long, value_enum, default_value = "ppo")]
-    pub(super) controller: Algo,
-    /// enas: one shared supernet (ENAS); multi-trial: every child trained from scratch (NAS-RL, MetaQNN; `enas search` only).
-    #[arg(long, value_enum, default_value = "enas")]
-    pub(super) mode: Mode,
-    /// Multi-trial: how architectures are chosen (default: reinforce, as NAS-RL; qlearning on metaqnn, as MetaQNN).
-    #[arg(long, value_enum)]
-    pub(super) strategy: Option<Strategy>,
-    /// Multi-trial: distinct children to train.
-    #[arg(long, value_parser = super::ranges::count, default_value_t = 60)]
-    pub(super) budget: usize,
-    /// Multi-trial: epochs each child trains; its reward is its best validation accuracy.
-    #[arg(long, value_parser = super::ranges::count, default_value_t = 2)]
-    pub(super) child_epochs: usize,
-    /// Multi-trial, MetaQNN: filters and units are the paper's times this.
-    #[arg(long, value_parser = super::ranges::positive, allow_negative_numbers = true, default_value_t = 1.0)]
-    pub(super) width: f64,
-    /// Multi-trial: children train on the first N training images only.
-    #[arg(long, value_parser = super::ranges::count)]
-    pub(super) train_limit: Option<usize>,
-    /// Multi-trial: images held out of training for the children's rewards.
-    #[arg(long)]
-    pub(super) valid_size: Option<usize>,
-    /// Macro search: skips concatenated and projected (the shape the child is
-    /// retrained in) or summed, as the authors' search code.
-    #[arg(long, value_enum, default_value = "concat")]
-    pub(super) macro_skips: MacroSkips,
-    /// Sizes and schedules of every stage: smoke (seconds), quick (an hour on 2 cores), paper (the authors').
+    /// Sizes and schedules of every stage: smoke (seconds, a plumbing check), quick (an hour on 2 cores), paper (the authors').
     #[arg(long, value_enum, default_value = "quick")]
     pub(super) preset: Preset,
     /// Output directory of the run (created; with --resume, the run to continue).
@@ -59,30 +31,105 @@ pub struct TrainArgs {
     /// Seed of every random number of the run (the same seed gives the same numbers).
     #[arg(long, default_value_t = 0)]
     pub(super) seed: u64,
-    /// Search epochs instead of the preset's.
-    #[arg(long, value_parser = super::ranges::count)]
-    pub(super) search_epochs: Option<usize>,
-    /// Retrain epochs instead of the preset's.
-    #[arg(long, value_parser = super::ranges::count)]
-    pub(super) retrain_epochs: Option<usize>,
-    /// Continue the run in --out where it stopped.
+    /// Continue the run in --out where it stopped, with the settings it was started with.
     #[arg(long)]
     pub(super) resume: bool,
     /// Download CIFAR-10/100 into the cache first if it is not there.
     #[arg(long)]
     pub(super) download: bool,
-    /// Stop after this many search epochs of this invocation (to test --resume).
+    /// Stop after this many epochs (children, for multi-trial) of this invocation (to test --resume).
     #[arg(long, hide = true)]
     pub(super) stop_after: Option<usize>,
     /// No progress bars or per-epoch lines, only the result.
     #[arg(long)]
     pub(super) quiet: bool,
-    /// Also write each stage's per-epoch metrics as TensorBoard scalars (STAGE/tensorboard/).
-    #[arg(long)]
-    pub(super) tensorboard: bool,
     /// Print the outcome as one JSON object (no progress bars) instead of a sentence.
     #[arg(long)]
     pub(super) json: bool,
+    #[command(flatten)]
+    pub(super) device: super::DeviceArg,
+}
+
+/// The ENAS search's own settings, for `train` and `search --mode enas`.
+#[derive(Args)]
+pub struct EnasArgs {
+    /// Controller: PPO, REINFORCE (the paper) or uniformly random architectures [default: ppo].
+    #[arg(long, value_enum)]
+    pub(super) controller: Option<Algo>,
+    /// Search epochs instead of the preset's.
+    #[arg(long, value_parser = super::ranges::count)]
+    pub(super) search_epochs: Option<usize>,
+    /// Training images held out as the validation split (the controller's rewards; the retrain's per-epoch validation) instead of the preset's.
+    #[arg(long, value_parser = super::ranges::count)]
+    pub(super) valid_size: Option<usize>,
+    /// Macro search: skips concatenated and projected (the shape the child is
+    /// retrained in) or summed, as the authors' search code [default: concat].
+    #[arg(long, value_enum)]
+    pub(super) macro_skips: Option<MacroSkips>,
+    /// Also write each stage's per-epoch metrics as TensorBoard scalars (STAGE/tensorboard/).
+    #[arg(long)]
+    pub(super) tensorboard: bool,
+}
+
+/// `enas train`: search, derive and retrain.
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub(super) run: RunArgs,
+    #[command(flatten)]
+    pub(super) enas: EnasArgs,
+    /// Retrain epochs instead of the preset's.
+    #[arg(long, value_parser = super::ranges::count)]
+    pub(super) retrain_epochs: Option<usize>,
+}
+
+/// `enas search`: the ENAS search, or a multi-trial one.
+#[derive(Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub(super) run: RunArgs,
+    /// enas: one shared supernet (ENAS); multi-trial: every child trained from scratch (NAS-RL, MetaQNN).
+    #[arg(long, value_enum, default_value = "enas")]
+    pub(super) mode: Mode,
+    #[command(flatten)]
+    pub(super) enas: EnasArgs,
+    #[command(flatten)]
+    pub(super) trials: TrialArgs,
+}
+
+/// The multi-trial search's settings (`search --mode multi-trial`).
+#[derive(Args)]
+pub struct TrialArgs {
+    /// Multi-trial: how architectures are chosen [default: reinforce, as NAS-RL; qlearning on metaqnn, as MetaQNN].
+    #[arg(long, value_enum)]
+    pub(super) strategy: Option<Strategy>,
+    /// Multi-trial: distinct children to train [default: 60].
+    #[arg(long, value_parser = super::ranges::count)]
+    pub(super) budget: Option<usize>,
+    /// Multi-trial: epochs each child trains; its reward is its best validation accuracy [default: 2].
+    #[arg(long, value_parser = super::ranges::count)]
+    pub(super) child_epochs: Option<usize>,
+    /// Multi-trial, MetaQNN: filters and units are the paper's times this [default: 1].
+    #[arg(long, value_parser = super::ranges::positive, allow_negative_numbers = true)]
+    pub(super) width: Option<f64>,
+    /// Multi-trial: children train on the first N training images only.
+    #[arg(long, value_parser = super::ranges::count)]
+    pub(super) train_limit: Option<usize>,
+}
+
+impl TrialArgs {
+    /// The first multi-trial flag given, for a search that trains no children.
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.strategy.is_some(), "--strategy"),
+            (self.budget.is_some(), "--budget"),
+            (self.child_epochs.is_some(), "--child-epochs"),
+            (self.width.is_some(), "--width"),
+            (self.train_limit.is_some(), "--train-limit"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -105,6 +152,8 @@ pub struct DeriveArgs {
     /// No progress bars or per-epoch lines, only the result.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    device: super::DeviceArg,
 }
 
 pub(super) fn ensure_data(kind: DatasetKind, dir: &Option<PathBuf>, download: bool, show: bool) -> Result<()> {
@@ -126,87 +175,108 @@ pub(super) fn ensure_data(kind: DatasetKind, dir: &Option<PathBuf>, download: bo
     Ok(())
 }
 
-fn plan_of(a: &TrainArgs) -> Result<preset::Plan> {
-    if a.mode == Mode::Enas && !a.space.has_supernet() {
-        anyhow::bail!("--space {} has no supernet: search it with --mode multi-trial (or `enas bench nb201` for the NB201 table)", a.space.name());
+fn plan_of(run: &RunArgs, enas: &EnasArgs, retrain_epochs: Option<usize>) -> Result<preset::Plan> {
+    if !run.space.has_supernet() {
+        anyhow::bail!(
+            "--space {} has no supernet: search it with `enas search --mode multi-trial` (or `enas bench nb201` for the NB201 table)",
+            run.space.name()
+        );
+    }
+    if enas.macro_skips.is_some() && run.space != SpaceKind::Macro {
+        anyhow::bail!("--macro-skips: a setting of --space macro, not of {}", run.space.name());
     }
     let mut plan = preset::plan(&Choice {
-        preset: a.preset,
-        space: a.space,
-        algo: a.controller,
-        dataset: a.data.dataset,
-        data_dir: a.data.data_dir.clone(),
-        seed: a.seed,
+        preset: run.preset,
+        space: run.space,
+        algo: enas.controller.unwrap_or(Algo::Ppo),
+        dataset: run.data.dataset,
+        data_dir: run.data.data_dir.clone(),
+        seed: run.seed,
     });
-    if a.search_epochs == Some(0) || a.retrain_epochs == Some(0) {
-        anyhow::bail!("--search-epochs and --retrain-epochs must be positive");
-    }
-    if let Some(e) = a.search_epochs {
+    if let Some(e) = enas.search_epochs {
         plan.search.set_epochs(e);
     }
-    plan.search.net.macro_skips = a.macro_skips;
-    if let Some(e) = a.retrain_epochs {
+    if let Some(v) = enas.valid_size {
+        plan.search.valid_size = v;
+        plan.retrain.valid_size = v;
+    }
+    plan.search.net.macro_skips = enas.macro_skips.unwrap_or_default();
+    if let Some(e) = retrain_epochs {
         plan.retrain.set_epochs(e);
     }
     Ok(plan)
 }
 
-pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
-    if a.mode == Mode::MultiTrial {
-        anyhow::bail!("--mode multi-trial runs as `enas search`; retrain its best child with `enas retrain`");
-    }
-    let show = !a.quiet && !a.json;
-    ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
-    let plan = plan_of(&a)?;
-    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
-    let Some(result) = pipeline::run(&plan, &a.out, &opts, device)? else {
+fn run_options(run: &RunArgs, tensorboard: bool) -> RunOptions {
+    RunOptions { resume: run.resume, show_progress: !run.quiet && !run.json, stop_after: run.stop_after, skip_test: false, tensorboard }
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let r = &a.run;
+    let opts = run_options(r, a.enas.tensorboard);
+    let plan = plan_of(r, &a.enas, a.retrain_epochs)?;
+    ensure_data(r.data.dataset, &r.data.data_dir, r.download, opts.show_progress)?;
+    let device = r.device.open()?;
+    super::session::begin(&r.out, &r.out.join("config.json"), r.resume, &device, opts.show_progress)?;
+    let had_finished = r.resume && retrain::finished(&r.out.join("retrain")).is_some();
+    let Some(result) = pipeline::run(&plan, &r.out, &opts, &device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());
     };
-    crate::report::write(&a.out, &result)?;
-    super::record_command(&a.out)?;
-    crate::report::html::write(&a.out)?;
-    if a.json {
+    if had_finished {
+        eprintln!("{}: this run had finished; its result:", r.out.display());
+    }
+    crate::report::write(&r.out, &result)?;
+    crate::report::html::write(&r.out)?;
+    if r.json {
         println!("{}", crate::report::result_json(&result));
         return Ok(());
     }
     println!(
         "test accuracy {:.4} with {} (shared-weight valid {:.4}, uniform mean {:.4}); report in {}",
         result.retrain.test_accuracy,
-        result.derived.arch,
+        result.trained_arch(),
         result.derived.valid_accuracy,
         result.derived.uniform_mean,
-        a.out.join("report.md").display()
+        r.out.join("report.md").display()
     );
     Ok(())
 }
 
 /// The search stage alone, into `--out`/search.
-pub fn search(a: TrainArgs, device: &Device) -> Result<()> {
+pub fn search(a: SearchArgs) -> Result<()> {
     if a.mode == Mode::MultiTrial {
-        return super::multi_trial::search(&a, device);
+        return super::multi_trial::search(&a);
     }
-    let show = !a.quiet && !a.json;
-    ensure_data(a.data.dataset, &a.data.data_dir, a.download, show)?;
-    let plan = plan_of(&a)?;
-    let opts = RunOptions { resume: a.resume, show_progress: show, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
-    let Some(history) = search::run(&plan.search, &a.out.join("search"), &opts, device)? else {
+    if let Some(flag) = a.trials.first_given() {
+        anyhow::bail!("{flag}: a setting of --mode multi-trial (children trained from scratch), not of an ENAS search");
+    }
+    let r = &a.run;
+    let opts = run_options(r, a.enas.tensorboard);
+    let plan = plan_of(r, &a.enas, None)?;
+    ensure_data(r.data.dataset, &r.data.data_dir, r.download, opts.show_progress)?;
+    let device = r.device.open()?;
+    let dir = r.out.join("search");
+    super::session::begin(&r.out, &dir.join("config.json"), r.resume, &device, opts.show_progress)?;
+    let Some(history) = search::run(&plan.search, &dir, &opts, &device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());
     };
-    super::record_command(&a.out)?;
-    if a.json {
+    if r.json {
         println!("{}", serde_json::to_string(&history.last())?);
         return Ok(());
     }
     let last = history.last().map(|e| (e.favoured_arch.clone(), e.valid_accuracy)).unwrap_or_default();
-    println!("search done: favoured architecture {} (shared-weight valid {:.4}); derive with `enas derive --run {}`", last.0, last.1, a.out.display());
+    println!("search done: favoured architecture {} (shared-weight valid {:.4}); derive with `enas derive --run {}`", last.0, last.1, r.out.display());
     Ok(())
 }
 
-pub fn derive(a: DeriveArgs, device: &Device) -> Result<()> {
+pub fn derive(a: DeriveArgs) -> Result<()> {
+    let device = a.device.open()?;
     let opts = DeriveOptions { samples: a.samples, uniform: a.uniform };
-    let d = derive::run(&a.run.join("search"), &a.run.join("derive"), &opts, !a.quiet, device)?;
+    let before = pipeline::retrained(&a.run);
+    let d = derive::run(&a.run.join("search"), &a.run.join("derive"), &opts, !a.quiet, &device)?;
+    super::session::record_command(&a.run)?;
     println!(
         "derived {} (shared-weight valid {:.4}; uniform mean {:.4}); written to {}",
         d.arch,
@@ -214,5 +284,23 @@ pub fn derive(a: DeriveArgs, device: &Device) -> Result<()> {
         d.uniform_mean,
         a.run.join("derive").display()
     );
+    // A retrain of an earlier derive stays as it is: say what that means for the run.
+    if let Some(r) = before.filter(|r| r.arch != d.arch) {
+        let retrain = a.run.join("retrain");
+        if r.finished {
+            println!(
+                "note: {} keeps the model retrained from the earlier derive ({}); the report pairs its test accuracy with that architecture, and `enas train --resume` does not retrain the new one: retrain it with `enas retrain --arch {} --out DIR`",
+                retrain.display(),
+                r.arch,
+                a.run.join("derive").join("arch.json").display()
+            );
+        } else {
+            println!(
+                "note: {} was retraining the earlier derive ({}); `enas train --resume` now refuses to mix the two: remove that directory to retrain the new architecture",
+                retrain.display(),
+                r.arch
+            );
+        }
+    }
     Ok(())
 }

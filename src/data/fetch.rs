@@ -39,18 +39,32 @@ pub fn fetch(variant: Variant, source: &Source, dir: &Path, progress: bool) -> R
     if target.join(variant.test_file()).is_file() {
         return Ok(target);
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
-    let resp = ureq::get(&source.url).call().with_context(|| format!("{}: download failed", source.url))?;
+    let by_hand = || {
+        format!(
+            "without a network here, download {} elsewhere, check that its MD5 is {}, and extract it into {} (giving {})",
+            source.url,
+            source.md5,
+            dir.display(),
+            target.join(variant.test_file()).display()
+        )
+    };
+    let resp = ureq::get(&source.url).call().map_err(|e| {
+        // ureq names the URL itself; say it once.
+        let why = e.to_string();
+        let why = why.strip_prefix(&format!("{}: ", source.url)).unwrap_or(&why).to_string();
+        anyhow::anyhow!("{}: download failed: {why}; {}", source.url, by_hand())
+    })?;
     let total: Option<u64> = resp.header("Content-Length").and_then(|v| v.parse().ok());
     let bar = crate::train::progress::bytes_bar(total, progress);
     let mut body = Vec::new();
     let mut reader = bar.wrap_read(resp.into_reader());
-    reader.read_to_end(&mut body).with_context(|| format!("{}: download interrupted", source.url))?;
+    reader.read_to_end(&mut body).map_err(|e| anyhow::anyhow!("{}: download interrupted: {e}; {}", source.url, by_hand()))?;
     bar.finish_and_clear();
     let digest = format!("{:x}", Md5::digest(&body));
     if digest != source.md5.to_lowercase() {
         bail!("{}: MD5 {digest} does not match the published {}; nothing was extracted", source.url, source.md5);
     }
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
     let staging = dir.join(format!(".{}.partial", variant.folder()));
     let _ = std::fs::remove_dir_all(&staging);
     let gz = flate2::read::GzDecoder::new(&body[..]);

@@ -6,6 +6,9 @@ use super::draw::{graphs, to_svg};
 use super::escape;
 use super::plots::{line_chart, Series};
 use crate::space::{Arch, SpaceKind};
+use crate::train::checkpoint::stored_commands;
+use crate::train::checkpoint::{DEVICE, MACHINE};
+use crate::train::preset::Preset;
 use anyhow::Result;
 use serde_json::Value;
 use std::fmt::Write;
@@ -26,12 +29,33 @@ fn chart(html: &mut String, title: &str, y: &str, s: Vec<Series>) -> Result<()> 
     Ok(())
 }
 
-/// The architecture a directory settled on (derive's, else retrain's, else its own arch.json).
-fn arch_of(dir: &Path) -> Option<Arch> {
-    ["derive/arch.json", "retrain/arch.json", "arch.json"].iter().find_map(|p| {
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(p)).ok()?).ok()?;
-        Arch::from_json(SpaceKind::from_name(v["space"].as_str()?)?, &v).ok()
-    })
+/// The JSON in `path`, if it is there and parses.
+fn json_file(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// The architecture a stage directory trained or chose: its arch.json, else
+/// the `arch` of its config.json (a retrain still running).
+fn arch_in(dir: &Path) -> Option<Arch> {
+    if let Some(v) = json_file(&dir.join("arch.json")) {
+        return Arch::from_json(SpaceKind::from_name(v["space"].as_str()?)?, &v).ok();
+    }
+    let v = json_file(&dir.join("config.json"))?;
+    Arch::parse(SpaceKind::from_name(v["space"].as_str()?)?, v["arch"].as_str()?).ok()
+}
+
+/// The commands that worked on `dir` and its stages, in order, each once.
+fn commands(dir: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for d in [dir.to_path_buf(), dir.join("search"), dir.join("retrain")] {
+        for words in stored_commands(&d) {
+            let line = shell_words::join(&words);
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+    }
+    lines
 }
 
 /// Where each stage's files are: a pipeline run has subdirectories, a stage directory is its own.
@@ -66,10 +90,24 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
     let retrain = stage_dir(dir, "retrain", "metrics.jsonl");
     let retrain_rows = retrain.as_ref().map(|d| jsonl(&d.join("metrics.jsonl"))).unwrap_or_default();
     if let Some(t) = retrain_rows.iter().find_map(|r| r["test_accuracy"].as_f64()) {
-        writeln!(h, "<p class=\"big\"><b>Test accuracy {:.2}%</b> after retraining from scratch.</p>", 100.0 * t)?;
+        let params = retrain.as_ref().and_then(|d| json_file(&d.join("summary.json"))).and_then(|s| s["params"].as_u64());
+        let params = params.map_or(String::new(), |p| format!(" ({p} parameters)"));
+        writeln!(h, "<p class=\"big\"><b>Test accuracy {:.2}%</b> after retraining from scratch{params}.</p>", 100.0 * t)?;
     }
-    if let Ok(cmd) = std::fs::read_to_string(dir.join("command.txt")) {
-        writeln!(h, "<p>Reproduce with:</p><pre>{}</pre>", escape(cmd.trim()))?;
+    let config = json_file(&dir.join("config.json"));
+    if let Some(caveat) = config.as_ref().and_then(|c| serde_json::from_value::<Preset>(c["preset"].clone()).ok()).and_then(Preset::caveat) {
+        writeln!(h, "<p><b>{}</b></p>", escape(caveat))?;
+    }
+    let lines = commands(dir);
+    if !lines.is_empty() {
+        writeln!(h, "<p>Reproduce with:</p><pre>{}</pre>", escape(&lines.join("\n")))?;
+    }
+    let ran_on = config.as_ref().or(retrain.as_ref().and_then(|d| json_file(&d.join("config.json"))).as_ref()).map(|c| {
+        let machine = serde_json::from_value::<crate::ops::simd::Machine>(c[MACHINE].clone()).map(|m| m.to_string()).unwrap_or_default();
+        format!("{}; {machine}", c[DEVICE].as_str().unwrap_or("cpu"))
+    });
+    if let Some(ran_on) = ran_on {
+        writeln!(h, "<p>Started on device {}.</p>", escape(&ran_on))?;
     }
 
     // Stages and their time so far.
@@ -100,12 +138,18 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
     }
     h.push_str("</table>\n");
 
-    if let Some(arch) = arch_of(dir) {
-        writeln!(h, "<h2>Architecture</h2>\n<p><code>{}</code></p>\n<figure>{}</figure>", escape(&arch.to_arc_string()), to_svg(&graphs(&arch)))?;
+    architecture(&mut h, retrain.as_deref(), derive.as_deref())?;
+    if let Some(d) = derive.as_ref().and_then(|d| json_file(&d.join("derive.json"))) {
+        search_bought(&mut h, &d)?;
     }
 
     if !search_rows.is_empty() {
         h.push_str("<h2>Search</h2>\n");
+        h.push_str(
+            "<p>The <i>favoured architecture</i> is the policy's most likely one (its argmax) at the end of each epoch, \
+scored with the shared weights on the validation split. The policy's <i>entropy</i> is summed over all its decisions, in nats \
+(natural-log units): it falls as the controller settles on its choices.</p>\n",
+        );
         chart(
             &mut h,
             "controller reward and shared-weight accuracy",
@@ -164,7 +208,10 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
     }
     if !epochs.is_empty() {
         h.push_str("<h2>Retrain</h2>\n");
-        chart(&mut h, "loss", "cross-entropy", vec![series(&retrain_rows, "train_loss", "train"), series(&retrain_rows, "valid_loss", "valid")])?;
+        // The training loss carries the auxiliary head's weighted loss; validation is the classifier's cross-entropy alone.
+        let aux = retrain.as_ref().and_then(|d| json_file(&d.join("config.json"))).and_then(|c| c["aux_weight"].as_f64()).filter(|w| *w > 0.0);
+        let train_name = aux.map_or("train, cross-entropy".to_string(), |w| format!("train, cross-entropy + {w} x auxiliary head's"));
+        chart(&mut h, "loss", "loss", vec![series(&retrain_rows, "train_loss", &train_name), series(&retrain_rows, "valid_loss", "valid, cross-entropy")])?;
         chart(&mut h, "accuracy", "accuracy", vec![series(&retrain_rows, "train_accuracy", "train"), series(&retrain_rows, "valid_accuracy", "valid")])?;
     }
     if let Ok(cfg) = std::fs::read_to_string(dir.join("config.json")) {
@@ -172,6 +219,53 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
     }
     h.push_str("</body></html>\n");
     Ok(h)
+}
+
+/// The architecture retrained (whose test accuracy the page shows) and the one
+/// derived, drawn; both when `enas derive` chose again after the retrain.
+fn architecture(h: &mut String, retrain: Option<&Path>, derive: Option<&Path>) -> Result<()> {
+    let retrained = retrain.and_then(arch_in);
+    let derived = derive.and_then(arch_in);
+    if retrained.is_none() && derived.is_none() {
+        return Ok(());
+    }
+    h.push_str("<h2>Architecture</h2>\n");
+    let same = retrained.as_ref().zip(derived.as_ref()).is_some_and(|(r, d)| r.to_arc_string() == d.to_arc_string());
+    let mut draw =
+        |what: &str, arch: &Arch| writeln!(h, "<p>{what}: <code>{}</code></p>\n<figure>{}</figure>", escape(&arch.to_arc_string()), to_svg(&graphs(arch)));
+    match (&retrained, &derived) {
+        (Some(r), _) if same => draw("Derived and retrained", r)?,
+        (Some(r), Some(d)) => {
+            draw("Retrained (the test accuracy above is this one's)", r)?;
+            draw("Derived again since, not retrained", d)?;
+        }
+        (Some(r), None) => draw("Retrained", r)?,
+        (None, Some(d)) => draw("Derived (not retrained yet)", d)?,
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// The derived architecture's shared-weight accuracy beside what random draws and the policy got.
+fn search_bought(h: &mut String, d: &Value) -> Result<()> {
+    let scores = |source: &str| -> Vec<f64> {
+        d["candidates"].as_array().into_iter().flatten().filter(|c| c["source"] == source).filter_map(|c| c["valid_accuracy"].as_f64()).collect()
+    };
+    let (uniform, policy) = (scores("uniform"), scores("policy"));
+    h.push_str("<h2>What the search bought</h2>\n<table><tr><th></th><th>shared-weight validation accuracy</th></tr>\n");
+    if let Some(v) = d["valid_accuracy"].as_f64() {
+        writeln!(h, "<tr><td>derived architecture ({})</td><td>{v:.4}</td></tr>", escape(d["source"].as_str().unwrap_or("")))?;
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    if !policy.is_empty() {
+        writeln!(h, "<tr><td>mean of the {} policy samples</td><td>{:.4}</td></tr>", policy.len(), mean(&policy))?;
+    }
+    if !uniform.is_empty() {
+        writeln!(h, "<tr><td>mean of {} uniformly random architectures</td><td>{:.4}</td></tr>", uniform.len(), mean(&uniform))?;
+        writeln!(h, "<tr><td>best of them</td><td>{:.4}</td></tr>", uniform.iter().copied().fold(f64::MIN, f64::max))?;
+    }
+    h.push_str("</table>\n");
+    Ok(())
 }
 
 /// Writes `dir/report.html`; returns its path.

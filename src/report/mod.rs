@@ -38,7 +38,9 @@ pub fn result_json(r: &TrainResult) -> serde_json::Value {
         "space": p.search.space,
         "dataset": p.search.dataset.name(),
         "controller": p.search.controller.algo.name(),
-        "arch": r.derived.arch,
+        "preset": p.preset.name(),
+        "arch": r.trained_arch(),
+        "derived_arch": r.derived.arch,
         "test_accuracy": r.retrain.test_accuracy,
         "shared_valid_accuracy": r.derived.valid_accuracy,
         "uniform_mean_shared_valid_accuracy": r.derived.uniform_mean,
@@ -54,18 +56,29 @@ pub fn result_json(r: &TrainResult) -> serde_json::Value {
     })
 }
 
-pub fn report_md(r: &TrainResult) -> Result<String> {
+/// `report.md`; `device` is the one the run started on (its `config.json`).
+pub fn report_md(r: &TrainResult, device: &str) -> Result<String> {
     let p = &r.plan;
     let (first, last) = reward_trend(r);
     let mut s = String::new();
     writeln!(s, "# enas run: {:?} space, {} controller, {}", p.search.space, p.search.controller.algo.name(), p.search.dataset.name())?;
     writeln!(s)?;
+    if let Some(caveat) = p.preset.caveat() {
+        writeln!(s, "**{caveat}**")?;
+        writeln!(s)?;
+    }
     writeln!(s, "**Test accuracy {:.2}%** after retraining from scratch ({} parameters).", 100.0 * r.retrain.test_accuracy, r.retrain.params)?;
     writeln!(s)?;
-    writeln!(s, "Chosen architecture (the authors' string format):")?;
+    writeln!(s, "Chosen and retrained architecture (the authors' string format):")?;
     writeln!(s)?;
-    writeln!(s, "```\n{}\n```", r.derived.arch)?;
+    writeln!(s, "```\n{}\n```", r.trained_arch())?;
     writeln!(s)?;
+    if r.trained_arch() != r.derived.arch {
+        writeln!(s, "`enas derive` chose again after that retrain (not retrained; the table below is this one's):")?;
+        writeln!(s)?;
+        writeln!(s, "```\n{}\n```", r.derived.arch)?;
+        writeln!(s)?;
+    }
     writeln!(s, "## What the search bought")?;
     writeln!(s)?;
     let uniform = r.derived.candidates.iter().filter(|c| c.source == "uniform").count();
@@ -87,6 +100,8 @@ pub fn report_md(r: &TrainResult) -> Result<String> {
     writeln!(s)?;
     writeln!(s, "## Search, per epoch")?;
     writeln!(s)?;
+    writeln!(s, "The favoured architecture is the policy's most likely one (its argmax) at the end of the epoch, scored with the shared weights on the validation split; the entropy is the policy's, summed over its decisions, in nats. The shared loss includes the auxiliary head's weighted loss where the search has one.")?;
+    writeln!(s)?;
     writeln!(s, "| epoch | shared loss | shared acc | mean reward | baseline | entropy | clip frac | KL | favoured arch valid acc | seconds |")?;
     writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")?;
     for e in &r.search {
@@ -99,10 +114,22 @@ pub fn report_md(r: &TrainResult) -> Result<String> {
     writeln!(s)?;
     writeln!(s, "## Retrain, per epoch")?;
     writeln!(s)?;
-    writeln!(s, "| epoch | train loss | train acc | valid acc | images/s | seconds |")?;
-    writeln!(s, "| --- | --- | --- | --- | --- | --- |")?;
+    if r.plan.retrain.aux_weight > 0.0 {
+        writeln!(
+            s,
+            "The train loss includes {} x the auxiliary head's loss; the valid loss is the classifier's cross-entropy alone.",
+            r.plan.retrain.aux_weight
+        )?;
+        writeln!(s)?;
+    }
+    writeln!(s, "| epoch | train loss | train acc | valid loss | valid acc | images/s | seconds |")?;
+    writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |")?;
     for e in &r.retrain.epochs {
-        writeln!(s, "| {} | {:.4} | {:.4} | {:.4} | {:.0} | {:.0} |", e.epoch, e.train_loss, e.train_accuracy, e.valid_accuracy, e.images_per_s, e.seconds)?;
+        writeln!(
+            s,
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} | {:.0} |",
+            e.epoch, e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy, e.images_per_s, e.seconds
+        )?;
     }
     writeln!(s)?;
     writeln!(s, "## Time per stage")?;
@@ -114,12 +141,18 @@ pub fn report_md(r: &TrainResult) -> Result<String> {
     writeln!(s, "| retrain ({}) | {:.0} |", count_of(r.retrain.epochs.len(), "epoch"), r.retrain.seconds)?;
     writeln!(s, "| total | {:.0} |", r.search_seconds + r.derived.seconds + r.retrain.seconds)?;
     writeln!(s)?;
-    writeln!(s, "Finished on {}; each stage's `config.json` records the machine it started on.", crate::ops::simd::Machine::current())?;
+    writeln!(
+        s,
+        "Started on device {device}; finished on {}; each stage's `config.json` records the device and machine it started on.",
+        crate::ops::simd::Machine::current()
+    )?;
     Ok(s)
 }
 
 /// Writes `report.md` and `result.json` into `out`.
 pub fn write(out: &Path, r: &TrainResult) -> Result<()> {
-    write_atomic(&out.join("report.md"), &report_md(r)?)?;
+    let config: serde_json::Value = std::fs::read_to_string(out.join("config.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let device = config[crate::train::checkpoint::DEVICE].as_str().unwrap_or("cpu");
+    write_atomic(&out.join("report.md"), &report_md(r, device)?)?;
     write_atomic(&out.join("result.json"), &serde_json::to_string_pretty(&result_json(r))?)
 }

@@ -139,15 +139,35 @@ impl Arch {
 
     /// `arg` is an architecture string, or a path to a text file with one, or to an `arch.json`.
     pub fn load(space: SpaceKind, arg: &str) -> anyhow::Result<Arch> {
+        Arch::load_in(Some(space), arg)
+    }
+
+    /// As `load`; with no space given, the one an `arch.json` records, else micro.
+    /// An architecture that does not parse in its space but does in another says which.
+    pub fn load_in(space: Option<SpaceKind>, arg: &str) -> anyhow::Result<Arch> {
         use anyhow::Context;
         let path = std::path::Path::new(arg);
+        let parse = |text: &str| -> anyhow::Result<Arch> {
+            let want = space.unwrap_or(SpaceKind::Micro);
+            Arch::parse(want, text).map_err(|e| {
+                let other = [SpaceKind::Micro, SpaceKind::Macro, SpaceKind::Nb201, SpaceKind::Metaqnn]
+                    .into_iter()
+                    .find(|s| *s != want && Arch::parse(*s, text).is_ok());
+                match other {
+                    Some(o) => anyhow::anyhow!("{e} (it reads as a {} architecture: add --space {})", o.name(), o.name()),
+                    None => e.into(),
+                }
+            })
+        };
         if path.is_file() {
             let text = std::fs::read_to_string(path).with_context(|| format!("{arg}: cannot read"))?;
             if text.trim_start().starts_with('{') {
                 let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{arg}: not valid JSON"))?;
+                let recorded = v.get("space").and_then(|s| s.as_str()).and_then(SpaceKind::from_name);
+                let space = space.or(recorded).unwrap_or(SpaceKind::Micro);
                 return Arch::from_json(space, &v).with_context(|| format!("{arg}"));
             }
-            return Arch::parse(space, &text).with_context(|| format!("{arg}"));
+            return parse(&text).with_context(|| format!("{arg}"));
         }
         // A single word with a folder or an extension is a file name, mistyped or missing, not an architecture.
         let word = !arg.trim().is_empty() && !arg.contains(char::is_whitespace) && !arg.starts_with('|');
@@ -155,6 +175,6 @@ impl Arch {
         if word && (arg.contains('/') || extension) {
             anyhow::bail!("{arg}: no such file (give an architecture file or the architecture itself)");
         }
-        Ok(Arch::parse(space, arg)?)
+        parse(arg)
     }
 }

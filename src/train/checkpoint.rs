@@ -74,20 +74,29 @@ pub fn load_varmap(varmap: &VarMap, tensors: &HashMap<String, Tensor>, prefix: &
 }
 
 /// Readies `out` for a run with settings `cfg`: refuses to overwrite an existing
-/// run unless resuming, refuses to resume with other settings, writes
-/// `config.json` (the settings, and the machine the run started on).
-pub fn prepare_run_dir<T: serde::Serialize>(out: &Path, cfg: &T, resume: bool, checkpoint: &str) -> Result<()> {
+/// run unless resuming, refuses to resume with other settings (naming them),
+/// writes `config.json` (the settings, the machine and the device the run
+/// started on).
+pub fn prepare_run_dir<T: serde::Serialize>(out: &Path, cfg: &T, resume: bool, checkpoint: &str, device: &Device) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create output directory", out.display()))?;
     let config_path = out.join("config.json");
     // Compared as values parsed alike, so floats round-trip exactly.
     let mut record = serde_json::from_str::<serde_json::Value>(&serde_json::to_string(cfg)?)?;
     let mut machine = serde_json::to_value(Machine::current())?;
+    let mut device_name = serde_json::json!(crate::ops::device::name(device));
     if resume {
         if let Ok(old) = std::fs::read_to_string(&config_path) {
             let mut old: serde_json::Value = serde_json::from_str(&old).with_context(|| format!("{}: not valid JSON", config_path.display()))?;
             let started_on = old.as_object_mut().and_then(|o| o.remove(MACHINE));
-            if old != record {
-                anyhow::bail!("{}: the run there was started with other settings; resume it with the same ones or choose another --out", config_path.display());
+            let started_device = old.as_object_mut().and_then(|o| o.remove(DEVICE));
+            let changed = differences(&old, &record, "");
+            if !changed.is_empty() {
+                anyhow::bail!(
+                    "{}: the run there was started with other settings ({}); resume it with `--resume --out {}` alone to keep them, or choose another --out",
+                    config_path.display(),
+                    changed.join("; "),
+                    out.display()
+                );
             }
             if let Some(started_on) = started_on {
                 let kernels = |m: &serde_json::Value| m.get("kernels").and_then(|k| k.as_str()).unwrap_or("unknown").to_string();
@@ -100,18 +109,52 @@ pub fn prepare_run_dir<T: serde::Serialize>(out: &Path, cfg: &T, resume: bool, c
                 }
                 machine = started_on;
             }
+            if let Some(started_device) = started_device {
+                if started_device != device_name {
+                    eprintln!("note: this run started on {started_device} and continues on {device_name}: its numbers will differ from an uninterrupted run's");
+                }
+                device_name = started_device;
+            }
         }
     } else if out.join(checkpoint).exists() {
         anyhow::bail!("{}: a run is already there; pass --resume to continue it or choose another --out", out.display());
     }
     if let Some(o) = record.as_object_mut() {
         o.insert(MACHINE.into(), machine);
+        o.insert(DEVICE.into(), device_name);
     }
     write_atomic(&config_path, &serde_json::to_string_pretty(&record)?)
 }
 
+/// The settings that differ between two records, as `path: then -> now`.
+fn differences(then: &serde_json::Value, now: &serde_json::Value, path: &str) -> Vec<String> {
+    use serde_json::Value;
+    let at = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    match (then, now) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().flat_map(|k| differences(a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null), &at(k))).collect()
+        }
+        _ if then == now => Vec::new(),
+        _ => vec![format!("{}: {then} then, {now} now", if path.is_empty() { "settings" } else { path })],
+    }
+}
+
 /// The key of `config.json` that records the CPU and kernel set a run started on.
 pub const MACHINE: &str = "machine";
+/// The key of `config.json` that records the device a run started on.
+pub const DEVICE: &str = "device";
+
+/// The file of a run directory that holds, a line each, the commands that worked on it.
+pub const COMMANDS: &str = "command.txt";
+
+/// The command lines stored in `dir`, split into words.
+pub fn stored_commands(dir: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join(COMMANDS)).unwrap_or_default();
+    text.lines().filter_map(|l| shell_words::split(l).ok()).filter(|w| !w.is_empty()).collect()
+}
 
 /// Writes `text` to `path` atomically.
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {

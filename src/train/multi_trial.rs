@@ -68,7 +68,7 @@ pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, device: &Devic
     if !opts.resume && out.join("children").exists() {
         anyhow::bail!("{}: a run is already there; pass --resume to continue it or choose another --out", out.display());
     }
-    checkpoint::prepare_run_dir(out, cfg, opts.resume, LOG)?;
+    checkpoint::prepare_run_dir(out, cfg, opts.resume, LOG, device)?;
     let log_path = out.join(LOG);
     let mut log = read_log(&log_path)?;
     let mut cache: HashMap<String, f64> = log.iter().map(|t| (t.arch.clone(), t.reward)).collect();

@@ -19,6 +19,30 @@ pub struct TrainResult {
     pub retrain: Summary,
 }
 
+impl TrainResult {
+    /// The architecture whose test accuracy this is: the retrain's (a later `enas derive` may have chosen another).
+    pub fn trained_arch(&self) -> &str {
+        if self.retrain.arch.is_empty() {
+            &self.derived.arch
+        } else {
+            &self.retrain.arch
+        }
+    }
+}
+
+/// The architecture a run's retrain stage trains (or trained), from its `config.json`.
+pub struct Retrained {
+    pub arch: String,
+    pub finished: bool,
+}
+
+/// What the retrain stage of the run in `out` holds, if it has started.
+pub fn retrained(out: &Path) -> Option<Retrained> {
+    let dir = out.join("retrain");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
+    Some(Retrained { arch: config["arch"].as_str()?.to_string(), finished: retrain::finished(&dir).is_some() })
+}
+
 /// Present once a run has started in a directory.
 const STARTED: &str = "search";
 
@@ -26,7 +50,7 @@ const STARTED: &str = "search";
 /// (counted in search epochs) ended the run early.
 pub fn run(plan: &Plan, out: &Path, opts: &RunOptions, device: &Device) -> Result<Option<TrainResult>> {
     // Each stage's directory guards its own settings; the plan guards the whole.
-    super::checkpoint::prepare_run_dir(out, plan, opts.resume, STARTED)?;
+    super::checkpoint::prepare_run_dir(out, plan, opts.resume, STARTED, device)?;
     let stage_opts = RunOptions { resume: true, ..opts.clone() };
     let search_dir = out.join("search");
     let Some(history) = search::run(&plan.search, &search_dir, &stage_opts, device)? else {
@@ -45,7 +69,11 @@ pub fn run(plan: &Plan, out: &Path, opts: &RunOptions, device: &Device) -> Resul
         }
     };
     let mut retrain_cfg = plan.retrain.clone();
-    retrain_cfg.arch = derived.arch.clone();
+    // A finished retrain keeps the architecture it trained, though `enas derive` may have chosen another since.
+    retrain_cfg.arch = match retrained(out) {
+        Some(r) if r.finished => r.arch,
+        _ => derived.arch.clone(),
+    };
     let Some(summary) = retrain::run(&retrain_cfg, &out.join("retrain"), &RunOptions { stop_after: None, ..stage_opts }, device)? else {
         return Ok(None);
     };

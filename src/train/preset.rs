@@ -13,17 +13,35 @@ use crate::space::SpaceKind;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     Smoke,
+    #[default]
     Quick,
     Paper,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Smoke => "smoke",
+            Preset::Quick => "quick",
+            Preset::Paper => "paper",
+        }
+    }
+
+    /// What a result of this preset is worth, for reports.
+    pub fn caveat(self) -> Option<&'static str> {
+        (self == Preset::Smoke).then_some("smoke: a plumbing check in seconds, not a result; its accuracy means nothing")
+    }
 }
 
 /// Everything `enas train` runs; the retrain's `arch` is filled in by derive.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plan {
+    #[serde(default)]
+    pub preset: Preset,
     pub search: SearchConfig,
     pub derive: DeriveOptions,
     pub retrain: RetrainConfig,
@@ -327,5 +345,5 @@ pub fn plan(c: &Choice) -> Plan {
         seed: c.seed,
         data_seed: None,
     };
-    Plan { search: search_cfg, derive: DeriveOptions { samples: derive, uniform: derive }, retrain: retrain_cfg }
+    Plan { preset: c.preset, search: search_cfg, derive: DeriveOptions { samples: derive, uniform: derive }, retrain: retrain_cfg }
 }

@@ -73,6 +73,9 @@ pub struct EpochMetrics {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
+    /// The architecture trained, in the authors' string format.
+    #[serde(default)]
+    pub arch: String,
     pub test_accuracy: f64,
     pub test_loss: f64,
     pub epochs: Vec<EpochMetrics>,
@@ -140,6 +143,13 @@ fn model_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
 }
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Written when a retrain has finished: its `Summary`.
+pub const SUMMARY: &str = "summary.json";
+
+/// The summary of the finished retrain in `out`, if it has finished.
+pub fn finished(out: &Path) -> Option<Summary> {
+    serde_json::from_str(&std::fs::read_to_string(out.join(SUMMARY)).ok()?).ok()
+}
 
 /// A loss that became NaN or infinite (a multi-trial search scores the child 0).
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +179,10 @@ pub struct RunOptions {
 pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) -> Result<Option<Summary>> {
     let (resume, show_progress) = (opts.resume, opts.show_progress);
     let ckpt_path = out.join(CHECKPOINT);
-    checkpoint::prepare_run_dir(out, cfg, resume, CHECKPOINT)?;
+    checkpoint::prepare_run_dir(out, cfg, resume, CHECKPOINT, device)?;
+    if let Some(done) = finished(out).filter(|_| resume) {
+        return Ok(Some(done));
+    }
 
     let data = load_data(cfg)?;
     let Setup { data, varmap, net, eval_net, arch } = build(cfg, data, device)?;
@@ -282,8 +295,9 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
     varmap.save(out.join("model.safetensors")).context("cannot write model.safetensors")?;
     checkpoint::readable(&out.join("model.safetensors"))?;
     write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch.to_json())?)?;
-    let summary = Summary { test_accuracy, test_loss, epochs: history, params, seconds };
+    let summary = Summary { arch: arch.to_arc_string(), test_accuracy, test_loss, epochs: history, params, seconds };
     write_metrics(out, &summary.epochs, Some((test_accuracy, test_loss)).filter(|t| t.0.is_finite()))?;
+    write_atomic(&out.join(SUMMARY), &serde_json::to_string_pretty(&summary)?)?;
     Ok(Some(summary))
 }
 

@@ -201,7 +201,7 @@ pub fn controller_adam(ctrl: &Controller, lr: f64) -> Adam {
 /// Runs (or resumes) the search in `out`. Returns None when `stop_after` ended it early.
 pub fn run(cfg: &SearchConfig, out: &Path, opts: &RunOptions, device: &Device) -> Result<Option<Vec<SearchEpoch>>> {
     let ckpt_path = out.join(CHECKPOINT);
-    checkpoint::prepare_run_dir(out, cfg, opts.resume, CHECKPOINT)?;
+    checkpoint::prepare_run_dir(out, cfg, opts.resume, CHECKPOINT, device)?;
     let data = load_data(cfg)?;
     let SearchSetup { data, varmap, supernet, eval_net, controller } = build(cfg, data, device)?;
     let mut sgd = Sgd::new(trainable_vars(&varmap), cfg.sgd.clone());

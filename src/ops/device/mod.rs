@@ -14,3 +14,20 @@ pub fn prepare(device: &candle_core::Device) -> candle_core::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// The device as a run records it: `cpu` or `cuda:N`.
+pub fn name(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// The device as a run prints it once: its name, and on the CPU the model and kernel set.
+pub fn describe(device: &candle_core::Device) -> String {
+    match device {
+        candle_core::Device::Cpu => format!("cpu, {}", crate::ops::kernels::simd::Machine::current()),
+        _ => name(device),
+    }
+}
