@@ -86,10 +86,12 @@ fn odd_channel_count() {
 #[test]
 fn fetch_from_an_unreachable_mirror() {
     let t = tempfile::tempdir().unwrap();
-    assert_one_line_error(
-        &["data", "fetch", "cifar10", "--dir", t.path().to_str().unwrap(), "--url", "http://127.0.0.1:9/cifar.tar.gz"],
-        &["127.0.0.1:9", "download failed"],
-    );
+    let dir = t.path().join("cache");
+    let url = "http://127.0.0.1:9/cifar.tar.gz";
+    assert_one_line_error(&["data", "fetch", "cifar10", "--data-dir", dir.to_str().unwrap(), "--url", url], &["download failed", "elsewhere", "extract it into"]);
+    let (_, _, err) = enas(&["data", "fetch", "cifar10", "--dir", dir.to_str().unwrap(), "--url", url]);
+    assert_eq!(err.matches(url).count(), 2, "the URL once for the failure, once for the download by hand: {err}");
+    assert!(!dir.exists(), "a failed download leaves no empty directory");
 }
 
 /// The published cell retrained for one epoch at toy size on the data in `data`, into `out`.
