@@ -88,7 +88,10 @@ fn fetch_from_an_unreachable_mirror() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("cache");
     let url = "http://127.0.0.1:9/cifar.tar.gz";
-    assert_one_line_error(&["data", "fetch", "cifar10", "--data-dir", dir.to_str().unwrap(), "--url", url], &["download failed", "elsewhere", "extract it into"]);
+    assert_one_line_error(
+        &["data", "fetch", "cifar10", "--data-dir", dir.to_str().unwrap(), "--url", url],
+        &["download failed", "elsewhere", "extract it into"],
+    );
     let (_, _, err) = enas(&["data", "fetch", "cifar10", "--dir", dir.to_str().unwrap(), "--url", url]);
     assert_eq!(err.matches(url).count(), 2, "the URL once for the failure, once for the download by hand: {err}");
     assert!(!dir.exists(), "a failed download leaves no empty directory");

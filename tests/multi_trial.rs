@@ -169,3 +169,26 @@ fn json_prints_one_object_with_the_best_child() {
     let best = v["best"]["reward"].as_f64().unwrap();
     assert!(outcome(&out).iter().all(|t| t.2 <= best));
 }
+
+#[test]
+fn smoke_is_small_in_multi_trial_too_and_children_are_reported_when_redirected() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 256, 40, true);
+    let out = t.path().join("mq");
+    // stderr is a pipe here, as when redirected to a file: every child still has its line as it finishes.
+    let args: Vec<String> =
+        ["search", "--mode", "multi-trial", "--space", "metaqnn", "--preset", "smoke", "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let (code, _, err) = enas(&args);
+    assert_eq!(code, 0, "{err}");
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("search/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["budget"], 4);
+    assert_eq!(cfg["child"]["epochs"], 1);
+    assert_eq!(cfg["child"]["net"]["width"], 0.0625, "MetaQNN's 512 filters are 32 under smoke");
+    for i in 0..4 {
+        assert!(err.contains(&format!("child {i:>3}: ")), "child {i} not reported: {err}");
+    }
+}

@@ -5,7 +5,7 @@ use crate::controller::{Algo, Strategy};
 use crate::model::NetConfig;
 use crate::space::SpaceKind;
 use crate::train::multi_trial::{self, MultiTrialConfig, TrialRecord};
-use crate::train::preset::{self, Choice};
+use crate::train::preset::{self, Choice, Preset};
 use crate::train::retrain::RunOptions;
 use crate::train::trials::StrategyConfig;
 use anyhow::{bail, Result};
@@ -24,11 +24,13 @@ pub fn config(a: &SearchArgs) -> Result<MultiTrialConfig> {
         }
     }
     let (r, t) = (&a.run, &a.trials);
-    let width = t.width.unwrap_or(1.0);
+    // Smoke is a plumbing check in seconds in every mode: a few children, one epoch, MetaQNN's filters at 1/16.
+    let smoke = r.preset == Preset::Smoke;
+    let width = t.width.unwrap_or(if smoke { 1.0 / 16.0 } else { 1.0 });
     if width > 4.0 {
         bail!("--width must be in (0, 4], got {width}");
     }
-    let budget = t.budget.unwrap_or(60);
+    let budget = t.budget.unwrap_or(if smoke { 4 } else { 60 });
     let strategy = t.strategy.unwrap_or(if r.space == SpaceKind::Metaqnn { Strategy::Qlearning } else { Strategy::Reinforce });
     match (r.space, strategy) {
         (SpaceKind::Nb201, _) => bail!("--space nb201 is a table, not trained here: use `enas bench nb201 --table FILE`"),
@@ -50,7 +52,7 @@ pub fn config(a: &SearchArgs) -> Result<MultiTrialConfig> {
     child.aux_weight = 0.0;
     child.net = NetConfig { aux_head: false, drop_path: 0.0, width, ..plan.search.net.clone() };
     child.batch = plan.search.batch;
-    child.set_epochs(t.child_epochs.unwrap_or(2));
+    child.set_epochs(t.child_epochs.unwrap_or(if smoke { 1 } else { 2 }));
     child.train_limit = t.train_limit.or(child.train_limit);
     child.valid_size = enas.valid_size.unwrap_or(plan.search.valid_size);
     if child.valid_size == 0 {

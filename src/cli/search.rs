@@ -103,13 +103,13 @@ pub struct TrialArgs {
     /// Multi-trial: how architectures are chosen [default: reinforce, as NAS-RL; qlearning on metaqnn, as MetaQNN].
     #[arg(long, value_enum)]
     pub(super) strategy: Option<Strategy>,
-    /// Multi-trial: distinct children to train [default: 60].
+    /// Multi-trial: distinct children to train [default: 60; 4 under --preset smoke].
     #[arg(long, value_parser = super::ranges::count)]
     pub(super) budget: Option<usize>,
-    /// Multi-trial: epochs each child trains; its reward is its best validation accuracy [default: 2].
+    /// Multi-trial: epochs each child trains; its reward is its best validation accuracy [default: 2; 1 under --preset smoke].
     #[arg(long, value_parser = super::ranges::count)]
     pub(super) child_epochs: Option<usize>,
-    /// Multi-trial, MetaQNN: filters and units are the paper's times this [default: 1].
+    /// Multi-trial, MetaQNN: filters and units are the paper's times this [default: 1; 1/16 under --preset smoke].
     #[arg(long, value_parser = super::ranges::positive, allow_negative_numbers = true)]
     pub(super) width: Option<f64>,
     /// Multi-trial: children train on the first N training images only.

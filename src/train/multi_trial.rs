@@ -112,7 +112,7 @@ pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, device: &Devic
             text.push('\n');
             write_atomic(&log_path, &text)?;
             if opts.show_progress {
-                bar.println(format!("child {index:>3}: {:.4} {}", rec.reward, rec.arch));
+                super::progress::say(&bar, opts.show_progress, format!("child {index:>3}: {:.4} {}", rec.reward, rec.arch));
             }
             log.push(rec);
             bar.set_position(log.len() as u64);

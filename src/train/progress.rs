@@ -24,3 +24,16 @@ pub fn bytes_bar(len: Option<u64>, show: bool) -> ProgressBar {
     );
     bar
 }
+
+/// Prints a line above `bar`, or on its own where the bar is not drawn
+/// (stderr redirected): indicatif drops `println` on a hidden bar.
+pub fn say(bar: &ProgressBar, show: bool, line: String) {
+    if !show {
+        return;
+    }
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
