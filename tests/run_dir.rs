@@ -200,3 +200,39 @@ fn architectures_of_another_space_are_named_and_arch_json_brings_its_space() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("1 0 1 3 0 0") && std::fs::read_to_string(&svg).unwrap().contains("macro network"), "{out}");
 }
+
+#[test]
+fn runs_lists_each_run_with_how_far_it_got() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 256, 40, true);
+    let runs = t.path().join("runs");
+    let d = data.to_str().unwrap();
+    let at = |name: &str| runs.join(name).to_str().unwrap().to_string();
+    let (code, _, err) = enas(&["train", "--preset", "smoke", "--data-dir", d, "--out", &at("done"), "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) =
+        enas(&["search", "--preset", "smoke", "--controller", "reinforce", "--data-dir", d, "--out", &at("half"), "--stop-after", "1", "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::create_dir_all(runs.join("notes")).unwrap();
+    let (code, table, err) = enas(&["runs", runs.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two runs, no row for notes/: {table}");
+    assert!(lines[0].starts_with("run ") && lines[0].contains("test acc"), "{table}");
+    let accuracy = json(&runs.join("done/result.json"))["test_accuracy"].as_f64().unwrap();
+    let done = lines[1];
+    assert!(
+        done.starts_with("done ") && done.contains("enas/ppo") && done.contains("finished") && done.contains(&format!("{:.2}%", 100.0 * accuracy)),
+        "{done}"
+    );
+    assert!(done.contains("enas train --preset smoke"), "{done}");
+    let half = lines[2];
+    assert!(half.starts_with("half ") && half.contains("enas/reinforce") && half.contains("search 1/2") && half.contains(" - "), "{half}");
+    let (code, out, _) = enas(&["runs", runs.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["test_accuracy"].as_f64(), Some(accuracy));
+    assert_eq!(rows[1]["stage"], "search 1/2");
+}

@@ -83,6 +83,15 @@ enum Command {
     Draw(DrawArgs),
     /// Write RUN/report.html for a run or stage directory (also while it runs).
     Report(ReportArgs),
+    /// The runs in a directory, a row each: space, method, stage reached, test accuracy, time, command.
+    Runs {
+        /// A directory of runs (each the --out of a train, search or retrain), or one run.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// One JSON object per run, a line each, instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -398,6 +407,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(b) => bench::run(b),
         Command::Draw(a) => draw(&a),
+        Command::Runs { dir, json } => {
+            let rows = crate::report::runs::scan(&dir)?;
+            if json {
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else if rows.is_empty() {
+                println!("no runs in {}", dir.display());
+            } else {
+                print!("{}", crate::report::runs::table(&rows, &dir));
+            }
+            Ok(())
+        }
         Command::Report(a) => {
             let dir = a.dir.or(a.run).expect("clap requires one");
             let path = crate::report::html::write(&dir)?;

@@ -3,6 +3,7 @@
 pub mod draw;
 pub mod html;
 pub mod plots;
+pub mod runs;
 
 use crate::train::checkpoint::write_atomic;
 use crate::train::pipeline::TrainResult;
