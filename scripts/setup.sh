@@ -27,16 +27,19 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# rustfmt checks the house style in CI (.ci/run); rustup's minimal profile lacks it.
-if ! cargo fmt --version >/dev/null 2>&1; then
-    if command -v rustup >/dev/null 2>&1; then
-        echo "setup: installing rustfmt"
-        rustup component add rustfmt
-    else
-        echo "setup: cargo fmt not found; install rustfmt (rustup component add rustfmt) and run this again" >&2
-        exit 1
+# rustfmt and clippy check the house style and lints in CI (.ci/run); rustup's minimal profile lacks them.
+for tool in fmt clippy; do
+    component=$([ "$tool" = fmt ] && echo rustfmt || echo clippy)
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        if command -v rustup >/dev/null 2>&1; then
+            echo "setup: installing $component"
+            rustup component add "$component"
+        else
+            echo "setup: cargo $tool not found; install $component (rustup component add $component) and run this again" >&2
+            exit 1
+        fi
     fi
-fi
+done
 
 cargo build --release --locked
 echo "setup: done; the binary is $(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/enas"

@@ -109,5 +109,5 @@ fn epoch_axes_have_whole_ticks() {
     // Fractional x values keep their decimals.
     let svg = line_chart("loss", "x", "y", &[Series::line("a", vec![(0.5, 100.0), (1.5, 200.0)])]).unwrap().unwrap();
     let labels: Vec<&str> = svg.split("</text>").filter_map(|t| t.rsplit('>').next()).map(str::trim).collect();
-    assert!(labels.iter().any(|l| l.contains('.') && l.parse::<f64>().is_ok_and(|v| v >= 0.5 && v <= 1.5 && v.fract() != 0.0)), "{labels:?}");
+    assert!(labels.iter().any(|l| l.contains('.') && l.parse::<f64>().is_ok_and(|v| (0.5..=1.5).contains(&v) && v.fract() != 0.0)), "{labels:?}");
 }

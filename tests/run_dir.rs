@@ -102,7 +102,7 @@ fn resume_of_nothing_starts_fresh_and_ctrl_c_says_how_to_resume() {
     common::write_fashion(&data, 256, 40, true);
     let run = t.path().join("run");
     let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enas"))
+    let child = Command::new(env!("CARGO_BIN_EXE_enas"))
         .args(["search", "--preset", "smoke", "--search-epochs", "400", "--data-dir", d, "--out", r, "--resume", "--quiet"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

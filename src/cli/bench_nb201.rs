@@ -138,7 +138,7 @@ fn one_search(a: &Nb201Args, table: &Table, strategy: Strategy, seed: u64) -> Re
     let cfg = strategy_config(a, strategy);
     let mut s = searcher(&cfg, SpaceKind::Nb201, 0, a.budget, seed, &Device::Cpu)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut noise_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4e01_5e);
+    let mut noise_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x004e_015e);
     let noise = Normal::new(0.0, a.noise.max(0.0)).context("--noise must be finite")?;
     let scale = if table.percent { 0.01 } else { 1.0 };
     let mut cache = HashMap::new();
@@ -284,10 +284,9 @@ pub fn print(a: &Nb201Args, results: &[StrategyResult]) -> Result<()> {
         let at: String = marks.iter().map(|&m| format!("{:>7.2}", r.curve[m - 1])).collect();
         println!("{:<10} {:>9.3} {:>8.3} {at} {:>9.1} {:>9.1} {:>8.1}", r.strategy, r.mean_best, r.std_best, r.mean_distinct, r.mean_samples, r.seconds);
     }
-    if a.curve.is_none() {
-        println!("\nbest-so-far against queries (mean over seeds):\n{csv}");
-    } else {
-        println!("curves written to {}", a.curve.as_ref().expect("checked").display());
+    match &a.curve {
+        None => println!("\nbest-so-far against queries (mean over seeds):\n{csv}"),
+        Some(path) => println!("curves written to {}", path.display()),
     }
     Ok(())
 }

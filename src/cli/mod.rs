@@ -442,7 +442,7 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
     if a.batch == 0 || a.epochs == 0 || a.channels == 0 {
         anyhow::bail!("--batch, --epochs and --channels must be positive");
     }
-    if a.channels % 2 != 0 {
+    if !a.channels.is_multiple_of(2) {
         anyhow::bail!("--channels {} must be even (factorized reductions split channels in two)", a.channels);
     }
     let augment =

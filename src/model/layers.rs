@@ -244,7 +244,7 @@ pub struct FactorizedReduce {
 
 impl FactorizedReduce {
     pub fn new(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
-        if c_out % 2 != 0 {
+        if !c_out.is_multiple_of(2) {
             candle_core::bail!("factorized reduction needs an even number of channels, got {c_out}")
         }
         Ok(FactorizedReduce {

@@ -120,13 +120,16 @@ impl CustomOp3 for CellOp {
         let (plane, k) = (c * h * w, self.unused.len());
         let unused: Vec<&Tensor> = self.unused.iter().map(|&u| &self.states[u]).collect();
         let concat = ops::with_f32(&unused, self.name(), |parts| {
-            // SAFETY: every image's k planes are copied in below.
-            let mut concat = unsafe { ops::unfilled(n * k * plane) };
-            concat.par_chunks_mut(k * plane).enumerate().for_each(|(b, o)| {
-                for (dst, src) in o.chunks_exact_mut(plane).zip(parts) {
-                    dst.copy_from_slice(&src[b * plane..(b + 1) * plane]);
-                }
-            });
+            // SAFETY: every image's k planes are copied in.
+            let (concat, ()) = unsafe {
+                ops::filled(n * k * plane, |concat| {
+                    concat.par_chunks_mut(k * plane).enumerate().for_each(|(b, o)| {
+                        for (dst, src) in o.chunks_exact_mut(plane).zip(parts) {
+                            dst.copy_from_slice(&src[b * plane..(b + 1) * plane]);
+                        }
+                    })
+                })
+            };
             Ok(concat)
         })?;
         let concat = Tensor::from_vec(concat, (n, k * c, h, w), &candle_core::Device::Cpu)?;

@@ -26,4 +26,4 @@ pub use kernels::{batch_norm_relu_train, batch_norm_train, BatchStats};
 pub use kernels::{conv2d_same, depthwise_conv2d, relu_depthwise_conv2d, subsample2, Window};
 pub use kernels::{sgd_velocity, sgd_weight, SgdStep};
 pub use storage::channel_blocks;
-pub(crate) use storage::{tensor as storage_tensor, unfilled, with_f32};
+pub(crate) use storage::{filled, tensor as storage_tensor, with_f32};

@@ -37,16 +37,23 @@ pub(crate) fn zeros(n: usize) -> Vec<f32> {
     v
 }
 
-/// An op's output of `n` floats, not zeroed: for ops that write every element
-/// (zeroing first is one more pass over memory, a few percent of a search step).
+/// An op's output of `n` floats, written by `fill` into memory that was not
+/// zeroed first (zeroing is one more pass over memory: 13% of a micro search
+/// step), and what `fill` returns. The floats are handed to `fill` as spare
+/// capacity, and the vector takes them as its elements only after `fill` returns.
 ///
 /// # Safety
-/// The caller writes every element before the buffer is read or returned.
-pub(crate) unsafe fn unfilled(n: usize) -> Vec<f32> {
+/// `fill` writes every element of its slice and reads none before writing it.
+pub(crate) unsafe fn filled<R>(n: usize, fill: impl FnOnce(&mut [f32]) -> R) -> (Vec<f32>, R) {
     let mut v: Vec<f32> = Vec::with_capacity(n);
-    // SAFETY: capacity n; the contents are written by the caller before any read (see above).
+    let spare: &mut [std::mem::MaybeUninit<f32>] = &mut v.spare_capacity_mut()[..n];
+    // SAFETY: MaybeUninit<f32> has the layout of f32, and by this function's
+    // contract nothing is read from the slice before it is written.
+    let out = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+    let r = fill(out);
+    // SAFETY: `fill` has written all n elements (this function's contract).
     unsafe { v.set_len(n) };
-    v
+    (v, r)
 }
 
 /// `f` on the contiguous f32 data of the CPU tensors `ts`, or an error naming `op`.
@@ -73,9 +80,12 @@ pub fn channel_blocks(x: &candle_core::Tensor, k: usize) -> Result<Vec<candle_co
     with_f32(&[&x.contiguous()?], "channel_blocks", |data| {
         (0..k)
             .map(|j| {
-                // SAFETY: every image's block is copied in below.
-                let mut out = unsafe { unfilled(n * block) };
-                out.par_chunks_mut(block).enumerate().for_each(|(b, o)| o.copy_from_slice(&data[0][(b * k + j) * block..][..block]));
+                // SAFETY: every image's block is copied in.
+                let (out, ()) = unsafe {
+                    filled(n * block, |out| {
+                        out.par_chunks_mut(block).enumerate().for_each(|(b, o)| o.copy_from_slice(&data[0][(b * k + j) * block..][..block]))
+                    })
+                };
                 candle_core::Tensor::from_vec(out, (n, kc / k, h, w), &candle_core::Device::Cpu)
             })
             .collect()

@@ -13,7 +13,7 @@ pub fn cardinalities(space: SpaceKind, size: usize) -> Option<Vec<usize>> {
             let cell: Vec<usize> = (0..size).flat_map(|i| [i + 2, MICRO_OPS.len(), i + 2, MICRO_OPS.len()]).collect();
             Some([cell.clone(), cell].concat())
         }
-        SpaceKind::Macro => Some((0..size).flat_map(|i| std::iter::once(MACRO_OPS.len()).chain(std::iter::repeat(2).take(i))).collect()),
+        SpaceKind::Macro => Some((0..size).flat_map(|i| std::iter::once(MACRO_OPS.len()).chain(std::iter::repeat_n(2, i))).collect()),
         SpaceKind::Nb201 => Some(vec![NB201_OPS.len(); NB201_EDGES]),
         SpaceKind::Metaqnn => None,
     }

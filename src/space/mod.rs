@@ -165,9 +165,9 @@ impl Arch {
                 let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{arg}: not valid JSON"))?;
                 let recorded = v.get("space").and_then(|s| s.as_str()).and_then(SpaceKind::from_name);
                 let space = space.or(recorded).unwrap_or(SpaceKind::Micro);
-                return Arch::from_json(space, &v).with_context(|| format!("{arg}"));
+                return Arch::from_json(space, &v).with_context(|| arg.to_string());
             }
-            return parse(&text).with_context(|| format!("{arg}"));
+            return parse(&text).with_context(|| arg.to_string());
         }
         // A single word with a folder or an extension is a file name, mistyped or missing, not an architecture.
         let word = !arg.trim().is_empty() && !arg.contains(char::is_whitespace) && !arg.starts_with('|');

@@ -73,7 +73,7 @@ pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, device: &Devic
     let mut log = read_log(&log_path)?;
     let mut cache: HashMap<String, f64> = log.iter().map(|t| (t.arch.clone(), t.reward)).collect();
     let mut strategy = searcher(&cfg.strategy, cfg.space, cfg.arch_size, cfg.budget, cfg.seed, device)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7e1a_15);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x007e_1a15);
     let bar = super::progress::steps_bar(cfg.budget as u64, "children", opts.show_progress);
     bar.set_position(log.len() as u64);
     let mut trained = 0usize;

@@ -71,15 +71,18 @@ impl CustomOp3 for ReduceBn {
         // Concatenated along channels: per image, the first part's planes, then the second's.
         let (n, _, oh, ow) = grids[0].dims4()?;
         let plane = oh * ow;
-        // SAFETY: each image's planes are copied in below, the parts' channels adding up to c_out.
-        let mut cat = unsafe { crate::ops::storage::unfilled(n * c_out * plane) };
-        cat.par_chunks_mut(c_out * plane).enumerate().for_each(|(b, img)| {
-            let mut at = 0;
-            for (p, ch) in &parts {
-                img[at..at + ch * plane].copy_from_slice(&p[b * ch * plane..(b + 1) * ch * plane]);
-                at += ch * plane;
-            }
-        });
+        // SAFETY: each image's planes are copied in, the parts' channels adding up to c_out.
+        let (cat, ()) = unsafe {
+            crate::ops::storage::filled(n * c_out * plane, |cat| {
+                cat.par_chunks_mut(c_out * plane).enumerate().for_each(|(b, img)| {
+                    let mut at = 0;
+                    for (p, ch) in &parts {
+                        img[at..at + ch * plane].copy_from_slice(&p[b * ch * plane..(b + 1) * ch * plane]);
+                        at += ch * plane;
+                    }
+                })
+            })
+        };
         let (y, cat) = bn_forward(&self.bn, CpuStorage::F32(cat), Shape::from((n, c_out, oh, ow)), f32_data(s3, l3, self.name())?)?;
         let [g0, g1]: [Tensor; 2] = grids.try_into().map_err(|_| candle_core::Error::Msg("two grids".into()))?;
         keep(&self.grids, [g0, g1]);

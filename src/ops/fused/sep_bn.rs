@@ -35,7 +35,7 @@ pub fn sep_conv_bn_train(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out
         }
         return Ok((y, all));
     }
-    let (x, op, handles, params) = prepare(x, halves, stride, relu_out, eps)?;
+    let Prepared { x, op, handles, params } = prepare(x, halves, stride, relu_out, eps)?;
     let packed = Tensor::cat(&params, 0)?;
     let y = crate::ops::profile::timed("sep+bn fwd", || x.apply_op2(&packed, op))?;
     let stats = handles.iter().map(|s| stats_of(s)).collect::<Result<_>>()?;
@@ -74,9 +74,19 @@ pub fn sep_params(halves: &[SepHalf]) -> Result<Vec<Tensor>> {
     Ok(params)
 }
 
-/// The op for `halves` on `x` (made contiguous, and ReLU'd at a stride), its
-/// batch statistics' slots, and the parameters to pack.
-fn prepare(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out: bool, eps: f64) -> Result<(Tensor, SepBn, Vec<Arc<Mutex<HostStats>>>, Vec<Tensor>)> {
+/// The op for some halves on an input, ready to run.
+struct Prepared {
+    /// The input, made contiguous (and ReLU'd at a stride).
+    x: Tensor,
+    op: SepBn,
+    /// The batch statistics' slots, one per half.
+    handles: Vec<Arc<Mutex<HostStats>>>,
+    /// The parameters to pack.
+    params: Vec<Tensor>,
+}
+
+/// The op for `halves` on `x`.
+fn prepare(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out: bool, eps: f64) -> Result<Prepared> {
     let (_, _, mut h, mut w) = x.dims4()?;
     // At stride 1 the depthwise op applies the ReLU itself.
     let x = if stride == 1 { x.contiguous()? } else { x.relu()?.contiguous()? };
@@ -89,7 +99,7 @@ fn prepare(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out: bool, eps: f
         handles.push(stats);
         (h, w) = (h.div_ceil(s), w.div_ceil(s));
     }
-    Ok((x, SepBn { stages }, handles, sep_params(halves)?))
+    Ok(Prepared { x, op: SepBn { stages }, handles, params: sep_params(halves)? })
 }
 
 /// A separable convolution run outside candle's graph (CPU only), for a
@@ -108,7 +118,7 @@ pub fn sep_conv_bn_taped(x: &Tensor, halves: &[SepHalf], stride: usize, relu_out
     if !x.device().is_cpu() {
         candle_core::bail!("sep_conv_bn_taped: CPU only")
     }
-    let (x, op, handles, params) = prepare(&x.detach(), halves, stride, relu_out, eps)?;
+    let Prepared { x, op, handles, params } = prepare(&x.detach(), halves, stride, relu_out, eps)?;
     let packed = Tensor::cat(&params, 0)?.detach();
     let y = crate::ops::profile::timed("sep+bn fwd", || x.apply_op2_no_bwd(&packed, &op))?;
     let stats = handles.iter().map(|s| stats_of(s)).collect::<Result<_>>()?;
@@ -163,16 +173,22 @@ impl Stage {
     fn forward_by_image(&self, x: &[f32], shape: &Shape, dw: &[f32], pw: &[f32]) -> Result<((CpuStorage, Shape), (CpuStorage, Shape))> {
         let (n, c, h, w) = shape.dims4()?;
         let (hw, c_out) = (h * w, self.pw.dims()[0]);
-        // SAFETY: every image's planes of both are written below.
-        let (mut d, mut p) = unsafe { (crate::ops::storage::unfilled(n * c * hw), crate::ops::storage::unfilled(n * c_out * hw)) };
         let offs = self.depthwise.offsets();
-        d.par_chunks_mut(c * hw).zip(p.par_chunks_mut(c_out * hw)).enumerate().with_min_len(conv::min_images(n)).for_each_init(
-            Scratch::default,
-            |buf, (b, (db, pb))| {
-                self.depthwise.forward_image(&x[b * c * hw..(b + 1) * c * hw], dw, db, &offs, buf);
-                pointwise::product(pb, Mat::new(pw, c_out, c), db, hw, false);
-            },
-        );
+        // SAFETY: every image's planes of both are written.
+        let (d, p) = unsafe {
+            crate::ops::storage::filled(n * c * hw, |d| {
+                crate::ops::storage::filled(n * c_out * hw, |p| {
+                    d.par_chunks_mut(c * hw).zip(p.par_chunks_mut(c_out * hw)).enumerate().with_min_len(conv::min_images(n)).for_each_init(
+                        Scratch::default,
+                        |buf, (b, (db, pb))| {
+                            self.depthwise.forward_image(&x[b * c * hw..(b + 1) * c * hw], dw, db, &offs, buf);
+                            pointwise::product(pb, Mat::new(pw, c_out, c), db, hw, false);
+                        },
+                    )
+                })
+                .0
+            })
+        };
         Ok(((CpuStorage::F32(d), Shape::from((n, c, h, w))), (CpuStorage::F32(p), Shape::from((n, c_out, h, w)))))
     }
 
@@ -201,35 +217,37 @@ impl Stage {
         let offs = self.depthwise.offsets();
         let dots = pointwise::dots_beat_gemm(c, hw);
         // SAFETY: each image's input gradient is overwritten by `grad_image`.
-        let mut g_in = unsafe { crate::ops::storage::unfilled(n * c * hw) };
-        let (lanes, gw_t) = g_in
-            .par_chunks_mut(c * hw)
-            .with_min_len(conv::min_images(n))
-            .enumerate()
-            .fold(
-                || (vec![[0f32; taps::V]; c * kk], vec![0f32; c * c_out], Vec::new(), Scratch::default()),
-                |(mut lanes, mut gw_t, mut g_d, mut buf), (b, gib)| {
-                    let img = b * c * hw..(b + 1) * c * hw;
-                    let gb = &g[b * c_out * hw..(b + 1) * c_out * hw];
-                    if dots {
-                        pointwise::weight_grad(&mut gw_t, &d[img.clone()], c, gb, c_out, hw, false);
-                    } else {
-                        matmul(&mut gw_t, Mat::new(&d[img.clone()], c, hw), Mat::new(gb, c_out, hw).t(), true);
-                    }
-                    g_d.resize(c * hw, 0.0);
-                    pointwise::product(&mut g_d, Mat::new(pw, c_out, c).t(), gb, hw, false);
-                    self.depthwise.grad_image(&x[img], dw, &g_d, gib, &mut lanes, &offs, &mut buf);
-                    (lanes, gw_t, g_d, buf)
-                },
-            )
-            .map(|(lanes, gw_t, _, _)| (lanes, gw_t))
-            .reduce(
-                || (vec![[0f32; taps::V]; c * kk], vec![0f32; c * c_out]),
-                |(la, mut wa), (lb, wb)| {
-                    wa.iter_mut().zip(&wb).for_each(|(u, v)| *u += v);
-                    (depthwise::add_lanes(la, lb), wa)
-                },
-            );
+        let (g_in, (lanes, gw_t)) = unsafe {
+            crate::ops::storage::filled(n * c * hw, |g_in| {
+                g_in.par_chunks_mut(c * hw)
+                    .with_min_len(conv::min_images(n))
+                    .enumerate()
+                    .fold(
+                        || (vec![[0f32; taps::V]; c * kk], vec![0f32; c * c_out], Vec::new(), Scratch::default()),
+                        |(mut lanes, mut gw_t, mut g_d, mut buf), (b, gib)| {
+                            let img = b * c * hw..(b + 1) * c * hw;
+                            let gb = &g[b * c_out * hw..(b + 1) * c_out * hw];
+                            if dots {
+                                pointwise::weight_grad(&mut gw_t, &d[img.clone()], c, gb, c_out, hw, false);
+                            } else {
+                                matmul(&mut gw_t, Mat::new(&d[img.clone()], c, hw), Mat::new(gb, c_out, hw).t(), true);
+                            }
+                            g_d.resize(c * hw, 0.0);
+                            pointwise::product(&mut g_d, Mat::new(pw, c_out, c).t(), gb, hw, false);
+                            self.depthwise.grad_image(&x[img], dw, &g_d, gib, &mut lanes, &offs, &mut buf);
+                            (lanes, gw_t, g_d, buf)
+                        },
+                    )
+                    .map(|(lanes, gw_t, _, _)| (lanes, gw_t))
+                    .reduce(
+                        || (vec![[0f32; taps::V]; c * kk], vec![0f32; c * c_out]),
+                        |(la, mut wa), (lb, wb)| {
+                            wa.iter_mut().zip(&wb).for_each(|(u, v)| *u += v);
+                            (depthwise::add_lanes(la, lb), wa)
+                        },
+                    )
+            })
+        };
         let g_dw: Vec<f32> = lanes.iter().map(|l| crate::ops::kernels::lanes::sum(l)).collect();
         let g_pw: Vec<f32> = (0..c_out * c).map(|i| gw_t[(i % c) * c_out + i / c]).collect();
         let cpu = &candle_core::Device::Cpu;

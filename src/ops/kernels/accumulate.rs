@@ -27,17 +27,20 @@ pub fn sum_of(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out = crate::ops::storage::with_f32(&[&a.contiguous()?, &b.contiguous()?], "sum_of", |data| {
         let (x, y) = (data[0], data[1]);
         // SAFETY: every element is written just below.
-        let mut out = unsafe { crate::ops::storage::unfilled(x.len()) };
-        out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14))).for_each(|(o, (x, y))| {
-            vectorize(
-                #[inline(always)]
-                || {
-                    for (o, (x, y)) in o.iter_mut().zip(x.iter().zip(y)) {
-                        *o = x + y;
-                    }
-                },
-            );
-        });
+        let (out, ()) = unsafe {
+            crate::ops::storage::filled(x.len(), |out| {
+                out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14))).for_each(|(o, (x, y))| {
+                    vectorize(
+                        #[inline(always)]
+                        || {
+                            for (o, (x, y)) in o.iter_mut().zip(x.iter().zip(y)) {
+                                *o = x + y;
+                            }
+                        },
+                    );
+                });
+            })
+        };
         Ok(out)
     })?;
     Tensor::from_vec(out, a.shape(), &candle_core::Device::Cpu)

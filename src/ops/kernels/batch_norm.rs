@@ -122,23 +122,26 @@ impl CustomOp3 for BatchNormTrain {
         let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] / (var[ch] + self.eps).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
         // SAFETY: every element is written below, one plane per task.
-        let mut y = unsafe { crate::ops::storage::unfilled(x.len()) };
-        y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
-            let (a, b) = (scale[p % c], shift[p % c]);
-            vectorize(
-                #[inline(always)]
-                || {
-                    for (o, &v) in yp.iter_mut().zip(xp) {
-                        *o = v * a + b;
-                    }
-                    if self.relu {
-                        for o in yp.iter_mut() {
-                            *o = o.max(0.0);
-                        }
-                    }
-                },
-            )
-        });
+        let (y, ()) = unsafe {
+            crate::ops::storage::filled(x.len(), |y| {
+                y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
+                    let (a, b) = (scale[p % c], shift[p % c]);
+                    vectorize(
+                        #[inline(always)]
+                        || {
+                            for (o, &v) in yp.iter_mut().zip(xp) {
+                                *o = v * a + b;
+                            }
+                            if self.relu {
+                                for o in yp.iter_mut() {
+                                    *o = o.max(0.0);
+                                }
+                            }
+                        },
+                    )
+                });
+            })
+        };
         *self.stats.lock().expect("stats lock") = HostStats { mean, var };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -249,29 +252,32 @@ impl CustomOp3 for GradInput {
         let hw = h * w;
         let m = (n * hw) as f32;
         // SAFETY: every element is written below, one plane per task.
-        let mut gx = unsafe { crate::ops::storage::unfilled(x.len()) };
-        gx.par_chunks_mut(hw).enumerate().for_each(|(p, out)| {
-            let ch = p % c;
-            let (mu, is) = (self.mean[ch], self.invstd[ch]);
-            let k = self.gamma[ch] * is;
-            let (db, dg) = (self.dbeta[ch] / m, self.dgamma[ch] / m);
-            let (xp, gp, yp) = (&x[p * hw..(p + 1) * hw], &g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw]);
-            vectorize(
-                #[inline(always)]
-                || {
-                    if self.relu {
-                        for (((o, &d), &v), &u) in out.iter_mut().zip(gp).zip(xp).zip(yp) {
-                            let d = if u > 0.0 { d } else { 0.0 };
-                            *o = k * (d - db - (v - mu) * is * dg);
-                        }
-                    } else {
-                        for ((o, &d), &v) in out.iter_mut().zip(gp).zip(xp) {
-                            *o = k * (d - db - (v - mu) * is * dg);
-                        }
-                    }
-                },
-            )
-        });
+        let (gx, ()) = unsafe {
+            crate::ops::storage::filled(x.len(), |gx| {
+                gx.par_chunks_mut(hw).enumerate().for_each(|(p, out)| {
+                    let ch = p % c;
+                    let (mu, is) = (self.mean[ch], self.invstd[ch]);
+                    let k = self.gamma[ch] * is;
+                    let (db, dg) = (self.dbeta[ch] / m, self.dgamma[ch] / m);
+                    let (xp, gp, yp) = (&x[p * hw..(p + 1) * hw], &g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw]);
+                    vectorize(
+                        #[inline(always)]
+                        || {
+                            if self.relu {
+                                for (((o, &d), &v), &u) in out.iter_mut().zip(gp).zip(xp).zip(yp) {
+                                    let d = if u > 0.0 { d } else { 0.0 };
+                                    *o = k * (d - db - (v - mu) * is * dg);
+                                }
+                            } else {
+                                for ((o, &d), &v) in out.iter_mut().zip(gp).zip(xp) {
+                                    *o = k * (d - db - (v - mu) * is * dg);
+                                }
+                            }
+                        },
+                    )
+                });
+            })
+        };
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
     }
 }

@@ -146,18 +146,21 @@ impl CustomOp2 for ConvSame {
         let (hw, k, cout) = (h * w, self.k, l2.dims()[0]);
         let ckk = c * k * k;
         // SAFETY: each image's output is one matrix product that overwrites it.
-        let mut out = unsafe { crate::ops::storage::unfilled(n * cout * hw) };
-        out.par_chunks_mut(cout * hw).with_min_len(min_images(n)).enumerate().for_each_init(Vec::new, |col, (b, o)| {
-            let xb = &x[b * c * hw..(b + 1) * c * hw];
-            if k == 1 {
-                return pointwise::product(o, Mat::new(wt, cout, c), xb, hw, self.relu);
-            }
-            vectorize(
-                #[inline(always)]
-                || im2col(xb, c, h, w, k, self.relu, col),
-            );
-            matmul(o, Mat::new(wt, cout, ckk), Mat::new(col, ckk, hw), false);
-        });
+        let (out, ()) = unsafe {
+            crate::ops::storage::filled(n * cout * hw, |out| {
+                out.par_chunks_mut(cout * hw).with_min_len(min_images(n)).enumerate().for_each_init(Vec::new, |col, (b, o)| {
+                    let xb = &x[b * c * hw..(b + 1) * c * hw];
+                    if k == 1 {
+                        return pointwise::product(o, Mat::new(wt, cout, c), xb, hw, self.relu);
+                    }
+                    vectorize(
+                        #[inline(always)]
+                        || im2col(xb, c, h, w, k, self.relu, col),
+                    );
+                    matmul(o, Mat::new(wt, cout, ckk), Mat::new(col, ckk, hw), false);
+                });
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
     }
 
@@ -192,64 +195,67 @@ impl CustomOp3 for ConvSameGrad {
         let (wm, relu) = (Mat::new(wt, cout, ckk), self.relu);
         // SAFETY: each image's input gradient is overwritten (matrix product, or col2im, which clears first);
         // the weight gradient is copied in below.
-        let mut gx = unsafe { crate::ops::storage::unfilled(nx + nw) };
-        let (gx_part, _) = gx.split_at_mut(nx);
-        let gw_t = gx_part
-            .par_chunks_mut(c * hw)
-            .with_min_len(min_images(n))
-            .enumerate()
-            .fold(
-                || (vec![0f32; nw], Vec::new(), Vec::new()),
-                |(mut gw_t, mut col, mut gcol), (b, gxb)| {
-                    let xb = &x[b * c * hw..(b + 1) * c * hw];
-                    let gm = Mat::new(&g[b * cout * hw..(b + 1) * cout * hw], cout, hw);
-                    // The weight gradient's transpose (C k k, C_out) = cols G^T.
-                    let dots = pointwise::dots_beat_gemm(ckk, hw);
-                    let (cols, relu_cols) = if k == 1 && (dots || !relu) {
-                        (xb, relu)
-                    } else {
-                        vectorize(
-                            #[inline(always)]
-                            || im2col(xb, c, h, w, k, relu, &mut col),
-                        );
-                        (&col[..], false)
-                    };
-                    if dots {
-                        pointwise::weight_grad(&mut gw_t, cols, ckk, gm.data, cout, hw, relu_cols);
-                    } else {
-                        // gemm packs only the small G, not the column matrix (a transposing copy).
-                        matmul(&mut gw_t, Mat::new(cols, ckk, hw), gm.t(), true);
-                    }
-                    if k == 1 {
-                        pointwise::product(gxb, wm.t(), gm.data, hw, false);
-                    } else {
-                        gcol.resize(ckk * hw, 0.0);
-                        pointwise::product(&mut gcol, wm.t(), gm.data, hw, false);
-                        vectorize(
-                            #[inline(always)]
-                            || col2im(&gcol, c, h, w, k, gxb),
-                        );
-                    }
-                    if relu {
-                        vectorize(
-                            #[inline(always)]
-                            || super::lanes::relu_mask(gxb, xb),
-                        );
-                    }
-                    (gw_t, col, gcol)
-                },
-            )
-            .map(|(gw_t, _, _)| gw_t)
-            .reduce(
-                || vec![0f32; nw],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            );
-        for (o, row) in gx[nx..].chunks_exact_mut(ckk).enumerate() {
-            row.iter_mut().enumerate().for_each(|(j, v)| *v = gw_t[j * cout + o]);
-        }
+        let (gx, ()) = unsafe {
+            crate::ops::storage::filled(nx + nw, |gx| {
+                let (gx_part, _) = gx.split_at_mut(nx);
+                let gw_t = gx_part
+                    .par_chunks_mut(c * hw)
+                    .with_min_len(min_images(n))
+                    .enumerate()
+                    .fold(
+                        || (vec![0f32; nw], Vec::new(), Vec::new()),
+                        |(mut gw_t, mut col, mut gcol), (b, gxb)| {
+                            let xb = &x[b * c * hw..(b + 1) * c * hw];
+                            let gm = Mat::new(&g[b * cout * hw..(b + 1) * cout * hw], cout, hw);
+                            // The weight gradient's transpose (C k k, C_out) = cols G^T.
+                            let dots = pointwise::dots_beat_gemm(ckk, hw);
+                            let (cols, relu_cols) = if k == 1 && (dots || !relu) {
+                                (xb, relu)
+                            } else {
+                                vectorize(
+                                    #[inline(always)]
+                                    || im2col(xb, c, h, w, k, relu, &mut col),
+                                );
+                                (&col[..], false)
+                            };
+                            if dots {
+                                pointwise::weight_grad(&mut gw_t, cols, ckk, gm.data, cout, hw, relu_cols);
+                            } else {
+                                // gemm packs only the small G, not the column matrix (a transposing copy).
+                                matmul(&mut gw_t, Mat::new(cols, ckk, hw), gm.t(), true);
+                            }
+                            if k == 1 {
+                                pointwise::product(gxb, wm.t(), gm.data, hw, false);
+                            } else {
+                                gcol.resize(ckk * hw, 0.0);
+                                pointwise::product(&mut gcol, wm.t(), gm.data, hw, false);
+                                vectorize(
+                                    #[inline(always)]
+                                    || col2im(&gcol, c, h, w, k, gxb),
+                                );
+                            }
+                            if relu {
+                                vectorize(
+                                    #[inline(always)]
+                                    || super::lanes::relu_mask(gxb, xb),
+                                );
+                            }
+                            (gw_t, col, gcol)
+                        },
+                    )
+                    .map(|(gw_t, _, _)| gw_t)
+                    .reduce(
+                        || vec![0f32; nw],
+                        |mut a, b| {
+                            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                            a
+                        },
+                    );
+                for (o, row) in gx[nx..].chunks_exact_mut(ckk).enumerate() {
+                    row.iter_mut().enumerate().for_each(|(j, v)| *v = gw_t[j * cout + o]);
+                }
+            })
+        };
         Ok((CpuStorage::F32(gx), Shape::from(nx + nw)))
     }
 }

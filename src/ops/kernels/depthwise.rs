@@ -235,20 +235,23 @@ impl CustomOp2 for Depthwise {
         let win = self.win;
         let (ip, op, kk) = (win.in_h * win.in_w, win.out_h * win.out_w, win.k * win.k);
         // SAFETY: each plane is overwritten in full (unflatten at stride 1; forward_plane clears it first).
-        let mut out = unsafe { crate::ops::storage::unfilled(n * c * op) };
-        let offs = if win.stride == 1 { taps::offsets(win.k, win.dilation, padded_width(&win)) } else { Vec::new() };
-        out.par_chunks_mut(op).enumerate().for_each_init(Default::default, |buf, (p, o)| {
-            let ch = p % c;
-            let (xp, wc) = (&x[p * ip..(p + 1) * ip], &w[ch * kk..(ch + 1) * kk]);
-            if win.stride == 1 {
-                forward_plane_s1(xp, wc, o, &win, self.relu, &offs, buf);
-            } else {
-                vectorize(
-                    #[inline(always)]
-                    || forward_plane(xp, wc, o, &win),
-                );
-            }
-        });
+        let (out, ()) = unsafe {
+            crate::ops::storage::filled(n * c * op, |out| {
+                let offs = if win.stride == 1 { taps::offsets(win.k, win.dilation, padded_width(&win)) } else { Vec::new() };
+                out.par_chunks_mut(op).enumerate().for_each_init(Default::default, |buf, (p, o)| {
+                    let ch = p % c;
+                    let (xp, wc) = (&x[p * ip..(p + 1) * ip], &w[ch * kk..(ch + 1) * kk]);
+                    if win.stride == 1 {
+                        forward_plane_s1(xp, wc, o, &win, self.relu, &offs, buf);
+                    } else {
+                        vectorize(
+                            #[inline(always)]
+                            || forward_plane(xp, wc, o, &win),
+                        );
+                    }
+                });
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((n, c, win.out_h, win.out_w))))
     }
 
@@ -293,24 +296,27 @@ impl CustomOp3 for DepthwiseGradS1 {
         let op = Depthwise { win, relu: self.relu };
         let offs = op.offsets();
         // SAFETY: each plane of gx is overwritten by unflatten, and gw in full at the end.
-        let mut out = unsafe { crate::ops::storage::unfilled(x.len() + c * kk) };
-        let (gx, gw) = out.split_at_mut(x.len());
-        // Images in parallel, each task summing its images' weight gradients per channel and lane.
-        let lanes = gx
-            .par_chunks_mut(c * ip)
-            .with_min_len((n / (2 * rayon::current_num_threads())).max(1))
-            .enumerate()
-            .fold(
-                || (vec![[0f32; taps::V]; c * kk], Scratch::default()),
-                |(mut lanes, mut buf), (b, gxb)| {
-                    let img = b * c * ip..(b + 1) * c * ip;
-                    op.grad_image(&x[img.clone()], w, &g[img], gxb, &mut lanes, &offs, &mut buf);
-                    (lanes, buf)
-                },
-            )
-            .map(|(lanes, _)| lanes)
-            .reduce(|| vec![[0f32; taps::V]; c * kk], add_lanes);
-        gw.iter_mut().zip(&lanes).for_each(|(o, l)| *o = super::lanes::sum(l));
+        let (out, ()) = unsafe {
+            crate::ops::storage::filled(x.len() + c * kk, |out| {
+                let (gx, gw) = out.split_at_mut(x.len());
+                // Images in parallel, each task summing its images' weight gradients per channel and lane.
+                let lanes = gx
+                    .par_chunks_mut(c * ip)
+                    .with_min_len((n / (2 * rayon::current_num_threads())).max(1))
+                    .enumerate()
+                    .fold(
+                        || (vec![[0f32; taps::V]; c * kk], Scratch::default()),
+                        |(mut lanes, mut buf), (b, gxb)| {
+                            let img = b * c * ip..(b + 1) * c * ip;
+                            op.grad_image(&x[img.clone()], w, &g[img], gxb, &mut lanes, &offs, &mut buf);
+                            (lanes, buf)
+                        },
+                    )
+                    .map(|(lanes, _)| lanes)
+                    .reduce(|| vec![[0f32; taps::V]; c * kk], add_lanes);
+                gw.iter_mut().zip(&lanes).for_each(|(o, l)| *o = super::lanes::sum(l));
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from(x.len() + c * kk)))
     }
 }

@@ -67,7 +67,7 @@ const APART_PAD: usize = 16;
 /// apart they spread over the sets, for a copy of B per product.
 #[inline(always)]
 fn aliasing(hw: usize, k: usize) -> bool {
-    (hw * 4) % 2048 == 0 && k > 8
+    (hw * 4).is_multiple_of(2048) && k > 8
 }
 
 /// `out (a.rows, hw) = a f(b)` with B's rows `bs` floats apart.

@@ -131,14 +131,17 @@ impl CustomOp1 for Pool {
         let s1 = Separable::new(&win);
         let counts = s1.as_ref().map(|s| s.counts()).unwrap_or_default();
         // SAFETY: every plane's output is written in full, by either path.
-        let mut out = unsafe { crate::ops::storage::unfilled(n * c * op) };
-        out.par_chunks_mut(op).enumerate().for_each_init(Scratch::default, |buf, (p, o)| {
-            let xp = &x[p * ip..(p + 1) * ip];
-            match &s1 {
-                Some(s1) => s1.forward(self.kind, xp, o, &counts, buf),
-                None => plane_generic(self.kind, xp, o, &win, &taps),
-            }
-        });
+        let (out, ()) = unsafe {
+            crate::ops::storage::filled(n * c * op, |out| {
+                out.par_chunks_mut(op).enumerate().for_each_init(Scratch::default, |buf, (p, o)| {
+                    let xp = &x[p * ip..(p + 1) * ip];
+                    match &s1 {
+                        Some(s1) => s1.forward(self.kind, xp, o, &counts, buf),
+                        None => plane_generic(self.kind, xp, o, &win, &taps),
+                    }
+                });
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((n, c, win.out_h, win.out_w))))
     }
 
@@ -173,40 +176,46 @@ impl CustomOp2 for PoolGrad {
         let taps = Taps::new(&win);
         let s1 = Separable::new(&win);
         let counts = s1.as_ref().map(|s| s.counts()).unwrap_or_default();
-        let mut gin = match s1 {
-            // SAFETY: the separable backward writes every element of each plane.
-            Some(_) => unsafe { crate::ops::storage::unfilled(n * c * ip) },
-            // The generic path adds into the gradient.
-            None => crate::ops::storage::zeros(n * c * ip),
-        };
-        gin.par_chunks_mut(ip).enumerate().for_each_init(Scratch::default, |buf, (p, gi)| {
-            let xp = &x[p * ip..(p + 1) * ip];
-            let gp = &g[p * op..(p + 1) * op];
-            if let Some(s1) = &s1 {
-                return s1.backward(self.kind, xp, gp, gi, &counts, buf);
-            }
-            for oy in 0..win.out_h {
-                for ox in 0..win.out_w {
-                    let gv = gp[oy * win.out_w + ox];
-                    match self.kind {
-                        PoolKind::Max => {
-                            // The first maximum takes the gradient, as in the forward scan order.
-                            let mut best = (usize::MAX, f32::NEG_INFINITY);
-                            taps.for_each(&win, oy, ox, |i| {
-                                if best.0 == usize::MAX || xp[i] > best.1 {
-                                    best = (i, xp[i]);
-                                }
-                            });
-                            gi[best.0] += gv;
-                        }
-                        PoolKind::Avg => {
-                            let share = gv / taps.count(oy, ox);
-                            taps.for_each(&win, oy, ox, |i| gi[i] += share);
+        let fill = |gin: &mut [f32]| {
+            gin.par_chunks_mut(ip).enumerate().for_each_init(Scratch::default, |buf, (p, gi)| {
+                let xp = &x[p * ip..(p + 1) * ip];
+                let gp = &g[p * op..(p + 1) * op];
+                if let Some(s1) = &s1 {
+                    return s1.backward(self.kind, xp, gp, gi, &counts, buf);
+                }
+                for oy in 0..win.out_h {
+                    for ox in 0..win.out_w {
+                        let gv = gp[oy * win.out_w + ox];
+                        match self.kind {
+                            PoolKind::Max => {
+                                // The first maximum takes the gradient, as in the forward scan order.
+                                let mut best = (usize::MAX, f32::NEG_INFINITY);
+                                taps.for_each(&win, oy, ox, |i| {
+                                    if best.0 == usize::MAX || xp[i] > best.1 {
+                                        best = (i, xp[i]);
+                                    }
+                                });
+                                gi[best.0] += gv;
+                            }
+                            PoolKind::Avg => {
+                                let share = gv / taps.count(oy, ox);
+                                taps.for_each(&win, oy, ox, |i| gi[i] += share);
+                            }
                         }
                     }
                 }
+            })
+        };
+        let gin = match s1 {
+            // SAFETY: the separable backward writes every element of each plane.
+            Some(_) => unsafe { crate::ops::storage::filled(n * c * ip, fill).0 },
+            // The generic path adds into the gradient.
+            None => {
+                let mut gin = crate::ops::storage::zeros(n * c * ip);
+                fill(&mut gin);
+                gin
             }
-        });
+        };
         Ok((CpuStorage::F32(gin), Shape::from((n, c, h, w))))
     }
 }

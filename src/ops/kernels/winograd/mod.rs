@@ -149,16 +149,19 @@ impl CustomOp2 for Winograd {
         let u = tr.kernel(w, k * c);
         let images = geo.task_images(n);
         // SAFETY: the tiles cover every output, each written once by `tiles::output`.
-        let mut y = unsafe { crate::ops::storage::unfilled(n * k * hw) };
-        y.par_chunks_mut(images * k * hw).enumerate().for_each(|(task, yb)| {
-            let xb = &x[task * images * c * hw..][..yb.len() / k * c];
-            with_scratch(|s| {
-                vectorize(
-                    #[inline(always)]
-                    || forward_task(tr, geo, &u, xb, self.relu, yb, s),
-                )
+        let (y, ()) = unsafe {
+            crate::ops::storage::filled(n * k * hw, |y| {
+                y.par_chunks_mut(images * k * hw).enumerate().for_each(|(task, yb)| {
+                    let xb = &x[task * images * c * hw..][..yb.len() / k * c];
+                    with_scratch(|s| {
+                        vectorize(
+                            #[inline(always)]
+                            || forward_task(tr, geo, &u, xb, self.relu, yb, s),
+                        )
+                    })
+                });
             })
-        });
+        };
         Ok((CpuStorage::F32(y), Shape::from((n, k, geo.h, geo.w))))
     }
 
@@ -190,32 +193,35 @@ impl CustomOp3 for WinogradGrad {
         let images = geo.task_images(n);
         let nx = x.len();
         // SAFETY: `from_channels_last` writes every input gradient; the weight gradient is copied in below.
-        let mut out = unsafe { crate::ops::storage::unfilled(nx + k * c * R * R) };
-        let du = out[..nx]
-            .par_chunks_mut(images * c * hw)
-            .enumerate()
-            .fold(
-                || vec![0f32; nn * k * c],
-                |mut du, (task, gxb)| {
-                    let xb = &x[task * images * c * hw..][..gxb.len()];
-                    let gyb = &gy[task * images * k * hw..][..gxb.len() / c * k];
-                    with_scratch(|s| {
-                        vectorize(
-                            #[inline(always)]
-                            || backward_task(tr, geo, &u, xb, gyb, self.relu, gxb, &mut du, s),
-                        )
-                    });
-                    du
-                },
-            )
-            .reduce(
-                || vec![0f32; nn * k * c],
-                |mut acc, part| {
-                    acc.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
-                    acc
-                },
-            );
-        out[nx..].copy_from_slice(&tr.kernel_grad(&du, k * c));
+        let (out, ()) = unsafe {
+            crate::ops::storage::filled(nx + k * c * R * R, |out| {
+                let du = out[..nx]
+                    .par_chunks_mut(images * c * hw)
+                    .enumerate()
+                    .fold(
+                        || vec![0f32; nn * k * c],
+                        |mut du, (task, gxb)| {
+                            let xb = &x[task * images * c * hw..][..gxb.len()];
+                            let gyb = &gy[task * images * k * hw..][..gxb.len() / c * k];
+                            with_scratch(|s| {
+                                vectorize(
+                                    #[inline(always)]
+                                    || backward_task(tr, geo, &u, xb, gyb, self.relu, gxb, &mut du, s),
+                                )
+                            });
+                            du
+                        },
+                    )
+                    .reduce(
+                        || vec![0f32; nn * k * c],
+                        |mut acc, part| {
+                            acc.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
+                            acc
+                        },
+                    );
+                out[nx..].copy_from_slice(&tr.kernel_grad(&du, k * c));
+            })
+        };
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
