@@ -181,6 +181,11 @@ fn cli_prints_one_json_object_per_strategy() {
     let svg = std::fs::read_to_string(t.path().join("curves.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("random") && svg.contains("evolution"), "legend of the plot");
     assert!(svg.matches("<polygon").count() >= 2 && svg.matches("<polyline").count() >= 2, "a line and a band per strategy");
+    // Every query from the first (the curve's x values start at 1), and the tail zoomed beside it.
+    assert!(svg.contains("best accuracy found") && svg.contains("the same from query 4 on"), "both charts");
+    let first_xs: Vec<f64> = svg.split("<polyline").skip(1).filter_map(|p| p.split("points=\"").nth(1)?.split(',').next()?.parse().ok()).collect();
+    let leftmost = first_xs.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(first_xs.iter().any(|&x| x > leftmost + 50.0), "the zoomed chart's lines start further right: {first_xs:?}");
 }
 
 #[test]

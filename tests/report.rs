@@ -111,3 +111,36 @@ fn epoch_axes_have_whole_ticks() {
     let labels: Vec<&str> = svg.split("</text>").filter_map(|t| t.rsplit('>').next()).map(str::trim).collect();
     assert!(labels.iter().any(|l| l.contains('.') && l.parse::<f64>().is_ok_and(|v| (0.5..=1.5).contains(&v) && v.fract() != 0.0)), "{labels:?}");
 }
+
+#[test]
+fn legends_sit_under_the_chart_not_over_the_curves() {
+    use enas::report::plots::{line_chart, Series};
+    let series = [Series::line("train", vec![(1.0, 0.9), (2.0, 0.7), (3.0, 0.6)]), Series::line("valid", vec![(1.0, 0.8), (2.0, 0.75), (3.0, 0.7)])];
+    let svg = line_chart("loss", "epoch", "loss", &series).unwrap().unwrap();
+    // The lowest point of any curve (the polylines of three points: grid lines and legend samples have two), and where the legend's names are.
+    let curves: Vec<Vec<f64>> = svg
+        .split("<polyline")
+        .skip(1)
+        .map(|p| {
+            p.split("points=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .map(|xy| xy.split(',').nth(1).unwrap().parse::<f64>().unwrap())
+                .collect()
+        })
+        .filter(|ys: &Vec<f64>| ys.len() == 3)
+        .collect();
+    assert_eq!(curves.len(), 2);
+    let bottom_of_curves = curves.iter().flatten().copied().fold(0.0, f64::max);
+    for name in ["train", "valid"] {
+        // plotters writes each text on its own line inside the element.
+        let at = svg.find(&format!(">\n{name}\n</text>")).or_else(|| svg.find(&format!(">{name}</text>"))).unwrap();
+        let tag = &svg[svg[..at].rfind("<text").unwrap()..at];
+        let y: f64 = tag.split(" y=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+        assert!(y > bottom_of_curves + 30.0, "{name} at y {y}, curves down to {bottom_of_curves}");
+    }
+}

@@ -245,16 +245,20 @@ pub fn print(a: &Nb201Args, results: &[StrategyResult]) -> Result<()> {
                 Series { name: r.strategy.clone(), points, band: Some(band) }
             })
             .collect();
-        // From the tenth query on, where the strategies start to differ.
+        // Every query from the first, and beside it from the tenth of the budget on, where the strategies start to differ.
+        let skip = (a.budget / 10).max(1);
         let tail: Vec<Series> = series
-            .into_iter()
+            .iter()
             .map(|s| {
-                let skip = (a.budget / 10).min(s.points.len().saturating_sub(1));
-                Series { name: s.name, points: s.points[skip..].to_vec(), band: s.band.map(|b| b[skip..].to_vec()) }
+                let skip = skip.min(s.points.len().saturating_sub(1));
+                Series { name: s.name.clone(), points: s.points[skip..].to_vec(), band: s.band.as_ref().map(|b| b[skip..].to_vec()) }
             })
             .collect();
         let title = format!("best accuracy found (mean +- sd over {} seeds)", a.seeds);
-        let svg = line_chart(&title, "distinct architectures looked up", "accuracy", &tail)?.context("nothing to plot")?;
+        let whole = line_chart(&title, "distinct architectures looked up", "accuracy", &series)?.context("nothing to plot")?;
+        let zoomed =
+            line_chart(&format!("the same from query {} on", skip + 1), "distinct architectures looked up", "accuracy", &tail)?.context("nothing to plot")?;
+        let svg = crate::report::plots::side_by_side(&whole, &zoomed);
         let bytes = match plot_format(path)? {
             PlotFormat::Svg => svg.into_bytes(),
             PlotFormat::Png => crate::report::draw::to_png(&svg)?,

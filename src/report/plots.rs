@@ -31,15 +31,18 @@ fn bounds(series: &[Series]) -> Option<((f64, f64), (f64, f64))> {
     Some(((x0, if x1 > x0 { x1 } else { x0 + 1.0 }), (y0 - pad(y0, y1), y1 + pad(y0, y1))))
 }
 
-/// A titled line chart; None when there is nothing to draw.
+/// A titled line chart with its legend under it; None when there is nothing to draw.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<Option<String>> {
     let Some(((x0, x1), (y0, y1))) = bounds(series) else { return Ok(None) };
     let mut svg = String::new();
+    // The legend goes in a strip under the chart, a line per series, never over the curves.
+    let legend_h = if series.len() > 1 { 10 + 18 * series.len() as u32 } else { 0 };
     {
-        let root = SVGBackend::with_string(&mut svg, (640, 360)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (640, 340 + legend_h)).into_drawing_area();
         let e = |e: DrawingAreaErrorKind<_>| anyhow!("plot {title}: {e:?}");
         root.fill(&WHITE).map_err(e)?;
-        let mut chart = ChartBuilder::on(&root)
+        let (plot_area, legend_area) = root.split_vertically(340);
+        let mut chart = ChartBuilder::on(&plot_area)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(36)
@@ -70,19 +73,33 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
                 let lower = band.iter().rev().map(|b| (b.0, b.1));
                 chart.draw_series(std::iter::once(Polygon::new(upper.chain(lower).collect::<Vec<_>>(), color.mix(0.15)))).map_err(e)?;
             }
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
-                .map_err(e)?
-                .label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2))).map_err(e)?;
             if s.points.len() <= 30 {
                 chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(e)?;
             }
-        }
-        if series.len() > 1 {
-            chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK.mix(0.3)).draw().map_err(e)?;
+            if legend_h > 0 {
+                let y = 12 + 18 * i as i32;
+                legend_area.draw(&PathElement::new(vec![(70, y), (94, y)], color.stroke_width(2))).map_err(e)?;
+                legend_area.draw(&Text::new(s.name.clone(), (102, y - 7), ("sans-serif", 13))).map_err(e)?;
+            }
         }
         root.present().map_err(e)?;
     }
     Ok(Some(svg))
+}
+
+/// Two charts side by side in one SVG (each its own nested `<svg>`).
+pub fn side_by_side(left: &str, right: &str) -> String {
+    let size =
+        |svg: &str, name: &str| -> u32 { svg.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    let (w1, w2) = (size(left, "width"), size(right, "width"));
+    let height = size(left, "height").max(size(right, "height"));
+    let nested = |svg: &str, x: u32| svg.replacen("<svg ", &format!("<svg x=\"{x}\" "), 1);
+    format!(
+        "<svg width=\"{}\" height=\"{height}\" viewBox=\"0 0 {} {height}\" xmlns=\"http://www.w3.org/2000/svg\">\n{}\n{}\n</svg>\n",
+        w1 + w2,
+        w1 + w2,
+        nested(left, 0),
+        nested(right, w1)
+    )
 }
