@@ -236,3 +236,24 @@ fn runs_lists_each_run_with_how_far_it_got() {
     assert_eq!(rows[0]["test_accuracy"].as_f64(), Some(accuracy));
     assert_eq!(rows[1]["stage"], "search 1/2");
 }
+
+#[test]
+fn a_run_says_how_long_it_has_left_and_the_estimate_changes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 256, 40, true);
+    let (shown, quiet) = (t.path().join("shown"), t.path().join("quiet"));
+    let d = data.to_str().unwrap();
+    let (code, _, err) = enas(&["train", "--preset", "smoke", "--data-dir", d, "--out", shown.to_str().unwrap(), "--seed", "5"]);
+    assert_eq!(code, 0, "{err}");
+    let search: Vec<&str> = err.lines().filter(|l| l.starts_with("search ")).collect();
+    assert_eq!(search.len(), 2, "{err}");
+    assert!(search.iter().all(|l| l.contains("| run ETA ")), "the search's lines count the stages ahead: {err}");
+    assert!(err.lines().any(|l| l.starts_with("deriving: ") && l.contains("then the retrain, about ")), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("epoch ") && l.contains("| run ETA ")), "{err}");
+    // Timing the retrain's steps draws on no random stream of the run.
+    let (code, _, err) = enas(&["train", "--preset", "smoke", "--data-dir", d, "--out", quiet.to_str().unwrap(), "--seed", "5", "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    let (a, b) = (json(&shown.join("result.json")), json(&quiet.join("result.json")));
+    assert_eq!((&a["arch"], &a["test_accuracy"], &a["shared_valid_accuracy"]), (&b["arch"], &b["test_accuracy"], &b["shared_valid_accuracy"]));
+}

@@ -381,8 +381,14 @@ fn run(cli: Cli) -> Result<()> {
             let device = a.device.open()?;
             session::begin(&a.out, &a.out.join("config.json"), a.resume, &device, !a.quiet)?;
             let had_finished = a.resume && retrain::finished(&a.out).is_some();
-            let opts =
-                retrain::RunOptions { resume: a.resume, show_progress: !a.quiet, stop_after: a.stop_after, skip_test: false, tensorboard: a.tensorboard };
+            let opts = retrain::RunOptions {
+                resume: a.resume,
+                show_progress: !a.quiet,
+                stop_after: a.stop_after,
+                skip_test: false,
+                tensorboard: a.tensorboard,
+                ahead: None,
+            };
             let Some(s) = retrain::run(&cfg, &a.out, &opts, &device)? else {
                 println!("stopped as asked; continue with --resume");
                 return Ok(());

@@ -73,7 +73,7 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     let device = r.device.open()?;
     let out = r.out.join("search");
     super::session::begin(&r.out, &out.join("config.json"), r.resume, &device, show)?;
-    let opts = RunOptions { resume: r.resume, show_progress: show, stop_after: r.stop_after, skip_test: true, tensorboard: false };
+    let opts = RunOptions { resume: r.resume, show_progress: show, stop_after: r.stop_after, skip_test: true, tensorboard: false, ahead: None };
     let Some(trials) = multi_trial::run(&cfg, &out, &opts, &device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());

@@ -208,7 +208,7 @@ fn plan_of(run: &RunArgs, enas: &EnasArgs, retrain_epochs: Option<usize>) -> Res
 }
 
 fn run_options(run: &RunArgs, tensorboard: bool) -> RunOptions {
-    RunOptions { resume: run.resume, show_progress: !run.quiet && !run.json, stop_after: run.stop_after, skip_test: false, tensorboard }
+    RunOptions { resume: run.resume, show_progress: !run.quiet && !run.json, stop_after: run.stop_after, skip_test: false, tensorboard, ahead: None }
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {

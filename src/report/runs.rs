@@ -109,16 +109,6 @@ pub fn scan(root: &Path) -> anyhow::Result<Vec<RunRow>> {
     Ok(dirs.iter().filter_map(|d| row(d)).collect())
 }
 
-/// `95s`, `12m05s`, `2h03m`.
-fn duration(s: f64) -> String {
-    let s = s.round() as u64;
-    match s {
-        0..=99 => format!("{s}s"),
-        100..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
-}
-
 /// The rows as an aligned text table.
 pub fn table(rows: &[RunRow], root: &Path) -> String {
     let header = ["run", "space", "method", "preset", "stage", "test acc", "time", "command"].map(String::from);
@@ -138,7 +128,7 @@ pub fn table(rows: &[RunRow], root: &Path) -> String {
                 r.preset.clone().unwrap_or_else(|| "-".into()),
                 r.stage.clone(),
                 acc,
-                duration(r.seconds),
+                crate::train::eta::duration(r.seconds),
                 r.command.clone(),
             ]
         })

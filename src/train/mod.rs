@@ -2,6 +2,7 @@
 //! retraining of a fixed architecture from scratch.
 pub mod checkpoint;
 pub mod derive;
+pub mod eta;
 pub mod loss;
 pub mod multi_trial;
 pub mod optim;

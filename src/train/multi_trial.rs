@@ -88,7 +88,7 @@ pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, device: &Devic
         child.seed = child_seed(cfg.seed, index);
         child.data_seed = Some(cfg.seed);
         let dir = out.join("children").join(format!("{index:04}"));
-        let child_opts = RunOptions { resume: true, show_progress: false, stop_after: None, skip_test: true, tensorboard: false };
+        let child_opts = RunOptions { resume: true, show_progress: false, stop_after: None, skip_test: true, tensorboard: false, ahead: None };
         let (reward, params, seconds) = match retrain::run(&child, &dir, &child_opts, device) {
             Ok(summary) => {
                 let summary = summary.expect("a child runs to its end");

@@ -2,6 +2,7 @@
 //! `DIR/search` (checkpoint, metrics), `DIR/derive` (arch.json, derive.csv),
 //! `DIR/retrain` (the final model).
 use super::derive::{self, Derived};
+use super::eta::{self, Ahead};
 use super::preset::Plan;
 use super::retrain::{self, RunOptions, Summary};
 use super::search::{self, SearchEpoch};
@@ -43,6 +44,12 @@ pub fn retrained(out: &Path) -> Option<Retrained> {
     Some(Retrained { arch: config["arch"].as_str()?.to_string(), finished: retrain::finished(&dir).is_some() })
 }
 
+/// The retrain's seconds, from a few timed steps of its network on the images it will train on.
+fn retrain_estimate(plan: &Plan, device: &Device) -> Result<f64> {
+    let data = retrain::load_data(&plan.retrain)?;
+    eta::retrain_seconds(&plan.retrain, plan.search.arch_size(), (data.train.len(), data.valid.len(), data.test.len()), device)
+}
+
 /// Present once a run has started in a directory.
 const STARTED: &str = "search";
 
@@ -53,7 +60,10 @@ pub fn run(plan: &Plan, out: &Path, opts: &RunOptions, device: &Device) -> Resul
     super::checkpoint::prepare_run_dir(out, plan, opts.resume, STARTED, device)?;
     let stage_opts = RunOptions { resume: true, ..opts.clone() };
     let search_dir = out.join("search");
-    let Some(history) = search::run(&plan.search, &search_dir, &stage_opts, device)? else {
+    let derive_candidates = 1 + plan.derive.samples + plan.derive.uniform;
+    let ahead =
+        if opts.show_progress && retrained(out).is_none() { Some(Ahead { derive_candidates, retrain_seconds: retrain_estimate(plan, device)? }) } else { None };
+    let Some(history) = search::run(&plan.search, &search_dir, &RunOptions { ahead, ..stage_opts.clone() }, device)? else {
         return Ok(None);
     };
     let search_seconds = history.iter().map(|e| e.seconds).sum();
@@ -63,7 +73,8 @@ pub fn run(plan: &Plan, out: &Path, opts: &RunOptions, device: &Device) -> Resul
         Ok(text) => serde_json::from_str(&text).with_context(|| format!("{}: unreadable; delete it to derive again", derived_path.display()))?,
         Err(_) => {
             if opts.show_progress {
-                eprintln!("deriving: {} samples from the policy, {} uniform draws", plan.derive.samples, plan.derive.uniform);
+                let then = ahead.map_or(String::new(), |a| format!("; then the retrain, about {}", eta::duration(a.retrain_seconds)));
+                eprintln!("deriving: {} samples from the policy, {} uniform draws{then}", plan.derive.samples, plan.derive.uniform);
             }
             derive::run(&search_dir, &derive_dir, &plan.derive, opts.show_progress, device)?
         }

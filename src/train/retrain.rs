@@ -172,6 +172,8 @@ pub struct RunOptions {
     pub skip_test: bool,
     /// Also write every epoch's metrics as TensorBoard scalars into `out/tensorboard`.
     pub tensorboard: bool,
+    /// The stages of the run after this one, for the run's ETA.
+    pub ahead: Option<super::eta::Ahead>,
 }
 
 /// Trains `cfg` from scratch into `out` (or resumes it), then tests it.
@@ -253,6 +255,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
         let (valid_accuracy, valid_loss) = evaluate(&eval_net, &valid_set, &data, cfg.eval_batch, show_progress, device)?;
+        let valid_secs = t0.elapsed().as_secs_f64() - train_secs;
         let m = EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -264,9 +267,20 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
             seconds: t0.elapsed().as_secs_f64(),
         };
         if show_progress {
+            // The test set is one more evaluation, at the validation split's speed per image.
+            let secs: Vec<f64> = history.iter().map(|e| e.seconds).chain([m.seconds]).collect();
+            let test = valid_secs / data.valid.len().max(1) as f64 * data.test.len() as f64;
             eprintln!(
-                "epoch {:>3}/{}: train loss {:.4} acc {:.4} | valid loss {:.4} acc {:.4} | {:.0} img/s, {:.0}s",
-                m.epoch, cfg.epochs, m.train_loss, m.train_accuracy, m.valid_loss, m.valid_accuracy, m.images_per_s, m.seconds
+                "epoch {:>3}/{}: train loss {:.4} acc {:.4} | valid loss {:.4} acc {:.4} | {:.0} img/s, {:.0}s | run ETA {}",
+                m.epoch,
+                cfg.epochs,
+                m.train_loss,
+                m.train_accuracy,
+                m.valid_loss,
+                m.valid_accuracy,
+                m.images_per_s,
+                m.seconds,
+                super::eta::duration(super::eta::remaining(&secs, cfg.epochs) + test)
             );
         }
         if let Some(b) = board.as_mut() {

@@ -306,7 +306,10 @@ pub fn run(cfg: &SearchConfig, out: &Path, opts: &RunOptions, device: &Device) -
             (Algo::Random, Some((_, a))) => a,
             _ => controller.sample(&mut Pick::Greedy)?.arch,
         };
+        let eval_started = Instant::now();
         let valid_accuracy = accuracy_on(&eval_net, &favoured, &valid_set, &data, cfg.batch, device)?;
+        // One architecture scored on the validation split: what each of derive's candidates costs.
+        let candidate_secs = eval_started.elapsed().as_secs_f64();
         let avg = |f: fn(&UpdateStats) -> f64| mean(&updates.iter().map(f).collect::<Vec<_>>());
         let m = SearchEpoch {
             epoch: epoch + 1,
@@ -327,9 +330,21 @@ pub fn run(cfg: &SearchConfig, out: &Path, opts: &RunOptions, device: &Device) -
             seconds: t0.elapsed().as_secs_f64(),
         };
         if opts.show_progress {
+            let secs: Vec<f64> = history.iter().map(|e| e.seconds).chain([m.seconds]).collect();
+            let ahead = opts.ahead.map_or(0.0, |a| a.derive_candidates as f64 * candidate_secs + a.retrain_seconds);
             eprintln!(
-                "search {:>3}/{}: shared loss {:.4} acc {:.4} | reward {:.4} baseline {:.4} entropy {:.2} | favoured arch valid acc {:.4} | {:.0}s",
-                m.epoch, cfg.epochs, m.train_loss, m.train_accuracy, m.mean_reward, m.baseline, m.entropy, m.valid_accuracy, m.seconds
+                "search {:>3}/{}: shared loss {:.4} acc {:.4} | reward {:.4} baseline {:.4} entropy {:.2} | favoured arch valid acc {:.4} | {:.0}s | {} {}",
+                m.epoch,
+                cfg.epochs,
+                m.train_loss,
+                m.train_accuracy,
+                m.mean_reward,
+                m.baseline,
+                m.entropy,
+                m.valid_accuracy,
+                m.seconds,
+                if opts.ahead.is_some() { "run ETA" } else { "ETA" },
+                super::eta::duration(super::eta::remaining(&secs, cfg.epochs) + ahead)
             );
         }
         if let Some(b) = board.as_mut() {
