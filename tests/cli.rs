@@ -281,9 +281,15 @@ fn eval_of_a_train_run_reads_its_retrain_stage() {
     assert_one_line_error(&["eval", "--model", r, "--data-dir", d], &[r, "retrain stage has not finished"]);
     let (code, _, err) = retrain_tiny(&dir, &run.join("retrain"));
     assert_eq!(code, 0, "{err}");
-    let (code, stdout, err) = enas(&["eval", "--model", r, "--data-dir", d]);
+    // A run directory is --run to eval as to derive and report (--model stays as an alias).
+    for flag in ["--run", "--model"] {
+        let (code, stdout, err) = enas(&["eval", flag, r, "--data-dir", d]);
+        assert_eq!(code, 0, "{err}");
+        assert!(stdout.starts_with("test accuracy 0."), "{stdout}");
+    }
+    let (code, stdout, err) = enas(&["report", "--run", r]);
     assert_eq!(code, 0, "{err}");
-    assert!(stdout.starts_with("test accuracy 0."), "{stdout}");
+    assert!(stdout.contains("report.html"), "{stdout}");
 }
 
 #[test]

@@ -139,6 +139,8 @@ fn flags_a_command_does_not_use_are_refused_or_absent() {
         (vec!["search", "--mode", "multi-trial", "--search-epochs", "2"], vec!["--search-epochs", "--child-epochs"]),
         (vec!["search", "--mode", "multi-trial", "--controller", "reinforce"], vec!["--controller", "--strategy"]),
         (vec!["train", "--macro-skips", "sum"], vec!["--macro-skips", "macro"]),
+        // Not an option of train at all: clap's own error, as one line.
+        (vec!["train", "--budget", "5"], vec!["unexpected argument '--budget'", "`enas train --help`"]),
     ] {
         let (code, _, err) = enas(&[&args[..], &["--out", r]].concat());
         assert_eq!(code, 1, "{args:?}: {err}");
@@ -147,6 +149,9 @@ fn flags_a_command_does_not_use_are_refused_or_absent() {
             assert!(err.contains(n), "{args:?}: '{n}' not in {err}");
         }
     }
+    let (code, _, err) = enas(&["retrain", "--epochs", "2"]);
+    assert_eq!((code, err.trim().lines().count()), (1, 1), "{err}");
+    assert!(err.contains("--arch <ARCH>") && err.contains("--out <OUT>"), "the missing ones named: {err}");
     // Not offered where they mean nothing.
     let (_, help, _) = enas(&["train", "--help"]);
     for absent in ["--budget", "--mode", "--strategy", "--child-epochs"] {

@@ -281,13 +281,14 @@ pub fn main() -> i32 {
     let args = session::with_stored_settings(std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect());
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        // A value out of its flag's range (cli::ranges): one line, as every other bad input.
-        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
-            let message = e.render().to_string();
-            eprintln!("{}", message.lines().next().unwrap_or("error: invalid value").trim_end());
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                e.exit();
+            }
+            eprintln!("{}", one_line(&e.render().to_string()));
             return 1;
         }
-        Err(e) => e.exit(),
     };
     if let Err(e) = crate::ops::simd::init_from_env() {
         eprintln!("error: {e}");
@@ -300,6 +301,28 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// clap's message for a bad command line as one line, as every other bad
+/// input: its error, its tip if it has one, and where the options are listed.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines.next().unwrap_or("error: bad command line").to_string();
+    let rest: Vec<&str> = lines.collect();
+    // "the following required arguments were not provided:" lists them on the lines after.
+    if line.ends_with(':') {
+        let listed: Vec<&str> =
+            rest.iter().copied().take_while(|l| !l.starts_with("Usage: ") && !l.starts_with("tip: ") && !l.starts_with("For more")).collect();
+        line = format!("{line} {}", listed.join(", "));
+    }
+    if let Some(tip) = rest.iter().find_map(|l| l.strip_prefix("tip: ")) {
+        line = format!("{line}; {tip}");
+    }
+    if let Some(usage) = rest.iter().find_map(|l| l.strip_prefix("Usage: ")) {
+        let command: Vec<&str> = usage.split_whitespace().take_while(|w| !w.starts_with('[') && !w.starts_with('<') && !w.starts_with('-')).collect();
+        line = format!("{line} (`{} --help` lists the options)", command.join(" "));
+    }
+    line
 }
 
 /// Runs `f` on a worker of a rayon pool of one thread per core, so that the
