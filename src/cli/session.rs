@@ -11,6 +11,24 @@ use std::path::Path;
 const INVOCATION_FLAGS: [&str; 4] = ["--quiet", "--json", "--download", "--resume"];
 const INVOCATION_OPTIONS: [&str; 1] = ["--stop-after"];
 
+/// `words` without the flags named in `skip`; a skipped option of
+/// `INVOCATION_OPTIONS` takes its value with it (unless given as `--flag=value`).
+fn without(words: &[String], skip: &[&str]) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut rest = words.iter();
+    while let Some(w) = rest.next() {
+        let name = w.split('=').next().unwrap_or(w);
+        if skip.contains(&name) {
+            if INVOCATION_OPTIONS.contains(&name) && !w.contains('=') {
+                rest.next();
+            }
+            continue;
+        }
+        kept.push(w.clone());
+    }
+    kept
+}
+
 /// The subcommand of a command line (`enas train ...` gives `train`).
 fn subcommand(line: &[String]) -> Option<&str> {
     line.get(1).map(String::as_str)
@@ -37,20 +55,7 @@ pub fn with_stored_settings(args: Vec<String>) -> Vec<String> {
     let Some(out) = out_of(&args) else { return args };
     let Some(line) = stored(Path::new(out)).into_iter().find(|l| subcommand(l) == Some(sub.as_str())) else { return args };
     let mut merged = args[..2].to_vec();
-    let mut rest = line[2..].iter();
-    while let Some(a) = rest.next() {
-        let name = a.split('=').next().unwrap_or(a);
-        if INVOCATION_FLAGS.contains(&name) {
-            continue;
-        }
-        if INVOCATION_OPTIONS.contains(&name) {
-            if !a.contains('=') {
-                rest.next();
-            }
-            continue;
-        }
-        merged.push(a.clone());
-    }
+    merged.extend(without(&line[2..], &[&INVOCATION_FLAGS[..], &INVOCATION_OPTIONS[..]].concat()));
     merged.extend(args[2..].iter().cloned());
     merged
 }
@@ -61,20 +66,7 @@ pub fn with_stored_settings(args: Vec<String>) -> Vec<String> {
 pub fn record_command(dir: &Path) -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let mut line = vec!["enas".to_string()];
-    let mut rest = args.iter().skip(1);
-    while let Some(a) = rest.next() {
-        let name = a.split('=').next().unwrap_or(a);
-        if name == "--resume" {
-            continue;
-        }
-        if INVOCATION_OPTIONS.contains(&name) {
-            if !a.contains('=') {
-                rest.next();
-            }
-            continue;
-        }
-        line.push(a.clone());
-    }
+    line.extend(without(args.get(1..).unwrap_or_default(), &[&["--resume"][..], &INVOCATION_OPTIONS[..]].concat()));
     let sub = subcommand(&line).map(str::to_string);
     let mut lines = stored(dir);
     match lines.iter_mut().find(|l| subcommand(l).map(str::to_string) == sub) {

@@ -3,10 +3,8 @@
 //! instead of becoming a tensor of candle's graph (see `conv_bn`).
 use super::conv_bn::{bn_backward, bn_forward, bn_forward_of, keep, kept};
 use crate::ops::kernels::batch_norm::{stats_of, BatchNormTrain, BatchStats};
-use crate::ops::kernels::simd::vectorize;
 use crate::ops::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
-use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Training-mode batch norm of `a + b` (same shape (N, C, H, W)) with `gamma` and `beta` (C,).
@@ -38,21 +36,7 @@ impl CustomOp3 for AddBn {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let (a, b) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
-        // SAFETY: every element is written (`vec!` would be one serial memset on the calling thread).
-        let (sum, ()) = unsafe {
-            crate::ops::storage::filled(a.len(), |sum| {
-                sum.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(s, (a, b))| {
-                    vectorize(
-                        #[inline(always)]
-                        || {
-                            for (s, (a, b)) in s.iter_mut().zip(a.iter().zip(b)) {
-                                *s = a + b;
-                            }
-                        },
-                    );
-                })
-            })
-        };
+        let sum = crate::ops::kernels::accumulate::sum_slices(a, b);
         let (y, sum) = bn_forward(&self.bn, CpuStorage::F32(sum), l1.shape().clone(), f32_data(s3, l3, self.name())?)?;
         keep(&self.sum, sum);
         Ok(y)

@@ -17,6 +17,27 @@ pub fn add_into(acc: &Tensor, g: &Tensor) -> Result<()> {
     acc.inplace_op2(&g.contiguous()?, &AddInto)
 }
 
+/// `a + b` elementwise (same lengths) over the worker threads, into memory
+/// not zeroed first (`vec!` would be one serial memset on the calling thread).
+pub(crate) fn sum_slices(a: &[f32], b: &[f32]) -> Vec<f32> {
+    // SAFETY: every element is written.
+    let (out, ()) = unsafe {
+        crate::ops::storage::filled(a.len(), |out| {
+            out.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(o, (a, b))| {
+                vectorize(
+                    #[inline(always)]
+                    || {
+                        for (o, (a, b)) in o.iter_mut().zip(a.iter().zip(b)) {
+                            *o = a + b;
+                        }
+                    },
+                );
+            })
+        })
+    };
+    out
+}
+
 /// `a + b` as a new tensor (CPU, contiguous, same shape), over the worker
 /// threads: candle's `+` runs on the calling thread alone here (see cli's
 /// thread settings).
@@ -24,25 +45,7 @@ pub fn sum_of(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() || !a.device().is_cpu() {
         candle_core::bail!("sum_of: shapes {:?} and {:?} differ, or not on the CPU", a.dims(), b.dims())
     }
-    let out = crate::ops::storage::with_f32(&[&a.contiguous()?, &b.contiguous()?], "sum_of", |data| {
-        let (x, y) = (data[0], data[1]);
-        // SAFETY: every element is written just below.
-        let (out, ()) = unsafe {
-            crate::ops::storage::filled(x.len(), |out| {
-                out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14))).for_each(|(o, (x, y))| {
-                    vectorize(
-                        #[inline(always)]
-                        || {
-                            for (o, (x, y)) in o.iter_mut().zip(x.iter().zip(y)) {
-                                *o = x + y;
-                            }
-                        },
-                    );
-                });
-            })
-        };
-        Ok(out)
-    })?;
+    let out = crate::ops::storage::with_f32(&[&a.contiguous()?, &b.contiguous()?], "sum_of", |data| Ok(sum_slices(data[0], data[1])))?;
     Tensor::from_vec(out, a.shape(), &candle_core::Device::Cpu)
 }
 
