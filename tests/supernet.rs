@@ -279,3 +279,36 @@ fn fused_macro_conv_branch_is_bitwise_the_composition() {
         assert_eq!(fused, composed, "op {op}: output and gradients");
     }
 }
+
+/// The running statistics of every batch norm after one training forward of `arch`, and whether any moved from its start.
+fn running_stats_move(space: SpaceKind, nodes: usize, cfg: &NetConfig, arch: &str) -> (usize, bool) {
+    let varmap = VarMap::new();
+    let net = Supernet::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), space, nodes, cfg).unwrap();
+    seeded_init(&varmap, 0).unwrap();
+    let running = || -> Vec<(String, Vec<f32>)> {
+        sorted_vars(&varmap)
+            .into_iter()
+            .filter(|(name, _)| name.contains("running_"))
+            .map(|(name, v)| (name, v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect()
+    };
+    let before = running();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let arch = Arch::parse(space, arch).unwrap();
+    net.forward(&input(), &arch, &mut Ctx { train: true, rng: &mut rng, progress: 0.0 }).unwrap();
+    (before.len(), before != running())
+}
+
+#[test]
+fn the_micro_supernet_leaves_running_statistics_nothing_reads() {
+    // It normalises with the batch in training, rewards and derive alike, so updating them would be work for nothing (issue 20).
+    let cell = "0 0 1 4 2 2 0 1 3 3 2 0";
+    let (count, moved) = running_stats_move(SpaceKind::Micro, 3, &config(1, true), &format!("{cell} {cell}"));
+    assert!(count > 10 && !moved, "{count} running statistics, moved: {moved}");
+    // The macro supernet's rewards may read them: they move.
+    let (count, moved) = running_stats_move(SpaceKind::Macro, 0, &config(3, false), "0 1 0 2 1 0");
+    assert!(count > 0 && moved);
+    // And the switch is back on after the micro forward: a retrained network's move (tests/retrain.rs evaluates with them).
+    let (_, moved) = running_stats_move(SpaceKind::Macro, 0, &config(3, false), "0 1 0 2 1 0");
+    assert!(moved);
+}

@@ -137,6 +137,11 @@ impl MicroSupernet {
     /// Runs `arch` on the shared weights. Batch norm always normalises with the
     /// batch; `ctx.train` switches the auxiliary head and dropout.
     pub fn forward(&self, x: &Tensor, arch: &MicroArch, ctx: &mut Ctx) -> Result<Output> {
+        // Nothing reads the running statistics of a network that always normalises with the batch.
+        super::layers::without_running_stats(|| self.forward_batch_stats(x, arch, ctx))
+    }
+
+    fn forward_batch_stats(&self, x: &Tensor, arch: &MicroArch, ctx: &mut Ctx) -> Result<Output> {
         let s = self.stem_bn.after_conv(x, self.stem.weight(), false, false, true)?;
         let mut prev = [s.clone(), s];
         let mut aux_logits = None;
