@@ -177,3 +177,27 @@ fn cifar10_present_runs_unchanged() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("test accuracy"), "{stdout}");
 }
+
+#[test]
+fn every_reward_batch_is_a_whole_batch() {
+    use enas::data::{Dataset, DatasetKind, ImageSet};
+    use enas::train::search::BatchCycle;
+    use std::sync::Arc;
+    let set = |n: usize| ImageSet {
+        images: (0..n * 784).map(|i| (i % 251) as u8).collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    let data = Dataset::from_sets(DatasetKind::FashionMnist, set(100), set(10), 40, 0, Path::new("toy")).unwrap();
+    // 40 validation images in batches of 16: two whole batches a pass, never the 8 left over (issue 22, item 3).
+    let mut cycle = BatchCycle::new(Arc::new(data.valid.clone()), &data, 16, 0, 0);
+    for _ in 0..12 {
+        let (x, y) = cycle.next_batch(&candle_core::Device::Cpu).unwrap();
+        assert_eq!((x.dim(0).unwrap(), y.dim(0).unwrap()), (16, 16));
+    }
+    // A split smaller than one batch still gives its images.
+    let mut small = BatchCycle::new(Arc::new(data.valid.clone()), &data, 64, 0, 0);
+    assert_eq!(small.next_batch(&candle_core::Device::Cpu).unwrap().1.dim(0).unwrap(), 40);
+}

@@ -131,3 +131,38 @@ fn cross_entropy_with_label_smoothing() {
     let smooth = cross_entropy(&logits, &labels, 0.1).unwrap().to_scalar::<f32>().unwrap() as f64;
     assert!((smooth - (0.9 * nll + 0.1 * uniform)).abs() < 1e-5);
 }
+
+#[test]
+fn paper_weight_decay_is_the_authors_effective_l2() {
+    use enas::controller::Algo;
+    use enas::data::DatasetKind;
+    use enas::space::SpaceKind;
+    use enas::train::preset::{plan, Choice, Preset};
+    // The authors add l2_reg * sum(w^2) to the loss (utils.py); its gradient, computed by candle:
+    let l2_reg = 1e-4;
+    let w = Var::new(&[0.5f32, -2.0, 3.0], &Device::Cpu).unwrap();
+    let term = (w.as_tensor().sqr().unwrap().sum_all().unwrap() * l2_reg).unwrap();
+    let grads = term.backward().unwrap();
+    let theirs = grads.get(w.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+    // Our decay adds weight_decay * w to the gradient: one plain SGD step of lr 1 on a zero loss gradient moves w by it.
+    let vars = vec![("w".to_string(), w.clone())];
+    let before = w.as_tensor().to_vec1::<f32>().unwrap();
+    let choice = |space| Choice { preset: Preset::Paper, space, algo: Algo::Ppo, dataset: DatasetKind::Cifar10, data_dir: None, seed: 0 };
+    let micro = plan(&choice(SpaceKind::Micro));
+    let mut sgd = Sgd::new(vars.clone(), SgdConfig { lr: 1.0, momentum: 0.0, nesterov: false, ..micro.search.sgd.clone() });
+    sgd.step(&[Some(Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap())]).unwrap();
+    let ours: Vec<f32> = before.iter().zip(w.as_tensor().to_vec1::<f32>().unwrap()).map(|(b, a)| b - a).collect();
+    for (o, t) in ours.iter().zip(&theirs) {
+        assert!((o - t).abs() < 1e-7, "ours {ours:?}, the authors' {theirs:?}");
+    }
+    // Every paper preset: twice the authors' l2_reg (cifar10_{micro,macro}_{search,final}.sh).
+    let mac = plan(&choice(SpaceKind::Macro));
+    for (got, l2) in [
+        (micro.search.sgd.weight_decay, 1e-4),
+        (micro.retrain.sgd.weight_decay, 2e-4),
+        (mac.search.sgd.weight_decay, 2.5e-4),
+        (mac.retrain.sgd.weight_decay, 2e-4),
+    ] {
+        assert!((got - 2.0 * l2).abs() < 1e-12, "{got} against 2 x {l2}");
+    }
+}

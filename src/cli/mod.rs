@@ -189,13 +189,13 @@ struct RetrainArgs {
     /// SGD momentum (Nesterov); 0 for plain SGD.
     #[arg(long, value_parser = ranges::fraction, allow_negative_numbers = true, default_value_t = 0.9)]
     momentum: f64,
-    /// L2 weight decay (added to the gradient), as the authors' l2_reg.
+    /// L2 weight decay: weight_decay * w is added to the gradient (the authors' l2_reg L adds L * sum(w^2) to the loss: our 2L).
     #[arg(long, value_parser = ranges::non_negative, allow_negative_numbers = true, default_value_t = 2e-4)]
     weight_decay: f64,
     /// Apply weight decay decoupled from the gradient (SGDW) instead of as L2.
     #[arg(long)]
     decoupled_wd: bool,
-    /// Clip the gradients to this global L2 norm (0: no clipping).
+    /// Clip the gradients to this global L2 norm (0: no clipping, the authors' code in effect: its clip never acts).
     #[arg(long, value_parser = ranges::non_negative, allow_negative_numbers = true, default_value_t = 5.0)]
     grad_clip: f64,
     /// Label smoothing of the cross-entropy loss (0: none).

@@ -104,7 +104,9 @@ const ARCH_STREAM: u64 = 0xa2c4_5eed;
 const MODEL_STREAM: u64 = 0x5e4c_40de;
 const REWARD_STREAM: u64 = 0x2e3a_7d00;
 
-/// Validation minibatches without end, reshuffled on every pass.
+/// Validation minibatches without end, reshuffled on every pass; each of the
+/// batch size (a pass's last, partial batch is left out: it would score a
+/// reward on a few images), unless the whole split is smaller than a batch.
 pub struct BatchCycle {
     set: Arc<ImageSet>,
     cfg: LoaderConfig,
@@ -115,7 +117,8 @@ pub struct BatchCycle {
 
 impl BatchCycle {
     pub fn new(set: Arc<ImageSet>, data: &Dataset, batch: usize, seed: u64, epoch: u64) -> BatchCycle {
-        let cfg = LoaderConfig { batch_size: batch, shuffle: true, drop_last: false, augment: Augment::NONE, mean: data.mean.clone(), std: data.std.clone() };
+        let drop_last = set.len() >= batch;
+        let cfg = LoaderConfig { batch_size: batch, shuffle: true, drop_last, augment: Augment::NONE, mean: data.mean.clone(), std: data.std.clone() };
         BatchCycle { set, cfg, seed: seed ^ REWARD_STREAM, stream: epoch << 20, loader: None }
     }
 
