@@ -139,6 +139,8 @@ fn flags_a_command_does_not_use_are_refused_or_absent() {
         (vec!["search", "--mode", "multi-trial", "--search-epochs", "2"], vec!["--search-epochs", "--child-epochs"]),
         (vec!["search", "--mode", "multi-trial", "--controller", "reinforce"], vec!["--controller", "--strategy"]),
         (vec!["train", "--macro-skips", "sum"], vec!["--macro-skips", "macro"]),
+        (vec!["train", "--reward-bn", "moving"], vec!["--reward-bn moving", "micro"]),
+        (vec!["search", "--mode", "multi-trial", "--reward-bn", "batch"], vec!["--reward-bn", "running averages"]),
         // Not an option of train at all: clap's own error, as one line.
         (vec!["train", "--budget", "5"], vec!["unexpected argument '--budget'", "`enas train --help`"]),
     ] {

@@ -312,3 +312,40 @@ fn the_micro_supernet_leaves_running_statistics_nothing_reads() {
     let (_, moved) = running_stats_move(SpaceKind::Macro, 0, &config(3, false), "0 1 0 2 1 0");
     assert!(moved);
 }
+
+#[test]
+fn moving_reward_bn_reads_the_running_averages() {
+    // The authors' macro reward pass (is_training=False): batch norm with the running averages, not the batch's statistics (issue 22, item 2).
+    let output_after_moving_the_averages = |moving: bool| -> (Vec<f32>, Vec<f32>) {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let mut net = match Supernet::new(vb, SpaceKind::Macro, 0, &config(3, false)).unwrap() {
+            Supernet::Macro(n) => n,
+            Supernet::Micro(_) => unreachable!(),
+        };
+        seeded_init(&varmap, 0).unwrap();
+        net.moving_bn_in_eval = moving;
+        let Arch::Macro(arch) = Arch::parse(SpaceKind::Macro, "0 1 0 2 1 0").unwrap() else { unreachable!() };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut eval = || {
+            net.forward(&input(), &arch, &mut Ctx { train: false, rng: &mut rng, progress: 1.0 })
+                .unwrap()
+                .logits
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let before = eval();
+        for (name, var) in sorted_vars(&varmap) {
+            if name.ends_with("running_mean") {
+                var.set(&(var.as_tensor() + 0.5).unwrap()).unwrap();
+            }
+        }
+        (before, eval())
+    };
+    let (before, after) = output_after_moving_the_averages(true);
+    assert_ne!(before, after, "with --reward-bn moving the running averages are read");
+    let (before, after) = output_after_moving_the_averages(false);
+    assert_eq!(before, after, "with the batch's statistics they are not");
+}

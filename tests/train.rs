@@ -149,14 +149,17 @@ fn paper_weight_decay_is_the_authors_effective_l2() {
     let before = w.as_tensor().to_vec1::<f32>().unwrap();
     let choice = |space| Choice { preset: Preset::Paper, space, algo: Algo::Ppo, dataset: DatasetKind::Cifar10, data_dir: None, seed: 0 };
     let micro = plan(&choice(SpaceKind::Micro));
+    let mac = plan(&choice(SpaceKind::Macro));
     let mut sgd = Sgd::new(vars.clone(), SgdConfig { lr: 1.0, momentum: 0.0, nesterov: false, ..micro.search.sgd.clone() });
     sgd.step(&[Some(Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap())]).unwrap();
     let ours: Vec<f32> = before.iter().zip(w.as_tensor().to_vec1::<f32>().unwrap()).map(|(b, a)| b - a).collect();
     for (o, t) in ours.iter().zip(&theirs) {
         assert!((o - t).abs() < 1e-7, "ours {ours:?}, the authors' {theirs:?}");
     }
+    // The macro paper preset scores rewards with the running averages, as the authors; micro with the batch.
+    assert_eq!(mac.search.reward_bn, enas::train::search::RewardBn::Moving);
+    assert_eq!(micro.search.reward_bn, enas::train::search::RewardBn::Batch);
     // Every paper preset: twice the authors' l2_reg (cifar10_{micro,macro}_{search,final}.sh).
-    let mac = plan(&choice(SpaceKind::Macro));
     for (got, l2) in [
         (micro.search.sgd.weight_decay, 1e-4),
         (micro.retrain.sgd.weight_decay, 2e-4),

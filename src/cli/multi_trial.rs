@@ -18,6 +18,7 @@ pub fn config(a: &SearchArgs) -> Result<MultiTrialConfig> {
         (enas.search_epochs.is_some(), "--search-epochs", "--child-epochs sets each child's training"),
         (enas.macro_skips.is_some(), "--macro-skips", "children are trained as retrained networks, skips concatenated"),
         (enas.tensorboard, "--tensorboard", "each child's metrics are in search/trials.jsonl"),
+        (enas.reward_bn.is_some(), "--reward-bn", "children are scored as trained networks, with their running averages"),
     ] {
         if given {
             bail!("{flag}: a setting of the ENAS search, not of --mode multi-trial ({instead})");

@@ -9,7 +9,7 @@ use crate::train::derive::{self, DeriveOptions};
 use crate::train::pipeline;
 use crate::train::preset::{self, Choice, Preset};
 use crate::train::retrain::{self, RunOptions};
-use crate::train::search;
+use crate::train::search::{self, RewardBn};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -66,6 +66,9 @@ pub struct EnasArgs {
     /// retrained in) or summed, as the authors' search code [default: concat].
     #[arg(long, value_enum)]
     pub(super) macro_skips: Option<MacroSkips>,
+    /// Macro: batch norm in the reward pass and derive with the batch's statistics or the running averages (the authors') [default: moving for --preset paper, else batch].
+    #[arg(long, value_enum)]
+    pub(super) reward_bn: Option<RewardBn>,
     /// Also write each stage's per-epoch metrics as TensorBoard scalars (STAGE/tensorboard/).
     #[arg(long)]
     pub(super) tensorboard: bool,
@@ -195,6 +198,13 @@ fn plan_of(run: &RunArgs, enas: &EnasArgs, retrain_epochs: Option<usize>) -> Res
     });
     if let Some(e) = enas.search_epochs {
         plan.search.set_epochs(e);
+    }
+    match (enas.reward_bn, run.space) {
+        (Some(RewardBn::Moving), SpaceKind::Micro) => {
+            anyhow::bail!("--reward-bn moving: the micro supernet scores with the batch's statistics, as the authors' (it keeps no running averages)")
+        }
+        (Some(bn), _) => plan.search.reward_bn = bn,
+        (None, _) => {}
     }
     if let Some(v) = enas.valid_size {
         plan.search.valid_size = v;

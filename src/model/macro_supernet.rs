@@ -31,6 +31,9 @@ pub struct MacroSupernet {
     dropout: f32,
     /// With summed skips on the CPU, the layers as one op (`macro_trunk`), or as candle's graph.
     pub fused_layers: bool,
+    /// Outside training, batch norm with its running averages (the authors'
+    /// macro reward pass, `is_training=False`) instead of the batch's statistics.
+    pub moving_bn_in_eval: bool,
 }
 
 impl MacroSupernet {
@@ -57,18 +60,20 @@ impl MacroSupernet {
             }
         }
         let fc = Linear::new(vb.pp("fc"), c, cfg.classes)?;
-        Ok(MacroSupernet { stem, stem_bn, layers, reductions, fc, dropout: cfg.dropout, fused_layers: true })
+        Ok(MacroSupernet { stem, stem_bn, layers, reductions, fc, dropout: cfg.dropout, fused_layers: true, moving_bn_in_eval: false })
     }
 
     pub fn forward(&self, x: &Tensor, arch: &MacroArch, ctx: &mut Ctx) -> Result<Output> {
         if arch.layers.len() != self.layers.len() {
             candle_core::bail!("architecture has {} layers, the supernet {}", arch.layers.len(), self.layers.len());
         }
-        let stem = self.stem_bn.after_conv(x, self.stem.weight(), false, false, true)?;
-        let last = if self.fused_layers && x.device().is_cpu() && self.layers.iter().all(|l| l.skip_w.is_none()) {
+        // Batch statistics in training, and outside it unless the running averages are asked for.
+        let batch = ctx.train || !self.moving_bn_in_eval;
+        let stem = self.stem_bn.after_conv(x, self.stem.weight(), false, false, batch)?;
+        let last = if batch && self.fused_layers && x.device().is_cpu() && self.layers.iter().all(|l| l.skip_w.is_none()) {
             self.trunk(&stem, arch)?
         } else {
-            self.graph_layers(stem, arch)?
+            self.graph_layers(stem, arch, batch)?
         };
         let x = global_avg_pool(&last)?;
         let x = dropout(&x, self.dropout, ctx)?;
@@ -88,11 +93,12 @@ impl MacroSupernet {
         trunk.finish(stem)
     }
 
-    /// The layers as candle's graph: the last layer's output.
-    fn graph_layers(&self, stem: Tensor, arch: &MacroArch) -> Result<Tensor> {
+    /// The layers as candle's graph, batch norm with the batch's statistics
+    /// when `batch`, else its running averages: the last layer's output.
+    fn graph_layers(&self, stem: Tensor, arch: &MacroArch, batch: bool) -> Result<Tensor> {
         let mut states = vec![stem];
         for (i, (layer, choice)) in self.layers.iter().zip(&arch.layers).enumerate() {
-            let y = layer.ops[choice.op].forward(states.last().expect("the stem is always there"), true)?;
+            let y = layer.ops[choice.op].forward(states.last().expect("the stem is always there"), batch)?;
             let out = match (&layer.skip_w, &layer.skip_bn) {
                 (Some(w), Some(bn)) => {
                     let mut slots: Vec<u32> = choice.skips.iter().enumerate().filter(|(_, s)| **s).map(|(j, _)| j as u32).collect();
@@ -102,21 +108,21 @@ impl MacroSupernet {
                     let (k, c) = (slots.len(), w.dim(1)?);
                     let idx = Tensor::from_vec(slots, k, w.device())?;
                     let w = w.index_select(&idx, 0)?.transpose(0, 1)?.reshape((c, k * c))?;
-                    bn.after_conv(&Tensor::cat(&cat, 1)?, &w, true, false, true)?
+                    bn.after_conv(&Tensor::cat(&cat, 1)?, &w, true, false, batch)?
                 }
                 (None, Some(bn)) => {
                     // The skips summed among themselves, then added to the op's output inside the BN's op.
                     let mut skips = choice.skips.iter().enumerate().filter(|(_, s)| **s).map(|(j, _)| &states[j]);
                     match skips.next() {
-                        Some(first) => bn.of_sum(&y, &skips.try_fold(first.clone(), |acc, s| acc + s)?, true)?,
-                        None => bn.forward(&y, true)?,
+                        Some(first) => bn.of_sum(&y, &skips.try_fold(first.clone(), |acc, s| acc + s)?, batch)?,
+                        None => bn.forward(&y, batch)?,
                     }
                 }
                 _ => y,
             };
             states.push(out);
             if let Some((_, reds)) = self.reductions.iter().find(|(at, _)| *at == i) {
-                states = states.iter().zip(reds).map(|(s, r)| r.forward(s, true)).collect::<Result<Vec<_>>>()?;
+                states = states.iter().zip(reds).map(|(s, r)| r.forward(s, batch)).collect::<Result<Vec<_>>>()?;
             }
         }
         Ok(states.pop().expect("at least the stem"))

@@ -4,7 +4,7 @@
 //! hour on 2 cores; `smoke` runs in seconds for the tests.
 use super::derive::DeriveOptions;
 use super::retrain::RetrainConfig;
-use super::search::SearchConfig;
+use super::search::{RewardBn, SearchConfig};
 use super::SgdConfig;
 use crate::controller::{Algo, ControllerSettings, PolicyConfig};
 use crate::data::{Augment, DatasetKind};
@@ -333,6 +333,8 @@ pub fn plan(c: &Choice) -> Plan {
         train_limit: search_limit,
         controller,
         seed: c.seed,
+        // The authors' macro child scores its rewards with is_training=False (general_child.py); the micro one with the batch.
+        reward_bn: if c.preset == Preset::Paper && !micro { RewardBn::Moving } else { RewardBn::Batch },
     };
     let retrain_cfg = RetrainConfig {
         space: c.space,

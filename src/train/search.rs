@@ -45,6 +45,20 @@ pub struct SearchConfig {
     pub train_limit: Option<usize>,
     pub controller: ControllerSettings,
     pub seed: u64,
+    /// Batch norm in the reward pass (and derive): the batch's statistics, or (macro) the running averages.
+    #[serde(default)]
+    pub reward_bn: RewardBn,
+}
+
+/// Which statistics batch norm uses when the shared weights score an architecture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RewardBn {
+    /// The batch's own, as the authors' micro search.
+    #[default]
+    Batch,
+    /// The running averages of training, as the authors' macro search (`is_training=False`).
+    Moving,
 }
 
 impl SearchConfig {
@@ -188,7 +202,10 @@ pub fn build(cfg: &SearchConfig, data: Dataset, device: &Device) -> Result<Searc
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let supernet = Supernet::new(vb, cfg.space, cfg.nodes, &cfg.net).context("cannot build the supernet")?;
     seeded_init(&varmap, cfg.seed)?;
-    let eval_net = Supernet::detached(&varmap, cfg.space, cfg.nodes, &cfg.net, device)?;
+    let mut eval_net = Supernet::detached(&varmap, cfg.space, cfg.nodes, &cfg.net, device)?;
+    if let Supernet::Macro(net) = &mut eval_net {
+        net.moving_bn_in_eval = cfg.reward_bn == RewardBn::Moving;
+    }
     let controller = Controller::new(cfg.space, cfg.arch_size(), &cfg.controller.policy, cfg.seed, device)?;
     Ok(SearchSetup { data, varmap, supernet, eval_net, controller })
 }
