@@ -144,3 +144,23 @@ fn legends_sit_under_the_chart_not_over_the_curves() {
         assert!(y > bottom_of_curves + 30.0, "{name} at y {y}, curves down to {bottom_of_curves}");
     }
 }
+
+#[test]
+fn the_report_says_whether_the_policy_beat_uniform_draws() {
+    use enas::report::{entropy_trend, policy_against_uniform};
+    // Means 0.6 and 0.4; sample sd 0.0115, so standard errors 0.0058 each: 0.2 / 0.0082 = 24.5 standard errors.
+    let policy = [0.59, 0.61, 0.59, 0.61];
+    let uniform = [0.39, 0.41, 0.39, 0.41];
+    let said = policy_against_uniform(&policy, &uniform).unwrap();
+    assert!(
+        said.contains("samples beat the 4 uniform draws") && said.contains("0.6000 ± 0.0058") && said.contains("0.2000 ± 0.0082, 24.5 standard errors"),
+        "{said}"
+    );
+    // Within two standard errors: not a win.
+    let said = policy_against_uniform(&[0.40, 0.44], &[0.41, 0.42]).unwrap();
+    assert!(said.contains("do not clearly beat"), "{said}");
+    let said = policy_against_uniform(&uniform, &policy).unwrap();
+    assert!(said.contains("do worse than"), "{said}");
+    assert!(policy_against_uniform(&[], &uniform).is_none());
+    assert!(entropy_trend(56.98, 50.78).contains("fell") && entropy_trend(56.9, 57.2).contains("did not fall"));
+}

@@ -142,6 +142,10 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
     if let Some(d) = derive.as_ref().and_then(|d| json_file(&d.join("derive.json"))) {
         search_bought(&mut h, &d)?;
     }
+    let entropy = |r: Option<&Value>| r.and_then(|r| r["entropy"].as_f64());
+    if let (Some(a), Some(b)) = (entropy(search_rows.first()), entropy(search_rows.last())) {
+        writeln!(h, "<p>{}</p>", escape(&super::entropy_trend(a, b)))?;
+    }
 
     if !search_rows.is_empty() {
         h.push_str("<h2>Search</h2>\n");
@@ -265,6 +269,9 @@ fn search_bought(h: &mut String, d: &Value) -> Result<()> {
         writeln!(h, "<tr><td>best of them</td><td>{:.4}</td></tr>", uniform.iter().copied().fold(f64::MIN, f64::max))?;
     }
     h.push_str("</table>\n");
+    if let Some(verdict) = super::policy_against_uniform(&policy, &uniform) {
+        writeln!(h, "<p>{}</p>", escape(&verdict))?;
+    }
     Ok(())
 }
 

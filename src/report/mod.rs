@@ -25,6 +25,43 @@ pub fn count_of(n: usize, noun: &str) -> String {
     }
 }
 
+/// Mean and standard error of the mean of `v`.
+fn mean_se(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, (var / n).sqrt())
+}
+
+/// Whether the policy's samples beat uniform draws on shared-weight
+/// accuracy, said plainly with the standard errors it rests on.
+pub fn policy_against_uniform(policy: &[f64], uniform: &[f64]) -> Option<String> {
+    if policy.is_empty() || uniform.is_empty() {
+        return None;
+    }
+    let ((p, p_se), (u, u_se)) = (mean_se(policy), mean_se(uniform));
+    let (diff, se) = (p - u, (p_se * p_se + u_se * u_se).sqrt());
+    let z = if se > 0.0 { diff / se } else { 0.0 };
+    let verdict = if z > 2.0 {
+        "beat"
+    } else if z < -2.0 {
+        "do worse than"
+    } else {
+        "do not clearly beat (within two standard errors of)"
+    };
+    Some(format!(
+        "The policy's {} samples {verdict} the {} uniform draws: mean shared-weight accuracy {p:.4} ± {p_se:.4} against {u:.4} ± {u_se:.4} (± one standard error), a difference of {diff:.4} ± {se:.4}, {z:.1} standard errors.",
+        policy.len(),
+        uniform.len()
+    ))
+}
+
+/// Whether the controller's policy settled: its entropy in the first and the last search epoch.
+pub fn entropy_trend(first: f64, last: f64) -> String {
+    let moved = if last < first { "fell" } else { "did not fall" };
+    format!("The policy's entropy {moved} over the search: {first:.2} nats in the first epoch, {last:.2} in the last.")
+}
+
 /// Mean reward of the controller's samples in the first and the last search epoch.
 pub fn reward_trend(r: &TrainResult) -> (f64, f64) {
     let first = r.search.first().map_or(0.0, |e| e.mean_reward);
@@ -97,6 +134,14 @@ pub fn report_md(r: &TrainResult, device: &str) -> Result<String> {
         writeln!(s, "| best of the {uniform} uniformly random architectures | {best:.4} |")?;
     }
     writeln!(s)?;
+    if let Some(verdict) = policy_against_uniform(&policy, &of("uniform")) {
+        writeln!(s, "{verdict}")?;
+        writeln!(s)?;
+    }
+    if let (Some(a), Some(b)) = (r.search.first(), r.search.last()) {
+        writeln!(s, "{}", entropy_trend(a.entropy, b.entropy))?;
+        writeln!(s)?;
+    }
     writeln!(s, "Mean reward of the controller's samples: {first:.4} in the first search epoch, {last:.4} in the last.")?;
     writeln!(s)?;
     writeln!(s, "## Search, per epoch")?;

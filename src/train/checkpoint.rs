@@ -89,7 +89,13 @@ pub fn prepare_run_dir<T: serde::Serialize>(out: &Path, cfg: &T, resume: bool, c
             let mut old: serde_json::Value = serde_json::from_str(&old).with_context(|| format!("{}: not valid JSON", config_path.display()))?;
             let started_on = old.as_object_mut().and_then(|o| o.remove(MACHINE));
             let started_device = old.as_object_mut().and_then(|o| o.remove(DEVICE));
-            let changed = differences(&old, &record, "");
+            // What a run records without it setting any number (its preset's name) is not compared:
+            // runs started before it was recorded resume.
+            let mut compared = record.clone();
+            for o in [old.as_object_mut(), compared.as_object_mut()].into_iter().flatten() {
+                o.remove(RECORDED_ONLY);
+            }
+            let changed = differences(&old, &compared, "");
             if !changed.is_empty() {
                 anyhow::bail!(
                     "{}: the run there was started with other settings ({}); resume it with `--resume --out {}` alone to keep them, or choose another --out",
@@ -144,6 +150,8 @@ fn differences(then: &serde_json::Value, now: &serde_json::Value, path: &str) ->
 
 /// The key of `config.json` that records the CPU and kernel set a run started on.
 pub const MACHINE: &str = "machine";
+/// The key of `config.json` that names the preset a run's settings came from (they are recorded in full beside it).
+const RECORDED_ONLY: &str = "preset";
 /// The key of `config.json` that records the device a run started on.
 pub const DEVICE: &str = "device";
 

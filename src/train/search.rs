@@ -46,7 +46,8 @@ pub struct SearchConfig {
     pub controller: ControllerSettings,
     pub seed: u64,
     /// Batch norm in the reward pass (and derive): the batch's statistics, or (macro) the running averages.
-    #[serde(default)]
+    /// Not written when it is the batch's, which runs started before it was a setting used: they resume.
+    #[serde(default, skip_serializing_if = "RewardBn::is_batch")]
     pub reward_bn: RewardBn,
 }
 
@@ -59,6 +60,12 @@ pub enum RewardBn {
     Batch,
     /// The running averages of training, as the authors' macro search (`is_training=False`).
     Moving,
+}
+
+impl RewardBn {
+    fn is_batch(&self) -> bool {
+        *self == RewardBn::Batch
+    }
 }
 
 impl SearchConfig {
