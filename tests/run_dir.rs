@@ -24,8 +24,7 @@ fn other_micro(arch: &str) -> String {
 #[test]
 fn resume_with_out_alone_then_finished_then_derived_again() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let run = t.path().join("run");
     let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
 
@@ -112,8 +111,7 @@ fn resume_with_out_alone_then_finished_then_derived_again() {
 #[test]
 fn resume_of_nothing_starts_fresh_and_ctrl_c_says_how_to_resume() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let run = t.path().join("run");
     let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
     let child = Command::new(env!("CARGO_BIN_EXE_enas"))
@@ -183,8 +181,7 @@ fn flags_a_command_does_not_use_are_refused_or_absent() {
 #[test]
 fn valid_size_overrides_the_preset() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let run = t.path().join("run");
     let (code, _, err) = enas(&[
         "train",
@@ -225,8 +222,7 @@ fn architectures_of_another_space_are_named_and_arch_json_brings_its_space() {
 #[test]
 fn runs_lists_each_run_with_how_far_it_got() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let runs = t.path().join("runs");
     let d = data.to_str().unwrap();
     let at = |name: &str| runs.join(name).to_str().unwrap().to_string();
@@ -261,8 +257,7 @@ fn runs_lists_each_run_with_how_far_it_got() {
 #[test]
 fn a_run_says_how_long_it_has_left_and_the_estimate_changes_nothing() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let (shown, quiet) = (t.path().join("shown"), t.path().join("quiet"));
     let d = data.to_str().unwrap();
     let (code, _, err) = enas(&["train", "--preset", "smoke", "--data-dir", d, "--out", shown.to_str().unwrap(), "--seed", "5"]);

@@ -39,6 +39,13 @@ pub fn write_fashion(dir: &Path, n_train: usize, n_test: usize, gzip: bool) {
     }
 }
 
+/// `dir/data` holding the Fashion-MNIST files at the smoke preset's size (256 training, 40 test images).
+pub fn smoke_fashion(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    write_fashion(&data, 256, 40, true);
+    data
+}
+
 /// Writes CIFAR-10 batch files (`per_batch` records each) into `dir`.
 pub fn write_cifar10(dir: &Path, per_batch: usize) {
     std::fs::create_dir_all(dir).unwrap();
