@@ -60,8 +60,7 @@ fn modified(path: &Path) -> SystemTime {
 #[test]
 fn reinforce_over_the_macro_space_resumes_after_sigkill_without_retraining() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let (data_s, whole, killed) = (data.to_str().unwrap(), t.path().join("whole"), t.path().join("killed"));
 
     let started = Instant::now();
@@ -114,8 +113,7 @@ fn reinforce_over_the_macro_space_resumes_after_sigkill_without_retraining() {
 #[test]
 fn metaqnn_q_learning_runs_and_records_epsilons() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let out = t.path().join("run");
     let mut a = args(data.to_str().unwrap(), out.to_str().unwrap(), "qlearning", "metaqnn");
     a.extend(["--width".into(), "0.0625".into()]);
@@ -134,8 +132,7 @@ fn metaqnn_q_learning_runs_and_records_epsilons() {
 #[test]
 fn bad_multi_trial_requests_are_one_line_errors() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let d = data.to_str().unwrap();
     let out = t.path().join("o");
     let o = out.to_str().unwrap();
@@ -156,8 +153,7 @@ fn bad_multi_trial_requests_are_one_line_errors() {
 #[test]
 fn json_prints_one_object_with_the_best_child() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let out = t.path().join("run");
     let mut a = args(data.to_str().unwrap(), out.to_str().unwrap(), "random", "macro");
     a.retain(|x| x != "--quiet");
@@ -173,8 +169,7 @@ fn json_prints_one_object_with_the_best_child() {
 #[test]
 fn smoke_is_small_in_multi_trial_too_and_children_are_reported_when_redirected() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let out = t.path().join("mq");
     // stderr is a pipe here, as when redirected to a file: every child still has its line as it finishes.
     let args: Vec<String> =

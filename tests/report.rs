@@ -38,8 +38,7 @@ fn open_in_chromium(page: &Path, shot: &Path) -> (Vec<String>, Vec<u8>) {
 #[test]
 fn smoke_run_report_opens_in_chromium_without_errors() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let run = t.path().join("run");
     let (code, _, err) = enas(&["train", "--preset", "smoke", "--data-dir", data.to_str().unwrap(), "--out", run.to_str().unwrap(), "--seed", "2", "--quiet"]);
     assert_eq!(code, 0, "{err}");
@@ -83,8 +82,7 @@ fn smoke_run_report_opens_in_chromium_without_errors() {
 #[test]
 fn report_works_on_a_stage_directory_and_names_a_bad_one() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let run = t.path().join("run");
     let (code, _, err) = enas(&["search", "--preset", "smoke", "--data-dir", data.to_str().unwrap(), "--out", run.to_str().unwrap(), "--quiet"]);
     assert_eq!(code, 0, "{err}");

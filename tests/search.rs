@@ -14,8 +14,7 @@ fn enas(args: &[&str]) -> (i32, String, String) {
 
 fn smoke(space: &str, controller: &str) {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let out = t.path().join("run");
     let started = Instant::now();
     let (code, stdout, err) = enas(&[
@@ -102,8 +101,7 @@ fn search_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
 #[test]
 fn sigkill_mid_search_then_resume_matches_an_uninterrupted_run() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    common::write_fashion(&data, 256, 40, true);
+    let data = common::smoke_fashion(t.path());
     let (data_s, whole, killed) = (data.to_str().unwrap(), t.path().join("whole"), t.path().join("killed"));
 
     let (code, _, err) = enas(&search_args(data_s, whole.to_str().unwrap()));
