@@ -26,6 +26,8 @@ pub enum BenchCommand {
     Supernet(super::bench_supernet::SupernetArgs),
     /// Search strategies on a NAS-Bench-201 table: best accuracy found within a budget of lookups.
     Nb201(super::bench_nb201::Nb201Args),
+    /// Does the supernet rank architectures? Random ones scored with a run's shared weights, then trained from scratch: Kendall's tau, Spearman's rho.
+    Ranking(super::bench_ranking::RankingArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -33,6 +35,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Ops { json, reps, shape, device } => bench_ops(json, reps, &shape, &device.open()?),
         BenchCommand::Supernet(args) => super::bench_supernet::print(&super::bench_supernet::run_supernet_on(&args, &args.device.open()?)?, args.json),
         BenchCommand::Nb201(args) => super::bench_nb201::print(&args, &super::bench_nb201::run(&args)?),
+        BenchCommand::Ranking(args) => super::bench_ranking::run(&args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `enas` command line.
 pub mod bench;
 pub mod bench_nb201;
+pub mod bench_ranking;
 pub mod bench_supernet;
 pub mod multi_trial;
 mod ranges;

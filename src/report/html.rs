@@ -146,6 +146,17 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
     if let (Some(a), Some(b)) = (entropy(search_rows.first()), entropy(search_rows.last())) {
         writeln!(h, "<p>{}</p>", escape(&super::entropy_trend(a, b)))?;
     }
+    if let Some(k) = crate::train::ranking::load(dir) {
+        h.push_str("<h2>Does the supernet rank architectures?</h2>\n");
+        writeln!(
+            h,
+            "<p>{} (<code>enas bench ranking</code>; every architecture in <code>ranking/ranking.csv</code>.)</p>",
+            escape(&super::ranking::statement(&k))
+        )?;
+        if let Some(svg) = super::ranking::scatter(&k)? {
+            writeln!(h, "<figure>{svg}</figure>")?;
+        }
+    }
 
     if !search_rows.is_empty() {
         h.push_str("<h2>Search</h2>\n");

@@ -3,10 +3,12 @@
 pub mod draw;
 pub mod html;
 pub mod plots;
+pub mod ranking;
 pub mod runs;
 
 use crate::train::checkpoint::write_atomic;
 use crate::train::pipeline::TrainResult;
+use crate::train::ranking::Ranking;
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
@@ -94,8 +96,9 @@ pub fn result_json(r: &TrainResult) -> serde_json::Value {
     })
 }
 
-/// `report.md`; `device` is the one the run started on (its `config.json`).
-pub fn report_md(r: &TrainResult, device: &str) -> Result<String> {
+/// `report.md`; `device` is the one the run started on (its `config.json`),
+/// `ranking` what `enas bench ranking` measured on it, if it ran.
+pub fn report_md(r: &TrainResult, device: &str, ranking: Option<&Ranking>) -> Result<String> {
     let p = &r.plan;
     let (first, last) = reward_trend(r);
     let mut s = String::new();
@@ -143,6 +146,16 @@ pub fn report_md(r: &TrainResult, device: &str) -> Result<String> {
         writeln!(s)?;
     }
     writeln!(s, "Mean reward of the controller's samples: {first:.4} in the first search epoch, {last:.4} in the last.")?;
+    writeln!(s)?;
+    writeln!(s, "## Does the supernet rank architectures?")?;
+    writeln!(s)?;
+    match ranking {
+        Some(k) => writeln!(s, "{} (`enas bench ranking`; every architecture in `ranking/ranking.csv`.)", ranking::statement(k))?,
+        None => writeln!(
+            s,
+            "Not measured: `enas bench ranking --run DIR` trains random architectures from scratch and sets their accuracy against the shared weights' scores."
+        )?,
+    }
     writeln!(s)?;
     writeln!(s, "## Search, per epoch")?;
     writeln!(s)?;
@@ -199,6 +212,6 @@ pub fn report_md(r: &TrainResult, device: &str) -> Result<String> {
 pub fn write(out: &Path, r: &TrainResult) -> Result<()> {
     let config: serde_json::Value = std::fs::read_to_string(out.join("config.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
     let device = config[crate::train::checkpoint::DEVICE].as_str().unwrap_or("cpu");
-    write_atomic(&out.join("report.md"), &report_md(r, device)?)?;
+    write_atomic(&out.join("report.md"), &report_md(r, device, crate::train::ranking::load(out).as_ref())?)?;
     write_atomic(&out.join("result.json"), &serde_json::to_string_pretty(&result_json(r))?)
 }

@@ -33,7 +33,21 @@ fn bounds(series: &[Series]) -> Option<((f64, f64), (f64, f64))> {
 
 /// A titled line chart with its legend under it; None when there is nothing to draw.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<Option<String>> {
-    let Some(((x0, x1), (y0, y1))) = bounds(series) else { return Ok(None) };
+    chart(title, x_label, y_label, series, true)
+}
+
+/// A titled scatter plot, a colour per series, its legend under it; None when there is nothing to draw.
+pub fn scatter_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<Option<String>> {
+    chart(title, x_label, y_label, series, false)
+}
+
+fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], lines: bool) -> Result<Option<String>> {
+    let Some(((mut x0, mut x1), (y0, y1))) = bounds(series) else { return Ok(None) };
+    if !lines {
+        // Points at the edges whole, not cut by the axes.
+        let pad = (x1 - x0) * 0.05;
+        (x0, x1) = (x0 - pad, x1 + pad);
+    }
     let mut svg = String::new();
     // The legend goes in a strip under the chart, a line per series, never over the curves.
     let legend_h = if series.len() > 1 { 10 + 18 * series.len() as u32 } else { 0 };
@@ -73,13 +87,19 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
                 let lower = band.iter().rev().map(|b| (b.0, b.1));
                 chart.draw_series(std::iter::once(Polygon::new(upper.chain(lower).collect::<Vec<_>>(), color.mix(0.15)))).map_err(e)?;
             }
-            chart.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2))).map_err(e)?;
-            if s.points.len() <= 30 {
-                chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(e)?;
+            if lines {
+                chart.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2))).map_err(e)?;
+            }
+            if s.points.len() <= 30 || !lines {
+                chart.draw_series(s.points.iter().map(|&p| Circle::new(p, if lines { 3 } else { 5 }, color.filled()))).map_err(e)?;
             }
             if legend_h > 0 {
                 let y = 12 + 18 * i as i32;
-                legend_area.draw(&PathElement::new(vec![(70, y), (94, y)], color.stroke_width(2))).map_err(e)?;
+                if lines {
+                    legend_area.draw(&PathElement::new(vec![(70, y), (94, y)], color.stroke_width(2))).map_err(e)?;
+                } else {
+                    legend_area.draw(&Circle::new((82, y), 5, color.filled())).map_err(e)?;
+                }
                 legend_area.draw(&Text::new(s.name.clone(), (102, y - 7), ("sans-serif", 13))).map_err(e)?;
             }
         }

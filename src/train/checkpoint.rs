@@ -133,7 +133,7 @@ pub fn prepare_run_dir<T: serde::Serialize>(out: &Path, cfg: &T, resume: bool, c
 }
 
 /// The settings that differ between two records, as `path: then -> now`.
-fn differences(then: &serde_json::Value, now: &serde_json::Value, path: &str) -> Vec<String> {
+pub(crate) fn differences(then: &serde_json::Value, now: &serde_json::Value, path: &str) -> Vec<String> {
     use serde_json::Value;
     let at = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
     match (then, now) {

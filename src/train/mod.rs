@@ -9,6 +9,8 @@ pub mod optim;
 pub mod pipeline;
 pub mod preset;
 pub mod progress;
+pub mod rank_stats;
+pub mod ranking;
 pub mod retrain;
 pub mod schedule;
 pub mod search;

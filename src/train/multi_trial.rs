@@ -58,7 +58,7 @@ fn read_log(path: &Path) -> Result<Vec<TrialRecord>> {
         .collect()
 }
 
-fn child_seed(seed: u64, index: usize) -> u64 {
+pub(crate) fn child_seed(seed: u64, index: usize) -> u64 {
     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(index as u64 + 1)
 }
 

@@ -76,11 +76,19 @@ pub struct Summary {
     /// The architecture trained, in the authors' string format.
     #[serde(default)]
     pub arch: String,
+    /// NaN where the test set was skipped (written as null).
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_accuracy: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_loss: f64,
     pub epochs: Vec<EpochMetrics>,
     pub params: usize,
     pub seconds: f64,
+}
+
+/// JSON has no NaN: serde_json writes it as null, read back here as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Everything that is built from a config: data, model and optimiser.
