@@ -55,6 +55,8 @@ fn a_smoke_run_is_ranked_resumed_and_reported() {
     assert!(md.contains("## Does the supernet rank architectures?") && md.contains("Kendall's tau") && md.contains("The derived architecture is"), "{md}");
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("Does the supernet rank architectures?") && html.contains("supernet ranking: Kendall"));
+    let commands = std::fs::read_to_string(run.join("command.txt")).unwrap();
+    assert!(commands.contains("enas bench ranking --run") && commands.contains("enas train --preset smoke"), "{commands}");
 
     // The same measurement again continues it: nothing is trained twice, the numbers are the same.
     let summary = ranking.join("children/0003/summary.json");

@@ -45,6 +45,7 @@ pub fn run(a: &RankingArgs) -> Result<()> {
     if let Some(svg) = crate::report::ranking::scatter(&r)? {
         crate::train::checkpoint::write_atomic(&out.join("ranking.svg"), &svg)?;
     }
+    super::session::record_command(&a.run)?;
     refresh_reports(&a.run, &device)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

@@ -69,7 +69,8 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], lines: bo
         let x_format = |x: &f64| match (whole, x.fract() == 0.0) {
             (true, true) => format!("{x:.0}"),
             (true, false) => String::new(),
-            (false, _) => format!("{x}"),
+            // Rounded, so float noise (0.060000000000000005) stays off the axis.
+            (false, _) => format!("{x:.4}").trim_end_matches('0').trim_end_matches('.').to_string(),
         };
         chart
             .configure_mesh()

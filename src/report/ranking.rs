@@ -31,8 +31,9 @@ pub fn statement(r: &Ranking) -> String {
     } else {
         "no evidence that the shared weights rank architectures as training them does (tau's interval holds 0)"
     };
+    let are = if r.top_overlap == 1 { "is" } else { "are" };
     let mut s = format!(
-        "The supernet's ranking of {} architectures ({what}) against {} from scratch at the search's size, on the same {} validation images: Kendall's tau {}, Spearman's rho {}; {} of the {} best by shared weights are among the {} best from scratch: {verdict}.",
+        "The supernet's ranking of {} architectures ({what}) against {} from scratch at the search's size, on the same {} validation images: Kendall's tau {}, Spearman's rho {}; {} of the {} best by shared weights {are} among the {} best from scratch: {verdict}.",
         r.archs.len(),
         super::count_of(r.options.epochs, "epoch"),
         r.valid_images,
