@@ -5,7 +5,7 @@ use enas::data::{idx, Augment, Dataset, DatasetKind, Loader, LoaderConfig};
 use std::sync::Arc;
 
 fn load_fashion(dir: &std::path::Path) -> Result<Dataset, enas::data::DataError> {
-    Dataset::load(DatasetKind::FashionMnist, Some(dir), 20, 7)
+    Dataset::load(DatasetKind::FashionMnist, Some(dir), None, 20, 7)
 }
 
 #[test]
@@ -25,9 +25,9 @@ fn idx_raw_and_gzip_load_alike() {
 fn validation_split_is_seeded() {
     let t = tempfile::tempdir().unwrap();
     common::write_fashion(t.path(), 200, 10, false);
-    let a = Dataset::load(DatasetKind::FashionMnist, Some(t.path()), 50, 1).unwrap();
-    let b = Dataset::load(DatasetKind::FashionMnist, Some(t.path()), 50, 1).unwrap();
-    let c = Dataset::load(DatasetKind::FashionMnist, Some(t.path()), 50, 2).unwrap();
+    let a = Dataset::load(DatasetKind::FashionMnist, Some(t.path()), None, 50, 1).unwrap();
+    let b = Dataset::load(DatasetKind::FashionMnist, Some(t.path()), None, 50, 1).unwrap();
+    let c = Dataset::load(DatasetKind::FashionMnist, Some(t.path()), None, 50, 2).unwrap();
     assert_eq!(a.valid.images, b.valid.images);
     assert_ne!(a.valid.images, c.valid.images);
     assert_eq!(a.train.len() + a.valid.len(), 200);
@@ -87,7 +87,7 @@ fn missing_dataset_says_how_to_install_it() {
     let t = tempfile::tempdir().unwrap();
     let e = err_text(load_fashion(&t.path().join("nowhere")));
     assert!(e.contains("fashion-mnist not found") && e.contains("apt-get install dataset-fashion-mnist"), "{e}");
-    let e = err_text(Dataset::load(DatasetKind::Cifar10, Some(t.path()), 10, 0));
+    let e = err_text(Dataset::load(DatasetKind::Cifar10, Some(t.path()), None, 10, 0));
     assert!(e.contains("enas data fetch cifar10"), "{e}");
 }
 
@@ -96,11 +96,11 @@ fn cifar_reads_any_number_of_records() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("cifar-10-batches-bin");
     common::write_cifar10(&dir, 7);
-    let d = Dataset::load(DatasetKind::Cifar10, Some(t.path()), 5, 0).unwrap();
+    let d = Dataset::load(DatasetKind::Cifar10, Some(t.path()), None, 5, 0).unwrap();
     assert_eq!((d.train.len(), d.valid.len(), d.test.len()), (30, 5, 7));
     assert_eq!((d.train.channels, d.train.height, d.train.width), (3, 32, 32));
     // The batch folder itself works as --data-dir too.
-    assert!(Dataset::load(DatasetKind::Cifar10, Some(&dir), 5, 0).is_ok());
+    assert!(Dataset::load(DatasetKind::Cifar10, Some(&dir), None, 5, 0).is_ok());
 }
 
 #[test]
@@ -124,12 +124,12 @@ fn cifar_record_size_mismatch_and_bad_label() {
     let p = dir.join("data_batch_2.bin");
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
-    let e = err_text(Dataset::load(DatasetKind::Cifar10, Some(t.path()), 1, 0));
+    let e = err_text(Dataset::load(DatasetKind::Cifar10, Some(t.path()), None, 1, 0));
     assert!(e.contains("data_batch_2.bin") && e.contains("3073-byte records"), "{e}");
     let mut bytes = bytes.clone();
     bytes[3073] = 10;
     std::fs::write(&p, &bytes).unwrap();
-    let e = err_text(Dataset::load(DatasetKind::Cifar10, Some(t.path()), 1, 0));
+    let e = err_text(Dataset::load(DatasetKind::Cifar10, Some(t.path()), None, 1, 0));
     assert!(e.contains("data_batch_2.bin") && e.contains("label 10 of record 1"), "{e}");
 }
 

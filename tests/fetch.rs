@@ -42,7 +42,7 @@ fn fetch_checks_md5_extracts_and_loads() {
     let cache = tempfile::tempdir().unwrap();
     let at = fetch(Variant::Cifar10, &Source { url, md5 }, cache.path(), false).unwrap();
     assert!(at.join("test_batch.bin").is_file());
-    let d = Dataset::load(DatasetKind::Cifar10, Some(cache.path()), 2, 0).unwrap();
+    let d = Dataset::load(DatasetKind::Cifar10, Some(cache.path()), None, 2, 0).unwrap();
     assert_eq!((d.train.len(), d.test.len()), (18, 4));
     // Already there: no second download (the server would refuse it).
     fetch(Variant::Cifar10, &Source { url: "http://127.0.0.1:9/none".into(), md5: "x".into() }, cache.path(), false).unwrap();
@@ -69,6 +69,6 @@ fn cifar_loads_from_the_cache_directory_by_default() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // With no --data-dir, CIFAR is looked for in $ENAS_DATA (no other test here reads it).
     std::env::set_var("ENAS_DATA", cache.path());
-    let d = Dataset::load(DatasetKind::Cifar10, None, 2, 0).unwrap();
+    let d = Dataset::load(DatasetKind::Cifar10, None, None, 2, 0).unwrap();
     assert_eq!(d.test.len(), 4);
 }

@@ -147,7 +147,15 @@ fn paper_weight_decay_is_the_authors_effective_l2() {
     // Our decay adds weight_decay * w to the gradient: one plain SGD step of lr 1 on a zero loss gradient moves w by it.
     let vars = vec![("w".to_string(), w.clone())];
     let before = w.as_tensor().to_vec1::<f32>().unwrap();
-    let choice = |space| Choice { preset: Preset::Paper, space, algo: Algo::Ppo, dataset: DatasetKind::Cifar10, data_dir: None, seed: 0 };
+    let choice = |space| Choice {
+        preset: Preset::Paper,
+        space,
+        algo: Algo::Ppo,
+        dataset: DatasetKind::Cifar10,
+        data_dir: None,
+        shape: DatasetKind::Cifar10.builtin_shape().unwrap(),
+        seed: 0,
+    };
     let micro = plan(&choice(SpaceKind::Micro));
     let mac = plan(&choice(SpaceKind::Macro));
     let mut sgd = Sgd::new(vars.clone(), SgdConfig { lr: 1.0, momentum: 0.0, nesterov: false, ..micro.search.sgd.clone() });

@@ -9,7 +9,7 @@ mod search;
 mod session;
 
 use crate::data::cifar::Variant;
-use crate::data::{fetch, Augment, DatasetKind};
+use crate::data::{fetch, Augment, DataShape, DatasetKind};
 use crate::model::NetConfig;
 use crate::space::{Arch, SpaceKind};
 use crate::train::retrain::{self, RetrainConfig};
@@ -140,9 +140,18 @@ pub struct DataArgs {
     /// Dataset to train and test on.
     #[arg(long, value_enum, default_value = "fashion-mnist")]
     pub dataset: DatasetKind,
-    /// Directory with the dataset files (default: where `scripts/setup.sh` or `enas data fetch` puts them).
+    /// Directory with the dataset files (default: where `scripts/setup.sh` or `enas data fetch` puts them); for `--dataset folder`, the folder holding train/<class>/.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Folder datasets: convert every image to 1 (grey) or 3 (RGB) channels [default: what the images have].
+    #[arg(long, value_parser = ranges::one_or_three)]
+    pub image_channels: Option<usize>,
+    /// Folder datasets: resize every image to this square side [default: the most common side among the training images].
+    #[arg(long, value_parser = ranges::count)]
+    pub image_size: Option<usize>,
+    /// Folder datasets: a file that is not a readable PNG or JPEG is an error, not left out with a note.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Args)]
@@ -400,8 +409,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Search(a) => search::search(a),
         Command::Derive(a) => search::derive(a),
         Command::Retrain(a) => {
-            let cfg = retrain_config(&a)?;
-            search::ensure_data(a.data.dataset, &a.data.data_dir, false, false)?;
+            let shape = search::ensure_data(&a.data, false, !a.quiet)?;
+            let cfg = retrain_config(&a, shape)?;
             let device = a.device.open()?;
             session::begin(&a.out, &a.out.join("config.json"), a.resume, &device, !a.quiet)?;
             let had_finished = a.resume && retrain::finished(&a.out).is_some();
@@ -459,7 +468,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
+fn retrain_config(a: &RetrainArgs, shape: DataShape) -> Result<RetrainConfig> {
     let nb201 = "--space nb201: NAS-Bench-201 cells are looked up in a table (`enas bench nb201 --table FILE`), not trained here";
     if a.space == Some(SpaceKind::Nb201) {
         anyhow::bail!(nb201);
@@ -476,7 +485,7 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
         anyhow::bail!("--channels {} must be even (factorized reductions split channels in two)", a.channels);
     }
     let augment =
-        Augment { crop_pad: a.crop_pad.unwrap_or(if kind.is_cifar() { 4 } else { 2 }), flip: a.flip.unwrap_or(kind != DatasetKind::Mnist), cutout: a.cutout };
+        Augment { crop_pad: a.crop_pad.unwrap_or(kind.crop_pad(shape.image_size)), flip: a.flip.unwrap_or(kind != DatasetKind::Mnist), cutout: a.cutout };
     Ok(RetrainConfig {
         space: arch.space(),
         arch: arch.to_arc_string(),
@@ -485,9 +494,9 @@ fn retrain_config(a: &RetrainArgs) -> Result<RetrainConfig> {
         net: NetConfig {
             layers: a.layers,
             channels: a.channels,
-            in_channels: kind.in_channels(),
-            image_size: kind.image_size(),
-            classes: kind.classes(),
+            in_channels: shape.in_channels,
+            image_size: shape.image_size,
+            classes: shape.classes,
             aux_head: a.aux_weight > 0.0,
             dropout: a.dropout,
             drop_path: a.drop_path,

@@ -2,6 +2,7 @@
 //! REINFORCE, PPO, Q-learning, regularised evolution or at random.
 use super::search::{ensure_data, SearchArgs};
 use crate::controller::{Algo, Strategy};
+use crate::data::DataShape;
 use crate::model::NetConfig;
 use crate::space::SpaceKind;
 use crate::train::multi_trial::{self, MultiTrialConfig, TrialRecord};
@@ -10,7 +11,7 @@ use crate::train::retrain::RunOptions;
 use crate::train::trials::StrategyConfig;
 use anyhow::{bail, Result};
 
-pub fn config(a: &SearchArgs) -> Result<MultiTrialConfig> {
+pub fn config(a: &SearchArgs, shape: DataShape) -> Result<MultiTrialConfig> {
     // The ENAS search's own flags mean nothing to children trained from scratch.
     let enas = &a.enas;
     for (given, flag, instead) in [
@@ -46,6 +47,7 @@ pub fn config(a: &SearchArgs) -> Result<MultiTrialConfig> {
         algo: Algo::Ppo,
         dataset: r.data.dataset,
         data_dir: r.data.data_dir.clone(),
+        shape,
         seed: r.seed,
     });
     let mut child = plan.retrain.clone();
@@ -69,8 +71,8 @@ pub fn config(a: &SearchArgs) -> Result<MultiTrialConfig> {
 pub fn search(a: &SearchArgs) -> Result<()> {
     let r = &a.run;
     let show = !r.quiet && !r.json;
-    let cfg = config(a)?;
-    ensure_data(r.data.dataset, &r.data.data_dir, r.download, show)?;
+    let shape = ensure_data(&r.data, r.download, show)?;
+    let cfg = config(a, shape)?;
     let device = r.device.open()?;
     let out = r.out.join("search");
     super::session::begin(&r.out, &out.join("config.json"), r.resume, &device, show)?;

@@ -54,3 +54,12 @@ pub fn count(s: &str) -> Result<usize, String> {
         Err(_) => Err(format!("{s} is not a whole number of 1 or more")),
     }
 }
+
+/// An image's channel count: 1 (grey) or 3 (RGB).
+pub fn one_or_three(s: &str) -> Result<usize, String> {
+    match s.trim() {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err(format!("{s} must be 1 (grey) or 3 (RGB)")),
+    }
+}

@@ -2,7 +2,7 @@
 use super::DataArgs;
 use crate::controller::{Algo, Strategy};
 use crate::data::cifar::Variant;
-use crate::data::{fetch, Dataset, DatasetKind};
+use crate::data::{fetch, folder, DataShape, Dataset, DatasetKind};
 use crate::model::MacroSkips;
 use crate::space::SpaceKind;
 use crate::train::derive::{self, DeriveOptions};
@@ -159,18 +159,56 @@ pub struct DeriveArgs {
     device: super::DeviceArg,
 }
 
-pub(super) fn ensure_data(kind: DatasetKind, dir: &Option<PathBuf>, download: bool, show: bool) -> Result<()> {
-    if Dataset::load(kind, dir.as_deref(), 0, 0).is_ok() {
+/// Readies the dataset: a built-in one present (or fetched with `download`),
+/// a folder one listed, checked and decoded into its cache with a progress
+/// bar. Returns the shape the networks are built for.
+pub(super) fn ensure_data(d: &DataArgs, download: bool, show: bool) -> Result<DataShape> {
+    let folder_only = [("--image-channels", d.image_channels.is_some()), ("--image-size", d.image_size.is_some()), ("--strict", d.strict)];
+    if let Some((flag, _)) = folder_only.iter().find(|(_, given)| *given).filter(|_| d.dataset != DatasetKind::Folder) {
+        anyhow::bail!("{flag}: a setting of --dataset folder, not of {}", d.dataset.name());
+    }
+    if let Some(shape) = d.dataset.builtin_shape() {
+        ensure_builtin(d.dataset, &d.data_dir, download, show)?;
+        return Ok(shape);
+    }
+    let Some(dir) = d.data_dir.as_deref() else {
+        anyhow::bail!("--dataset folder needs --data-dir DIR, the folder holding train/<class>/ folders of images");
+    };
+    let listing = folder::list(dir)?;
+    let shape = folder::shape(dir, &listing, d.image_channels, d.image_size)?;
+    let bar = |total: u64| -> Box<dyn Fn() + Sync> {
+        let bar = crate::train::progress::steps_bar(total, "decoding images", show);
+        Box::new(move || bar.inc(1))
+    };
+    let loaded = folder::load(dir, shape, d.strict, &bar)?;
+    if show {
+        eprintln!(
+            "{}: {} classes, {} training images{}, as {}x{} {}",
+            dir.display(),
+            loaded.classes.len(),
+            loaded.train.len(),
+            loaded.test.as_ref().map_or(" (a tenth held out for testing)".to_string(), |t| format!(", {} test images", t.len())),
+            shape.size,
+            shape.size,
+            if shape.channels == 1 { "grey" } else { "RGB" }
+        );
+    }
+    Ok(DataShape { in_channels: shape.channels, image_size: shape.size, classes: loaded.classes.len() })
+}
+
+fn ensure_builtin(kind: DatasetKind, dir: &Option<PathBuf>, download: bool, show: bool) -> Result<()> {
+    let load = || Dataset::load(kind, dir.as_deref(), None, 0, 0);
+    if load().is_ok() {
         return Ok(());
     }
     let variant = match kind {
         DatasetKind::Cifar10 => Variant::Cifar10,
         DatasetKind::Cifar100 => Variant::Cifar100,
         // Loading again gives the error with its install command.
-        _ => return Dataset::load(kind, dir.as_deref(), 0, 0).map(|_| ()).map_err(Into::into),
+        _ => return load().map(|_| ()).map_err(Into::into),
     };
     if !download {
-        let err = Dataset::load(kind, dir.as_deref(), 0, 0).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = load().err().map(|e| e.to_string()).unwrap_or_default();
         anyhow::bail!("{err} (or add --download to fetch it now)");
     }
     let target = dir.clone().unwrap_or_else(fetch::cache_dir);
@@ -178,7 +216,7 @@ pub(super) fn ensure_data(kind: DatasetKind, dir: &Option<PathBuf>, download: bo
     Ok(())
 }
 
-fn plan_of(run: &RunArgs, enas: &EnasArgs, retrain_epochs: Option<usize>) -> Result<preset::Plan> {
+fn plan_of(run: &RunArgs, enas: &EnasArgs, retrain_epochs: Option<usize>, shape: DataShape) -> Result<preset::Plan> {
     if !run.space.has_supernet() {
         anyhow::bail!(
             "--space {} has no supernet: search it with `enas search --mode multi-trial` (or `enas bench nb201` for the NB201 table)",
@@ -194,6 +232,7 @@ fn plan_of(run: &RunArgs, enas: &EnasArgs, retrain_epochs: Option<usize>) -> Res
         algo: enas.controller.unwrap_or(Algo::Ppo),
         dataset: run.data.dataset,
         data_dir: run.data.data_dir.clone(),
+        shape,
         seed: run.seed,
     });
     if let Some(e) = enas.search_epochs {
@@ -224,8 +263,8 @@ fn run_options(run: &RunArgs, tensorboard: bool) -> RunOptions {
 pub fn train(a: TrainArgs) -> Result<()> {
     let r = &a.run;
     let opts = run_options(r, a.enas.tensorboard);
-    let plan = plan_of(r, &a.enas, a.retrain_epochs)?;
-    ensure_data(r.data.dataset, &r.data.data_dir, r.download, opts.show_progress)?;
+    let shape = ensure_data(&r.data, r.download, opts.show_progress)?;
+    let plan = plan_of(r, &a.enas, a.retrain_epochs, shape)?;
     let device = r.device.open()?;
     super::session::begin(&r.out, &r.out.join("config.json"), r.resume, &device, opts.show_progress)?;
     let had_finished = r.resume && retrain::finished(&r.out.join("retrain")).is_some();
@@ -263,8 +302,8 @@ pub fn search(a: SearchArgs) -> Result<()> {
     }
     let r = &a.run;
     let opts = run_options(r, a.enas.tensorboard);
-    let plan = plan_of(r, &a.enas, None)?;
-    ensure_data(r.data.dataset, &r.data.data_dir, r.download, opts.show_progress)?;
+    let shape = ensure_data(&r.data, r.download, opts.show_progress)?;
+    let plan = plan_of(r, &a.enas, None, shape)?;
     let device = r.device.open()?;
     let dir = r.out.join("search");
     super::session::begin(&r.out, &dir.join("config.json"), r.resume, &device, opts.show_progress)?;

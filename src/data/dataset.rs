@@ -2,6 +2,7 @@
 //! per-channel statistics used to normalise them.
 use super::cifar::{self, Variant};
 use super::error::DataError;
+use super::folder::{self, Shape};
 use super::idx;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -15,7 +16,22 @@ pub enum DatasetKind {
     Mnist,
     Cifar10,
     Cifar100,
+    /// Your own images: `--data-dir DIR` holding `train/<class>/*.png|jpg|jpeg` (and optionally `test/<class>/...`).
+    Folder,
 }
+
+/// What a network is built for: its input's channels and side, and the classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataShape {
+    pub in_channels: usize,
+    pub image_size: usize,
+    pub classes: usize,
+}
+
+/// The names of Fashion-MNIST's ten classes, by label.
+const FASHION_CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+/// CIFAR-10's, as its batches.meta.txt lists them.
+const CIFAR10_CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 impl DatasetKind {
     pub fn name(self) -> &'static str {
@@ -24,27 +40,33 @@ impl DatasetKind {
             DatasetKind::Mnist => "mnist",
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::Folder => "folder",
         }
     }
-    pub fn classes(self) -> usize {
-        if self == DatasetKind::Cifar100 {
-            100
-        } else {
-            10
+    /// The shape of a built-in dataset; a folder dataset's is read from its images (`shape_of`).
+    pub fn builtin_shape(self) -> Option<DataShape> {
+        let (in_channels, image_size, classes) = match self {
+            DatasetKind::FashionMnist | DatasetKind::Mnist => (1, 28, 10),
+            DatasetKind::Cifar10 => (3, 32, 10),
+            DatasetKind::Cifar100 => (3, 32, 100),
+            DatasetKind::Folder => return None,
+        };
+        Some(DataShape { in_channels, image_size, classes })
+    }
+    /// The class names, by label.
+    pub fn builtin_class_names(self) -> Vec<String> {
+        match self {
+            DatasetKind::FashionMnist => FASHION_CLASSES.iter().map(|c| c.to_string()).collect(),
+            DatasetKind::Cifar10 => CIFAR10_CLASSES.iter().map(|c| c.to_string()).collect(),
+            _ => (0..self.builtin_shape().map_or(0, |s| s.classes)).map(|c| c.to_string()).collect(),
         }
     }
-    pub fn in_channels(self) -> usize {
-        if self.is_cifar() {
-            3
-        } else {
-            1
-        }
-    }
-    pub fn image_size(self) -> usize {
-        if self.is_cifar() {
-            32
-        } else {
-            28
+    /// The padding of pad-and-random-crop: the authors' 4 on CIFAR's 32 pixels, 2 on the 28 of MNIST's, an eighth of a folder's side.
+    pub fn crop_pad(self, image_size: usize) -> usize {
+        match self {
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => 4,
+            DatasetKind::Folder => (image_size / 8).max(1),
+            DatasetKind::FashionMnist | DatasetKind::Mnist => 2,
         }
     }
     pub fn is_cifar(self) -> bool {
@@ -56,6 +78,8 @@ impl DatasetKind {
             DatasetKind::FashionMnist => PathBuf::from("/usr/share/datasets/fashion-mnist"),
             DatasetKind::Mnist => PathBuf::from("/usr/share/datasets/mnist"),
             DatasetKind::Cifar10 | DatasetKind::Cifar100 => super::fetch::cache_dir(),
+            // Never read: a folder dataset's directory must be given.
+            DatasetKind::Folder => PathBuf::from("."),
         }
     }
     /// The command that installs the dataset where `default_dir` looks.
@@ -65,6 +89,7 @@ impl DatasetKind {
             DatasetKind::Mnist => "put the four MNIST IDX files there or pass --data-dir".into(),
             DatasetKind::Cifar10 => "run `enas data fetch cifar10` or pass --data-dir".into(),
             DatasetKind::Cifar100 => "run `enas data fetch cifar100` or pass --data-dir".into(),
+            DatasetKind::Folder => "pass --data-dir DIR holding train/<class>/ folders of PNG or JPEG images".into(),
         }
     }
 }
@@ -125,6 +150,8 @@ impl ImageSet {
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub kind: DatasetKind,
+    /// The class names, by label.
+    pub classes: Vec<String>,
     pub train: ImageSet,
     pub valid: ImageSet,
     pub test: ImageSet,
@@ -135,12 +162,30 @@ pub struct Dataset {
 impl Dataset {
     /// Loads `kind` from `dir` (or its default place) and holds `valid_size`
     /// training images out, chosen by `seed`.
-    pub fn load(kind: DatasetKind, dir: Option<&Path>, valid_size: usize, seed: u64) -> Result<Dataset, DataError> {
+    /// A folder dataset is converted to `shape` (default: what its images' headers say).
+    pub fn load(kind: DatasetKind, dir: Option<&Path>, shape: Option<Shape>, valid_size: usize, seed: u64) -> Result<Dataset, DataError> {
+        if kind == DatasetKind::Folder && dir.is_none() {
+            return Err(DataError::Invalid { path: PathBuf::from("--dataset folder"), what: "needs --data-dir DIR, the folder holding train/<class>/".into() });
+        }
         let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| kind.default_dir());
         let (train, test) = match kind {
             DatasetKind::FashionMnist | DatasetKind::Mnist => load_idx(kind, &dir)?,
             DatasetKind::Cifar10 => load_cifar(kind, &dir, Variant::Cifar10)?,
             DatasetKind::Cifar100 => load_cifar(kind, &dir, Variant::Cifar100)?,
+            DatasetKind::Folder => {
+                let shape = match shape {
+                    Some(s) => s,
+                    None => folder::shape(&dir, &folder::list(&dir)?, None, None)?,
+                };
+                let loaded = folder::load(&dir, shape, false, &|_| Box::new(|| {}))?;
+                let (train, test) = match loaded.test {
+                    Some(test) => (loaded.train, test),
+                    None => hold_out_test(loaded.train, &dir)?,
+                };
+                let mut data = Self::from_sets(kind, train, test, valid_size, seed, &dir)?;
+                data.classes = loaded.classes;
+                return Ok(data);
+            }
         };
         Self::from_sets(kind, train, test, valid_size, seed, &dir)
     }
@@ -162,8 +207,26 @@ impl Dataset {
         let train = full_train.subset(&train_idx);
         let valid = full_train.subset(&valid_idx);
         let (mean, std) = train.channel_stats();
-        Ok(Dataset { kind, train, valid, test, mean, std })
+        Ok(Dataset { kind, classes: kind.builtin_class_names(), train, valid, test, mean, std })
     }
+}
+
+/// A folder dataset without `test/`: a tenth of its images held out as the
+/// test split, the same for every run whatever its seed, so runs compare.
+fn hold_out_test(all: ImageSet, dir: &Path) -> Result<(ImageSet, ImageSet), DataError> {
+    if all.len() < 3 {
+        return Err(DataError::Invalid {
+            path: dir.join("train"),
+            what: format!("{} images: too few to hold out a test split; add a test/ folder", all.len()),
+        });
+    }
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(0x7e57_5b17));
+    let (test_idx, train_idx) = order.split_at(all.len().div_ceil(10));
+    let (mut test_idx, mut train_idx) = (test_idx.to_vec(), train_idx.to_vec());
+    test_idx.sort_unstable();
+    train_idx.sort_unstable();
+    Ok((all.subset(&train_idx), all.subset(&test_idx)))
 }
 
 fn load_idx(kind: DatasetKind, dir: &Path) -> Result<(ImageSet, ImageSet), DataError> {
@@ -172,7 +235,7 @@ fn load_idx(kind: DatasetKind, dir: &Path) -> Result<(ImageSet, ImageSet), DataE
         let img_path = idx::find(dir, &format!("{prefix}-images-idx3-ubyte")).ok_or_else(missing)?;
         let lbl_path = idx::find(dir, &format!("{prefix}-labels-idx1-ubyte")).ok_or_else(missing)?;
         let (n, h, w, images) = idx::read_images(&img_path)?;
-        let labels = idx::read_labels(&lbl_path, kind.classes())?;
+        let labels = idx::read_labels(&lbl_path, 10)?;
         if labels.len() != n {
             return Err(DataError::CountMismatch { images: img_path, n_images: n, labels: lbl_path, n_labels: labels.len() });
         }

@@ -46,6 +46,13 @@ pub struct NetConfig {
     pub macro_skips: MacroSkips,
 }
 
+impl NetConfig {
+    /// The images this network takes: a folder dataset is converted to it.
+    pub fn input_shape(&self) -> crate::data::folder::Shape {
+        crate::data::folder::Shape { channels: self.in_channels, size: self.image_size }
+    }
+}
+
 /// How the macro supernet joins skip connections (docs/DESIGN.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -7,7 +7,7 @@ use super::retrain::RetrainConfig;
 use super::search::{RewardBn, SearchConfig};
 use super::SgdConfig;
 use crate::controller::{Algo, ControllerSettings, PolicyConfig};
-use crate::data::{Augment, DatasetKind};
+use crate::data::{Augment, DataShape, DatasetKind};
 use crate::model::NetConfig;
 use crate::space::SpaceKind;
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,8 @@ pub struct Choice {
     pub algo: Algo,
     pub dataset: DatasetKind,
     pub data_dir: Option<PathBuf>,
+    /// The dataset's input and classes (a folder dataset's read from its images).
+    pub shape: DataShape,
     pub seed: u64,
 }
 
@@ -80,9 +82,9 @@ fn net(c: &Choice, s: &Size) -> NetConfig {
     NetConfig {
         layers: s.layers,
         channels: s.channels,
-        in_channels: c.dataset.in_channels(),
-        image_size: c.dataset.image_size(),
-        classes: c.dataset.classes(),
+        in_channels: c.shape.in_channels,
+        image_size: c.shape.image_size,
+        classes: c.shape.classes,
         aux_head: s.aux_weight > 0.0 && c.space == SpaceKind::Micro,
         dropout: s.dropout,
         drop_path: s.drop_path,
@@ -108,13 +110,9 @@ fn weight_decay(c: &Choice, s: &Size) -> f64 {
     }
 }
 
-fn augment(kind: DatasetKind, s: &Size) -> Augment {
-    let crop_pad = match (s.crop, kind.is_cifar()) {
-        (false, _) => 0,
-        (true, true) => 4,
-        (true, false) => 2,
-    };
-    Augment { crop_pad, flip: kind != DatasetKind::Mnist, cutout: s.cutout }
+fn augment(c: &Choice, s: &Size) -> Augment {
+    let crop_pad = if s.crop { c.dataset.crop_pad(c.shape.image_size) } else { 0 };
+    Augment { crop_pad, flip: c.dataset != DatasetKind::Mnist, cutout: s.cutout }
 }
 
 pub fn plan(c: &Choice) -> Plan {
@@ -329,7 +327,7 @@ pub fn plan(c: &Choice) -> Plan {
         lr_t_mul: if search.lr_t0.is_some() { 2.0 } else { 1.0 },
         grad_clip: 5.0,
         aux_weight: search.aux_weight,
-        augment: augment(c.dataset, &search),
+        augment: augment(c, &search),
         valid_size,
         train_limit: search_limit,
         controller,
@@ -353,7 +351,7 @@ pub fn plan(c: &Choice) -> Plan {
         grad_clip: 5.0,
         label_smoothing: 0.0,
         aux_weight: if c.space == SpaceKind::Micro { retrain.aux_weight } else { 0.0 },
-        augment: augment(c.dataset, &retrain),
+        augment: augment(c, &retrain),
         // The authors retrain on the whole training set; smaller presets keep a
         // split to report validation accuracy per epoch.
         valid_size: if c.preset == Preset::Paper { 0 } else { valid_size },

@@ -102,7 +102,7 @@ pub struct Setup {
 }
 
 pub fn load_data(cfg: &RetrainConfig) -> Result<Dataset> {
-    let mut data = Dataset::load(cfg.dataset, cfg.data_dir.as_deref(), cfg.valid_size, cfg.data_seed.unwrap_or(cfg.seed))?;
+    let mut data = Dataset::load(cfg.dataset, cfg.data_dir.as_deref(), Some(cfg.net.input_shape()), cfg.valid_size, cfg.data_seed.unwrap_or(cfg.seed))?;
     if let Some(n) = cfg.train_limit {
         let idx: Vec<usize> = (0..n.min(data.train.len())).collect();
         data.train = data.train.subset(&idx);
@@ -153,6 +153,23 @@ fn model_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
 const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Written when a retrain has finished: its `Summary`.
 pub const SUMMARY: &str = "summary.json";
+
+/// Written beside the model: what it takes and what its outputs name.
+pub const INPUT: &str = "input.json";
+
+/// The classes by output index and the input's normalisation, for anything
+/// that runs the model outside a run (predict, export).
+fn input_of(data: &Dataset, net: &NetConfig) -> serde_json::Value {
+    serde_json::json!({
+        "dataset": data.kind.name(),
+        "classes": data.classes,
+        "channels": net.in_channels,
+        "image_size": net.image_size,
+        "normalisation": "pixels / 255, then (x - mean) / std per channel",
+        "mean": data.mean,
+        "std": data.std,
+    })
+}
 
 /// The summary of the finished retrain in `out`, if it has finished.
 pub fn finished(out: &Path) -> Option<Summary> {
@@ -317,6 +334,7 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
     varmap.save(out.join("model.safetensors")).context("cannot write model.safetensors")?;
     checkpoint::readable(&out.join("model.safetensors"))?;
     write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch.to_json())?)?;
+    write_atomic(&out.join(INPUT), &serde_json::to_string_pretty(&input_of(&data, &cfg.net))?)?;
     let summary = Summary { arch: arch.to_arc_string(), test_accuracy, test_loss, epochs: history, params, seconds };
     write_metrics(out, &summary.epochs, Some((test_accuracy, test_loss)).filter(|t| t.0.is_finite()))?;
     write_atomic(&out.join(SUMMARY), &serde_json::to_string_pretty(&summary)?)?;
@@ -349,7 +367,8 @@ pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathB
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("{}: cannot read (is this a retrain output?)", config_path.display()))?;
     let mut cfg: RetrainConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a retrain config", config_path.display()))?;
     if let Some(d) = dataset {
-        if d.in_channels() != cfg.dataset.in_channels() || d.classes() != cfg.dataset.classes() {
+        let fits = d.builtin_shape().is_some_and(|s| (s.in_channels, s.image_size, s.classes) == (cfg.net.in_channels, cfg.net.image_size, cfg.net.classes));
+        if !fits && d != DatasetKind::Folder {
             bail!("{}: the model was trained on {}, whose images and classes differ from {}", config_path.display(), cfg.dataset.name(), d.name());
         }
         cfg.dataset = d;

@@ -193,7 +193,7 @@ pub struct SearchSetup {
 }
 
 pub fn load_data(cfg: &SearchConfig) -> Result<Dataset> {
-    let mut data = Dataset::load(cfg.dataset, cfg.data_dir.as_deref(), cfg.valid_size, cfg.seed)?;
+    let mut data = Dataset::load(cfg.dataset, cfg.data_dir.as_deref(), Some(cfg.net.input_shape()), cfg.valid_size, cfg.seed)?;
     if let Some(n) = cfg.train_limit {
         let idx: Vec<usize> = (0..n.min(data.train.len())).collect();
         data.train = data.train.subset(&idx);
