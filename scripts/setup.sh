@@ -16,6 +16,9 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 # Headless Chromium opens report.html in the report test.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# Python writes Fashion-MNIST as image folders (scripts/idx-to-folder.py) and runs ONNX Runtime in the tests.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     sudo_if_needed apt-get update -qq
@@ -40,6 +43,15 @@ for tool in fmt clippy; do
         fi
     fi
 done
+
+# ONNX Runtime checks the files `enas export` writes (tests/export.rs): from PyPI into a virtual
+# environment of its own, used only by the tests.
+venv=${ENAS_VENV:-$HOME/.cache/enas-venv}
+if ! "$venv/bin/python" -c "import onnxruntime, numpy" >/dev/null 2>&1; then
+    echo "setup: installing onnxruntime into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check onnxruntime numpy
+fi
 
 cargo build --release --locked
 echo "setup: done; the binary is $(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/enas"

@@ -22,40 +22,11 @@ fn enas(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-/// An RGB image whose class shows as a bright horizontal band, with some noise.
-fn picture(class: usize, side: u32, seed: u32) -> image::RgbImage {
-    image::RgbImage::from_fn(side, side, |x, y| {
-        let band = (y * 3 / side) as usize == class;
-        let noise = ((x * 31 + y * 17 + seed * 7) % 40) as u8;
-        let v = if band { 200 + noise / 2 } else { 20 + noise };
-        image::Rgb([v, v / 2, 255 - v])
-    })
-}
-
-/// Three classes of `per_class` images each: PNGs of 24 pixels, a few JPEGs
-/// of 20, a truncated PNG, a truncated JPEG and a text file.
-fn write_dataset(dir: &Path, per_class: usize) {
-    for (c, name) in ["cat", "dog", "emu"].iter().enumerate() {
-        let class_dir = dir.join("train").join(name);
-        std::fs::create_dir_all(&class_dir).unwrap();
-        for i in 0..per_class {
-            let (side, ext) = if i % 4 == 3 { (20, "jpg") } else { (24, "png") };
-            picture(c, side, i as u32).save(class_dir.join(format!("{i:03}.{ext}"))).unwrap();
-        }
-    }
-    let png = std::fs::read(dir.join("train/cat/000.png")).unwrap();
-    std::fs::write(dir.join("train/dog/broken.png"), &png[..png.len() / 3]).unwrap();
-    std::fs::write(dir.join("train/emu/notes.txt"), "not an image").unwrap();
-    // A JPEG cut short decodes without an error (its missing rows filled in): it must still be left out.
-    let jpg = std::fs::read(dir.join("train/emu/003.jpg")).unwrap();
-    std::fs::write(dir.join("train/emu/cut.jpg"), &jpg[..jpg.len() * 9 / 10]).unwrap();
-}
-
 #[test]
 fn pixels_are_decoded_converted_and_cached_until_a_file_changes() {
     cache_dir();
     let tmp = tempfile::tempdir().unwrap();
-    write_dataset(tmp.path(), 8);
+    common::write_folder_dataset(tmp.path(), 8);
     let listing = folder::list(tmp.path()).unwrap();
     assert_eq!(listing.classes, ["cat", "dog", "emu"]);
     // The most common side (24) and the images' own 3 channels.
@@ -66,13 +37,13 @@ fn pixels_are_decoded_converted_and_cached_until_a_file_changes() {
     assert_eq!(first.train.len(), 24, "the two truncated files are left out, the rest decoded");
     assert_eq!((first.train.channels, first.train.height, first.train.width), (3, 24, 24));
     // Channels first: the first pixel's red, green and blue are a plane apart.
-    let direct = picture(0, 24, 0);
+    let direct = common::picture(0, 24, 0);
     let plane = 24 * 24;
     assert_eq!([first.train.images[0], first.train.images[plane], first.train.images[2 * plane]], direct.get_pixel(0, 0).0);
     // The cache answers the same; a changed file is decoded again, not trusted.
     let again = folder::load(tmp.path(), shape, false, &quiet).unwrap();
     assert_eq!(again.train.images, first.train.images);
-    picture(2, 24, 99).save(tmp.path().join("train/cat/000.png")).unwrap();
+    common::picture(2, 24, 99).save(tmp.path().join("train/cat/000.png")).unwrap();
     let changed = folder::load(tmp.path(), shape, false, &quiet).unwrap();
     assert_ne!(changed.train.images[..3 * plane], first.train.images[..3 * plane]);
     assert_eq!(changed.train.images[3 * plane..], first.train.images[3 * plane..]);
@@ -100,7 +71,7 @@ fn bad_folders_are_one_line_errors() {
     cache_dir();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("mixed");
-    write_dataset(&d, 4);
+    common::write_folder_dataset(&d, 4);
     image::GrayImage::from_pixel(24, 24, image::Luma([9])).save(d.join("train/cat/grey.png")).unwrap();
     let dir = d.to_str().unwrap();
     let out = tmp.path().join("run");
@@ -137,11 +108,11 @@ fn a_run_trains_on_a_folder_and_names_its_classes() {
     cache_dir();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("pets");
-    write_dataset(&d, 80);
+    common::write_folder_dataset(&d, 80);
     for (c, name) in ["cat", "dog", "emu"].iter().enumerate() {
         std::fs::create_dir_all(d.join("test").join(name)).unwrap();
         for i in 0..5 {
-            picture(c, 24, 1000 + i).save(d.join("test").join(name).join(format!("{i}.png"))).unwrap();
+            common::picture(c, 24, 1000 + i).save(d.join("test").join(name).join(format!("{i}.png"))).unwrap();
         }
     }
     let run = tmp.path().join("run");

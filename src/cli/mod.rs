@@ -3,6 +3,7 @@ pub mod bench;
 pub mod bench_nb201;
 pub mod bench_ranking;
 pub mod bench_supernet;
+pub mod export;
 pub mod multi_trial;
 mod ranges;
 mod search;
@@ -77,6 +78,8 @@ enum Command {
     Retrain(RetrainArgs),
     /// Test accuracy of a trained model directory.
     Eval(EvalArgs),
+    /// Write a trained model as an ONNX file (inference mode, normalisation inside, any batch size).
+    Export(export::ExportArgs),
     /// Speed measurements.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -440,10 +443,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval(a) => {
-            let acc = retrain::eval_dir(&a.run, a.dataset, a.data_dir, true, &a.device.open()?)?;
+            let acc = crate::train::model_dir::eval_dir(&a.run, a.dataset, a.data_dir, true, &a.device.open()?)?;
             println!("test accuracy {acc:.4}");
             Ok(())
         }
+        Command::Export(a) => export::run(&a),
         Command::Bench(b) => bench::run(b),
         Command::Draw(a) => draw(&a),
         Command::Runs { dir, json } => {

@@ -190,6 +190,12 @@ impl Dataset {
         Self::from_sets(kind, train, test, valid_size, seed, &dir)
     }
 
+    /// No images: what a network is built with when only its input's shape matters.
+    pub fn empty(kind: DatasetKind, channels: usize, size: usize) -> Dataset {
+        let set = ImageSet { images: Vec::new(), labels: Vec::new(), channels, height: size, width: size };
+        Dataset { kind, classes: Vec::new(), train: set.clone(), valid: set.clone(), test: set, mean: vec![0.0; channels], std: vec![1.0; channels] }
+    }
+
     pub fn from_sets(kind: DatasetKind, full_train: ImageSet, test: ImageSet, valid_size: usize, seed: u64, dir: &Path) -> Result<Dataset, DataError> {
         if valid_size >= full_train.len() {
             return Err(DataError::Invalid {

@@ -1,4 +1,5 @@
 //! Building blocks of the child networks, NCHW throughout.
+use super::onnx::{proto::Attr, Graph, Value};
 use super::Ctx;
 use crate::ops;
 use candle_core::{Result, Tensor, Var, D};
@@ -25,6 +26,9 @@ impl Conv1x1 {
     pub fn weight(&self) -> &Tensor {
         &self.w
     }
+    pub fn onnx(&self, g: &mut Graph, x: &Value, relu_in: bool) -> Result<Value> {
+        g.conv(x, &self.w, 1, 1, 1, relu_in)
+    }
 }
 
 /// Full k x k convolution, 'same' padding, stride 1.
@@ -41,6 +45,9 @@ impl Conv {
     }
     pub fn weight(&self) -> &Tensor {
         &self.w
+    }
+    pub fn onnx(&self, g: &mut Graph, x: &Value, relu_in: bool) -> Result<Value> {
+        g.conv(x, &self.w, self.w.dim(2)?, 1, 1, relu_in)
     }
 }
 
@@ -166,6 +173,19 @@ impl BatchNorm {
         }
     }
 
+    /// Evaluation's batch norm (the running statistics), then ReLU when `relu_out`.
+    pub fn onnx(&self, g: &mut Graph, x: &Value, relu_out: bool) -> Result<Value> {
+        let c = self.gamma.dim(0)?;
+        let [gamma, beta, mean, var] = [("gamma", &self.gamma), ("beta", &self.beta), ("mean", &self.running_mean), ("var", &self.running_var)]
+            .map(|(hint, t)| g.weight(hint, t, &[c]))
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?
+            .try_into()
+            .expect("four");
+        let y = Value { name: g.op("BatchNormalization", &[&x.name, &gamma, &beta, &mean, &var], &[("epsilon", Attr::Float(BN_EPS as f32))]), hw: x.hw };
+        Ok(if relu_out { g.relu(&y) } else { y })
+    }
+
     fn update_running(&self, stats: &ops::BatchStats, count: f64) -> Result<()> {
         if !TRACK_RUNNING.with(|t| t.get()) {
             return Ok(());
@@ -193,6 +213,10 @@ impl ReluConvBn {
     }
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.after_conv(x, self.conv.weight(), true, false, train)
+    }
+    pub fn onnx(&self, g: &mut Graph, x: &Value) -> Result<Value> {
+        let y = self.conv.onnx(g, x, true)?;
+        self.bn.onnx(g, &y, false)
     }
 }
 
@@ -244,6 +268,17 @@ impl SepConv {
         Ok(x)
     }
 
+    pub fn onnx(&self, g: &mut Graph, x: &Value) -> Result<Value> {
+        let mut x = x.clone();
+        for i in 0..2 {
+            let (c, k) = (self.depthwise[i].dim(0)?, self.depthwise[i].dim(2)?);
+            let dw = g.conv(&x, &self.depthwise[i], k, if i == 0 { self.stride } else { 1 }, c, true)?;
+            let pw = self.pointwise[i].onnx(g, &dw, false)?;
+            x = self.bn[i].onnx(g, &pw, false)?;
+        }
+        Ok(x)
+    }
+
     /// Training on the CPU outside candle's graph (ops::sep_conv_bn_taped): the output and its backward.
     pub fn forward_taped(&self, x: &Tensor) -> Result<(Tensor, ops::SepTape)> {
         let (y, stats, tape) = ops::sep_conv_bn_taped(x, &self.halves(), self.stride, false, BN_EPS)?;
@@ -283,6 +318,15 @@ impl FactorizedReduce {
     pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.run(x, true, train)
     }
+    /// `forward` (of ReLU(x) when `relu`) in evaluation.
+    pub fn onnx(&self, g: &mut Graph, x: &Value, relu: bool) -> Result<Value> {
+        let even = g.subsample2(x, 0);
+        let p1 = self.path1.onnx(g, &even, relu)?;
+        let odd = g.subsample2(x, 1);
+        let p2 = self.path2.onnx(g, &odd, relu)?;
+        let both = g.concat(&[p1, p2]);
+        self.bn.onnx(g, &both, false)
+    }
     /// `forward(x, true)` on the CPU outside candle's graph: the output, the
     /// parameters (flattened, in the order of the tape's gradients: both
     /// weights stacked, then gamma and beta) and the tape.
@@ -315,6 +359,9 @@ impl Linear {
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.matmul(&self.w.t()?)
+    }
+    pub fn onnx(&self, g: &mut Graph, x: &Value) -> Result<Value> {
+        g.linear(x, &self.w)
     }
 }
 

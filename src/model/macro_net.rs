@@ -3,6 +3,7 @@
 //! earlier outputs concatenated with it and projected back by ReLU-1x1-BN,
 //! every output factorized-reduced at the two pooling points.
 use super::layers::{dropout, global_avg_pool, BatchNorm, Conv, Conv1x1, FactorizedReduce, Linear, ReluConvBn};
+use super::onnx::{Graph, Value};
 use super::{Ctx, NetConfig, Output};
 use crate::ops::{self, PoolKind};
 use crate::space::MacroArch;
@@ -67,6 +68,23 @@ impl MacroOp {
             Op::Pool(PoolKind::Max) => ops::max_pool2d(&x, 3, 1),
         }
     }
+
+    fn onnx(&self, g: &mut Graph, x: &Value) -> Result<Value> {
+        let inp = self.inp.onnx(g, x, false)?;
+        let x = self.inp_bn.onnx(g, &inp, matches!(self.op, Op::Pool(_)))?;
+        match &self.op {
+            Op::Conv(conv, bn) => {
+                let y = conv.onnx(g, &x, true)?;
+                bn.onnx(g, &y, true)
+            }
+            Op::Sep(dw, point, bn) => {
+                let dw = g.conv(&x, dw, dw.dim(2)?, 1, dw.dim(0)?, true)?;
+                let y = point.onnx(g, &dw, false)?;
+                bn.onnx(g, &y, true)
+            }
+            Op::Pool(kind) => Ok(g.pool(&x, *kind, 3, 1, true)),
+        }
+    }
 }
 
 struct Layer {
@@ -94,6 +112,19 @@ impl Layer {
                 let mut cat: Vec<Tensor> = self.skips.iter().zip(states).filter(|(s, _)| **s).map(|(_, t)| t.clone()).collect();
                 cat.push(y);
                 proj.forward(&Tensor::cat(&cat, 1)?, train)
+            }
+        }
+    }
+
+    fn onnx(&self, g: &mut Graph, states: &[Value]) -> Result<Value> {
+        let y = self.op.onnx(g, states.last().expect("the stem is always there"))?;
+        match &self.skip_proj {
+            None => Ok(y),
+            Some(proj) => {
+                let mut cat: Vec<Value> = self.skips.iter().zip(states).filter(|(s, _)| **s).map(|(_, t)| t.clone()).collect();
+                cat.push(y);
+                let joined = g.concat(&cat);
+                proj.onnx(g, &joined)
             }
         }
     }
@@ -143,5 +174,20 @@ impl MacroNet {
         let x = global_avg_pool(states.last().expect("at least the stem"))?;
         let x = dropout(&x, self.dropout, ctx)?;
         Ok(Output { logits: self.fc.forward(&x)?, aux_logits: None })
+    }
+
+    /// `forward` in evaluation (no dropout) as ONNX nodes.
+    pub fn onnx(&self, g: &mut Graph, x: &Value) -> Result<Value> {
+        let stem = self.stem.onnx(g, x, false)?;
+        let mut states = vec![self.stem_bn.onnx(g, &stem, false)?];
+        for (i, layer) in self.layers.iter().enumerate() {
+            let out = layer.onnx(g, &states)?;
+            states.push(out);
+            if let Some((_, reds)) = self.reductions.iter().find(|(at, _)| *at == i) {
+                states = states.iter().zip(reds).map(|(s, r)| r.onnx(g, s, false)).collect::<Result<Vec<_>>>()?;
+            }
+        }
+        let x = g.global_avg_pool(states.last().expect("at least the stem"));
+        self.fc.onnx(g, &x)
     }
 }

@@ -5,6 +5,7 @@
 //! (docs/DESIGN.md: without BN, SGD at our learning rate killed every ReLU of
 //! some fully connected children).
 use super::layers::{global_avg_pool, BatchNorm, Conv, Linear};
+use super::onnx::{Graph, Value};
 use super::{Ctx, NetConfig, Output};
 use crate::ops::{self, PoolKind, Window};
 use crate::space::metaqnn::{Layer, Termination};
@@ -79,5 +80,27 @@ impl MetaqnnNet {
         }
         let features = if self.gap { global_avg_pool(&x)? } else { x.flatten_from(1)? };
         Ok(Output { logits: self.classifier.forward(&features)?, aux_logits: None })
+    }
+
+    /// `forward` in evaluation as ONNX nodes (batch norm after a fully
+    /// connected layer normalises (N, units), which ONNX's takes as it is).
+    pub fn onnx(&self, g: &mut Graph, x: &Value) -> Result<Value> {
+        let mut x = x.clone();
+        for block in &self.blocks {
+            x = match block {
+                Block::Conv(conv, bn) => {
+                    let y = conv.onnx(g, &x, false)?;
+                    bn.onnx(g, &y, true)?
+                }
+                Block::Pool { field, stride } => g.pool(&x, PoolKind::Max, *field, *stride, false),
+                Block::Fc(fc, bn) => {
+                    let flat = g.flatten(&x);
+                    let y = fc.onnx(g, &flat)?;
+                    bn.onnx(g, &y, true)?
+                }
+            };
+        }
+        let features = if self.gap { g.global_avg_pool(&x) } else { g.flatten(&x) };
+        self.classifier.onnx(g, &features)
     }
 }

@@ -2,6 +2,7 @@
 //! authors' `MicroChild` with `fixed_arc`): stem, stages of normal cells with a
 //! reduction cell between them, auxiliary head, global pooling, classifier.
 use super::layers::{drop_path, dropout, global_avg_pool, BatchNorm, Conv, Conv1x1, FactorizedReduce, Linear, ReluConvBn, SepConv};
+use super::onnx::{Graph, Value};
 use super::{Ctx, NetConfig, Output};
 use crate::ops::{self, PoolKind, Window};
 use crate::space::{Cell, MicroArch};
@@ -66,6 +67,24 @@ impl Branch {
         }
     }
 
+    fn onnx(&self, g: &mut Graph, x: &Value) -> Result<Value> {
+        let (y, proj) = match self {
+            Branch::Sep(s) => return s.onnx(g, x),
+            Branch::Pool { kind, stride, proj } => (g.pool(x, *kind, 3, *stride, true), proj),
+            Branch::Identity { reduce, proj } => (
+                match reduce {
+                    Some(r) => r.onnx(g, x, false)?,
+                    None => x.clone(),
+                },
+                proj,
+            ),
+        };
+        match proj {
+            Some(p) => p.onnx(g, &y),
+            None => Ok(y),
+        }
+    }
+
     fn is_identity(&self) -> bool {
         matches!(self, Branch::Identity { .. })
     }
@@ -106,6 +125,19 @@ impl Calibrate {
         };
         let x1 = match &self.y {
             Some(p) => p.forward(x1, train)?,
+            None => x1.clone(),
+        };
+        Ok([x0, x1])
+    }
+
+    fn onnx(&self, g: &mut Graph, x0: &Value, x1: &Value) -> Result<[Value; 2]> {
+        let x0 = match &self.x {
+            CalibrateX::Keep => x0.clone(),
+            CalibrateX::Reduce(r) => r.onnx(g, x0, true)?,
+            CalibrateX::Project(p) => p.onnx(g, x0)?,
+        };
+        let x1 = match &self.y {
+            Some(p) => p.onnx(g, x1)?,
             None => x1.clone(),
         };
         Ok([x0, x1])
@@ -177,6 +209,26 @@ impl FixedCell {
             })
             .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&outs, 1)
+    }
+
+    fn onnx(&self, g: &mut Graph, x0: &Value, x1: &Value) -> Result<Value> {
+        let [x0, x1] = self.calibrate.onnx(g, x0, x1)?;
+        let base = self.base.onnx(g, &x1)?;
+        let mut states = vec![x0, base];
+        for (x_id, xb, y_id, yb) in &self.nodes {
+            let x = xb.onnx(g, &states[*x_id])?;
+            let y = yb.onnx(g, &states[*y_id])?;
+            states.push(g.add(&x, &y));
+        }
+        let outs = self
+            .combine
+            .iter()
+            .map(|(i, r)| match r {
+                Some(r) => r.onnx(g, &states[*i], false),
+                None => Ok(states[*i].clone()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(g.concat(&outs))
     }
 }
 
@@ -287,5 +339,19 @@ impl MicroNet {
         let x = global_avg_pool(&prev[1].relu()?)?;
         let x = dropout(&x, self.dropout, ctx)?;
         Ok(Output { logits: self.fc.forward(&x)?, aux_logits })
+    }
+
+    /// `forward` in evaluation (no auxiliary head, no dropout or drop-path) as ONNX nodes.
+    pub fn onnx(&self, g: &mut Graph, x: &Value) -> Result<Value> {
+        let stem = self.stem.onnx(g, x, false)?;
+        let s = self.stem_bn.onnx(g, &stem, false)?;
+        let mut prev = [s.clone(), s];
+        for cell in &self.cells {
+            let out = cell.onnx(g, &prev[0], &prev[1])?;
+            prev = [prev[1].clone(), out];
+        }
+        let x = g.relu(&prev[1]);
+        let x = g.global_avg_pool(&x);
+        self.fc.onnx(g, &x)
     }
 }

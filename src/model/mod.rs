@@ -10,6 +10,7 @@ pub mod metaqnn_net;
 mod micro_cell;
 pub mod micro_net;
 pub mod micro_supernet;
+pub mod onnx;
 
 pub use init::{seeded_init, trainable_vars};
 pub use macro_net::MacroNet;
@@ -112,6 +113,20 @@ impl Network {
             Network::Macro(n) => n.forward(x, ctx),
             Network::Metaqnn(n) => n.forward(x, ctx),
         }
+    }
+
+    /// The network in evaluation as an ONNX model taking pixels 0-255 that
+    /// it normalises with `mean` and `std`, as the loader does.
+    pub fn to_onnx(&self, cfg: &NetConfig, mean: &[f32], std: &[f32]) -> Result<Vec<u8>> {
+        let mut g = onnx::Graph::default();
+        let pixels = onnx::Value { name: onnx::INPUT.into(), hw: (cfg.image_size, cfg.image_size) };
+        let x = g.normalise(&pixels, mean, std);
+        let logits = match self {
+            Network::Micro(n) => n.onnx(&mut g, &x)?,
+            Network::Macro(n) => n.onnx(&mut g, &x)?,
+            Network::Metaqnn(n) => n.onnx(&mut g, &x)?,
+        };
+        Ok(g.finish([cfg.in_channels, cfg.image_size, cfg.image_size], &logits, cfg.classes))
     }
 }
 

@@ -166,8 +166,13 @@ pub fn stored_commands(dir: &Path) -> Vec<Vec<String>> {
 
 /// Writes `text` to `path` atomically.
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    write_bytes_atomic(path, text.as_bytes())
+}
+
+/// `write_atomic` for bytes.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("{}: cannot sync", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))?;
     Ok(())

@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod derive;
 pub mod eta;
 pub mod loss;
+pub mod model_dir;
 pub mod multi_trial;
 pub mod optim;
 pub mod pipeline;

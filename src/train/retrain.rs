@@ -354,33 +354,3 @@ fn write_metrics(out: &Path, history: &[EpochMetrics], test: Option<(f64, f64)>)
     }
     write_atomic(&out.join("metrics.jsonl"), &text)
 }
-
-/// Loads a trained model directory (config.json + model.safetensors) and tests it.
-pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathBuf>, show: bool, device: &Device) -> Result<f64> {
-    // A `train` run keeps its model in its retrain stage.
-    let stage = dir.join("retrain");
-    let dir = if !dir.join("model.safetensors").exists() && stage.join("model.safetensors").exists() { stage.as_path() } else { dir };
-    if !dir.join("model.safetensors").exists() && (dir.join("search").is_dir() || stage.is_dir()) {
-        bail!("{}: a train run whose retrain stage has not finished: no model in {}", dir.display(), stage.display());
-    }
-    let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path).with_context(|| format!("{}: cannot read (is this a retrain output?)", config_path.display()))?;
-    let mut cfg: RetrainConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a retrain config", config_path.display()))?;
-    if let Some(d) = dataset {
-        let fits = d.builtin_shape().is_some_and(|s| (s.in_channels, s.image_size, s.classes) == (cfg.net.in_channels, cfg.net.image_size, cfg.net.classes));
-        if !fits && d != DatasetKind::Folder {
-            bail!("{}: the model was trained on {}, whose images and classes differ from {}", config_path.display(), cfg.dataset.name(), d.name());
-        }
-        cfg.dataset = d;
-    }
-    if data_dir.is_some() {
-        cfg.data_dir = data_dir;
-    }
-    let data = load_data(&cfg)?;
-    let setup = build(&cfg, data, device)?;
-    let model_path = dir.join("model.safetensors");
-    let tensors = candle_core::safetensors::load(&model_path, device).with_context(|| format!("{}: cannot read", model_path.display()))?;
-    load_varmap(&setup.varmap, &tensors, "", &model_path)?;
-    let (acc, _) = evaluate(&setup.eval_net, &Arc::new(setup.data.test.clone()), &setup.data, cfg.eval_batch, show, device)?;
-    Ok(acc)
-}

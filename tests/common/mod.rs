@@ -63,3 +63,32 @@ pub fn rand_tensor(shape: &[usize], seed: u64) -> candle_core::Tensor {
     let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
     candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
 }
+
+/// An RGB image whose class shows as a bright horizontal band, with some noise.
+pub fn picture(class: usize, side: u32, seed: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(side, side, |x, y| {
+        let band = (y * 3 / side) as usize == class;
+        let noise = ((x * 31 + y * 17 + seed * 7) % 40) as u8;
+        let v = if band { 200 + noise / 2 } else { 20 + noise };
+        image::Rgb([v, v / 2, 255 - v])
+    })
+}
+
+/// Three classes of `per_class` images each: PNGs of 24 pixels, a few JPEGs
+/// of 20, a truncated PNG, a truncated JPEG and a text file.
+pub fn write_folder_dataset(dir: &Path, per_class: usize) {
+    for (c, name) in ["cat", "dog", "emu"].iter().enumerate() {
+        let class_dir = dir.join("train").join(name);
+        std::fs::create_dir_all(&class_dir).unwrap();
+        for i in 0..per_class {
+            let (side, ext) = if i % 4 == 3 { (20, "jpg") } else { (24, "png") };
+            picture(c, side, i as u32).save(class_dir.join(format!("{i:03}.{ext}"))).unwrap();
+        }
+    }
+    let png = std::fs::read(dir.join("train/cat/000.png")).unwrap();
+    std::fs::write(dir.join("train/dog/broken.png"), &png[..png.len() / 3]).unwrap();
+    std::fs::write(dir.join("train/emu/notes.txt"), "not an image").unwrap();
+    // A JPEG cut short decodes without an error (its missing rows filled in): it must still be left out.
+    let jpg = std::fs::read(dir.join("train/emu/003.jpg")).unwrap();
+    std::fs::write(dir.join("train/emu/cut.jpg"), &jpg[..jpg.len() * 9 / 10]).unwrap();
+}
