@@ -103,6 +103,29 @@ fn micro_macro_and_metaqnn_models_run_alike_in_onnx_runtime() {
         assert_eq!(code, 0, "{space}: {err}");
         check_export(&run, &data, &cache);
     }
+    // Predict names the classes of three of the images; the micro model takes 22 pixels, so it says it resized them.
+    let micro = tmp.path().join("micro");
+    let images = ["train/cat/000.png", "train/dog/001.png", "train/emu/003.jpg"].map(|f| data.join(f).to_str().unwrap().to_string());
+    let mut args = vec!["predict", "--model", micro.to_str().unwrap()];
+    args.extend(images.iter().map(String::as_str));
+    let (code, out, err) = enas(&args, &cache);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    for (line, image) in out.lines().zip(&images) {
+        assert!(line.starts_with(&format!("{image}: ")) && ["cat ", "dog ", "emu "].iter().any(|c| line.contains(c)) && line.contains('%'), "{line}");
+    }
+    assert_eq!(err.matches("resized to the model's 22x22").count(), 3, "{err}");
+    args.push("--json");
+    let (code, out, err) = enas(&args, &cache);
+    assert_eq!(code, 0, "{err}");
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let p: Vec<f64> = v["top"].as_array().unwrap().iter().map(|t| t["probability"].as_f64().unwrap()).collect();
+        assert!(p.len() == 3 && p.windows(2).all(|w| w[0] >= w[1]) && (p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{line}");
+    }
+    let (code, _, err) = enas(&["predict", "--model", micro.to_str().unwrap(), data.join("train/emu/notes.txt").to_str().unwrap()], &cache);
+    assert_eq!(code, 1);
+    assert!(err.contains("notes.txt: not a readable image") && err.trim().lines().count() == 1, "{err}");
     let run = tmp.path().join("metaqnn");
     let arch = "C(64,3) P(2,2) C(128,3) P(5,3) FC(128) SM";
     let args = [

@@ -5,6 +5,7 @@ pub mod bench_ranking;
 pub mod bench_supernet;
 pub mod export;
 pub mod multi_trial;
+pub mod predict;
 mod ranges;
 mod search;
 mod session;
@@ -80,6 +81,8 @@ enum Command {
     Eval(EvalArgs),
     /// Write a trained model as an ONNX file (inference mode, normalisation inside, any batch size).
     Export(export::ExportArgs),
+    /// The most likely classes of images (PNG or JPEG), by name, from a trained model.
+    Predict(predict::PredictArgs),
     /// Speed measurements.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -448,6 +451,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Export(a) => export::run(&a),
+        Command::Predict(a) => predict::run(&a),
         Command::Bench(b) => bench::run(b),
         Command::Draw(a) => draw(&a),
         Command::Runs { dir, json } => {
