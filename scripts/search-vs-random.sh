@@ -16,8 +16,11 @@ cd "$(dirname "$0")/.."
 out=${1:-runs/search-vs-random}
 controllers=${2:-ppo random}
 seeds=${3:-0 1 2}
-cargo build --release --quiet
-enas=target/release/enas
+# ENAS=path runs another binary (a copy frozen while the tree changes).
+if [ -z "${ENAS:-}" ]; then
+    cargo build --release --quiet
+fi
+enas=${ENAS:-target/release/enas}
 mkdir -p "$out"
 for c in $controllers; do
     for s in $seeds; do

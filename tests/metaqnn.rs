@@ -140,13 +140,14 @@ fn metaqnn_networks_follow_their_chain() {
         width: 0.25,
         macro_skips: Default::default(),
     };
-    for (text, params) in [
+    // Parameters, and multiply-adds per image (each convolution's weights at every output pixel, each FC's once).
+    for (text, params, macs) in [
         // 1*16*9 + BN(16: gamma, beta) + classifier 16*10.
-        ("C(64,3) GAP", 16 * 9 + 32 + 160),
+        ("C(64,3) GAP", 16 * 9 + 32 + 160, 28 * 28 * 16 * 9 + 160),
         // conv 1->16 (3x3), pool 28->8, FC on 16*8*8 -> 32 with BN, classifier 32*10.
-        ("C(64,3) P(5,3) FC(128) SM", 16 * 9 + 32 + 16 * 8 * 8 * 32 + 64 + 32 * 10),
+        ("C(64,3) P(5,3) FC(128) SM", 16 * 9 + 32 + 16 * 8 * 8 * 32 + 64 + 32 * 10, 28 * 28 * 16 * 9 + 16 * 8 * 8 * 32 + 32 * 10),
         // pool 28->8, conv 1->32 (1x1), pool 8->3, classifier on 32*3*3.
-        ("P(5,3) C(128,1) P(3,2) SM", 32 + 64 + 32 * 3 * 3 * 10),
+        ("P(5,3) C(128,1) P(3,2) SM", 32 + 64 + 32 * 3 * 3 * 10, 8 * 8 * 32 + 32 * 3 * 3 * 10),
     ] {
         let arch: MetaArch = text.parse().unwrap();
         let varmap = VarMap::new();
@@ -158,5 +159,7 @@ fn metaqnn_networks_follow_their_chain() {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let out = net.forward(&x, &mut Ctx { train: true, rng: &mut rng, progress: 0.0 }).unwrap();
         assert_eq!(out.logits.dims(), &[2, 10], "{text}");
+        let whole = enas::model::Network::Metaqnn(net);
+        assert_eq!(whole.multiply_adds(&cfg).unwrap(), macs as u64, "{text}");
     }
 }

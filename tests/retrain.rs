@@ -74,8 +74,10 @@ fn micro_retrain_writes_outputs_and_evaluates() {
     assert_eq!(config["machine"]["kernels"], enas::ops::simd::active().name(), "{config}");
     assert!(config["machine"]["cores"].as_u64().unwrap() >= 1, "{config}");
     // eval rebuilds the model from the directory and gets the same test accuracy.
-    let acc = enas::train::model_dir::eval_dir(&out, None, None, false, &Device::Cpu).unwrap();
-    assert_eq!(acc, s.test_accuracy);
+    let e = enas::train::model_dir::eval_dir(&out, None, None, false, &Device::Cpu).unwrap();
+    assert_eq!(e.accuracy, s.test_accuracy);
+    assert_eq!(e.params, s.params);
+    assert!(e.multiply_adds > 0 && e.multiply_adds == s.multiply_adds);
 }
 
 #[test]

@@ -446,8 +446,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval(a) => {
-            let acc = crate::train::model_dir::eval_dir(&a.run, a.dataset, a.data_dir, true, &a.device.open()?)?;
-            println!("test accuracy {acc:.4}");
+            let e = crate::train::model_dir::eval_dir(&a.run, a.dataset, a.data_dir, true, &a.device.open()?)?;
+            println!("test accuracy {:.4} ({})", e.accuracy, crate::report::size_of(e.params, e.multiply_adds));
             Ok(())
         }
         Command::Export(a) => export::run(&a),

@@ -57,7 +57,7 @@ pub fn config(a: &SearchArgs, shape: DataShape) -> Result<MultiTrialConfig> {
     child.batch = plan.search.batch;
     child.set_epochs(t.child_epochs.unwrap_or(if smoke { 1 } else { 2 }));
     child.train_limit = t.train_limit.or(child.train_limit);
-    child.valid_size = enas.valid_size.unwrap_or(plan.search.valid_size);
+    child.valid_size = super::search::valid_size(&r.data, enas.valid_size, plan.search.valid_size)?;
     if child.valid_size == 0 {
         bail!("--valid-size must be positive: the children's rewards are validation accuracies");
     }

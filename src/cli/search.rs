@@ -216,6 +216,17 @@ fn ensure_builtin(kind: DatasetKind, dir: &Option<PathBuf>, download: bool, show
     Ok(())
 }
 
+/// The validation split: the one given, else the preset's, but for a folder
+/// of your own images (which may be far smaller than the preset's datasets)
+/// at most a tenth of it.
+pub(super) fn valid_size(data: &DataArgs, given: Option<usize>, preset: usize) -> Result<usize> {
+    Ok(match (given, &data.data_dir, data.dataset) {
+        (Some(v), _, _) => v,
+        (None, Some(dir), DatasetKind::Folder) => preset.min(folder::list(dir)?.train.len() / 10),
+        (None, _, _) => preset,
+    })
+}
+
 fn plan_of(run: &RunArgs, enas: &EnasArgs, retrain_epochs: Option<usize>, shape: DataShape) -> Result<preset::Plan> {
     if !run.space.has_supernet() {
         anyhow::bail!(
@@ -245,10 +256,9 @@ fn plan_of(run: &RunArgs, enas: &EnasArgs, retrain_epochs: Option<usize>, shape:
         (Some(bn), _) => plan.search.reward_bn = bn,
         (None, _) => {}
     }
-    if let Some(v) = enas.valid_size {
-        plan.search.valid_size = v;
-        plan.retrain.valid_size = v;
-    }
+    let v = valid_size(&run.data, enas.valid_size, plan.search.valid_size)?;
+    plan.search.valid_size = v;
+    plan.retrain.valid_size = v;
     plan.search.net.macro_skips = enas.macro_skips.unwrap_or_default();
     if let Some(e) = retrain_epochs {
         plan.retrain.set_epochs(e);

@@ -118,6 +118,17 @@ impl Network {
     /// The network in evaluation as an ONNX model taking pixels 0-255 that
     /// it normalises with `mean` and `std`, as the loader does.
     pub fn to_onnx(&self, cfg: &NetConfig, mean: &[f32], std: &[f32]) -> Result<Vec<u8>> {
+        let (g, logits) = self.graph(cfg, mean, std)?;
+        Ok(g.finish([cfg.in_channels, cfg.image_size, cfg.image_size], &logits, cfg.classes))
+    }
+
+    /// Multiply-adds per image in evaluation (convolutions and fully connected layers).
+    pub fn multiply_adds(&self, cfg: &NetConfig) -> Result<u64> {
+        let ones = vec![1.0; cfg.in_channels];
+        Ok(self.graph(cfg, &vec![0.0; cfg.in_channels], &ones)?.0.multiply_adds)
+    }
+
+    fn graph(&self, cfg: &NetConfig, mean: &[f32], std: &[f32]) -> Result<(onnx::Graph, onnx::Value)> {
         let mut g = onnx::Graph::default();
         let pixels = onnx::Value { name: onnx::INPUT.into(), hw: (cfg.image_size, cfg.image_size) };
         let x = g.normalise(&pixels, mean, std);
@@ -126,7 +137,7 @@ impl Network {
             Network::Macro(n) => n.onnx(&mut g, &x)?,
             Network::Metaqnn(n) => n.onnx(&mut g, &x)?,
         };
-        Ok(g.finish([cfg.in_channels, cfg.image_size, cfg.image_size], &logits, cfg.classes))
+        Ok((g, logits))
     }
 }
 

@@ -90,8 +90,9 @@ code,pre{background:#f4f4f4;padding:2px 4px}pre{overflow-x:auto;padding:8px}.big
     let retrain = stage_dir(dir, "retrain", "metrics.jsonl");
     let retrain_rows = retrain.as_ref().map(|d| jsonl(&d.join("metrics.jsonl"))).unwrap_or_default();
     if let Some(t) = retrain_rows.iter().find_map(|r| r["test_accuracy"].as_f64()) {
-        let params = retrain.as_ref().and_then(|d| json_file(&d.join("summary.json"))).and_then(|s| s["params"].as_u64());
-        let params = params.map_or(String::new(), |p| format!(" ({p} parameters)"));
+        let summary = retrain.as_ref().and_then(|d| json_file(&d.join("summary.json")));
+        let params = summary
+            .map_or(String::new(), |s| format!(" ({})", super::size_of(s["params"].as_u64().unwrap_or(0) as usize, s["multiply_adds"].as_u64().unwrap_or(0))));
         writeln!(h, "<p class=\"big\"><b>Test accuracy {:.2}%</b> after retraining from scratch{params}.</p>", 100.0 * t)?;
     }
     let config = json_file(&dir.join("config.json"));

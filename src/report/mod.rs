@@ -27,6 +27,12 @@ pub fn count_of(n: usize, noun: &str) -> String {
     }
 }
 
+/// "N parameters, M multiply-adds per image" (the second left out where it was not counted).
+pub fn size_of(params: usize, multiply_adds: u64) -> String {
+    let macs = if multiply_adds > 0 { format!(", {:.1} M multiply-adds per image", multiply_adds as f64 / 1e6) } else { String::new() };
+    format!("{params} parameters{macs}")
+}
+
 /// Mean and standard error of the mean of `v`.
 fn mean_se(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -87,6 +93,7 @@ pub fn result_json(r: &TrainResult) -> serde_json::Value {
         "mean_reward_first_epoch": first,
         "mean_reward_last_epoch": last,
         "params": r.retrain.params,
+        "multiply_adds": r.retrain.multiply_adds,
         "seconds": {
             "search": r.search_seconds,
             "derive": r.derived.seconds,
@@ -108,7 +115,12 @@ pub fn report_md(r: &TrainResult, device: &str, ranking: Option<&Ranking>) -> Re
         writeln!(s, "**{caveat}**")?;
         writeln!(s)?;
     }
-    writeln!(s, "**Test accuracy {:.2}%** after retraining from scratch ({} parameters).", 100.0 * r.retrain.test_accuracy, r.retrain.params)?;
+    writeln!(
+        s,
+        "**Test accuracy {:.2}%** after retraining from scratch ({}).",
+        100.0 * r.retrain.test_accuracy,
+        size_of(r.retrain.params, r.retrain.multiply_adds)
+    )?;
     writeln!(s)?;
     writeln!(s, "Chosen and retrained architecture (the authors' string format):")?;
     writeln!(s)?;

@@ -83,8 +83,15 @@ pub fn open(dir: &Path, device: &Device) -> Result<Trained> {
     Ok(Trained { cfg, input, setup })
 }
 
+/// A model tested, and its size.
+pub struct Evaluated {
+    pub accuracy: f64,
+    pub params: usize,
+    pub multiply_adds: u64,
+}
+
 /// Loads the model in `dir` and tests it (on another dataset of the same shape, or data directory, if given).
-pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathBuf>, show: bool, device: &Device) -> Result<f64> {
+pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathBuf>, show: bool, device: &Device) -> Result<Evaluated> {
     let dir = resolve(dir)?;
     let mut cfg = config(&dir)?;
     if let Some(d) = dataset {
@@ -98,6 +105,6 @@ pub fn eval_dir(dir: &Path, dataset: Option<DatasetKind>, data_dir: Option<PathB
         cfg.data_dir = data_dir;
     }
     let setup = built(&dir, &cfg, load_data(&cfg)?, device)?;
-    let (acc, _) = evaluate(&setup.eval_net, &Arc::new(setup.data.test.clone()), &setup.data, cfg.eval_batch, show, device)?;
-    Ok(acc)
+    let (accuracy, _) = evaluate(&setup.eval_net, &Arc::new(setup.data.test.clone()), &setup.data, cfg.eval_batch, show, device)?;
+    Ok(Evaluated { accuracy, params: super::retrain::param_count(&setup.varmap), multiply_adds: setup.eval_net.multiply_adds(&cfg.net)? })
 }

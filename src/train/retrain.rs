@@ -83,6 +83,9 @@ pub struct Summary {
     pub test_loss: f64,
     pub epochs: Vec<EpochMetrics>,
     pub params: usize,
+    /// Per image, in evaluation (0 in runs finished before it was counted).
+    #[serde(default)]
+    pub multiply_adds: u64,
     pub seconds: f64,
 }
 
@@ -333,9 +336,12 @@ pub fn run(cfg: &RetrainConfig, out: &Path, opts: &RunOptions, device: &Device) 
     let seconds = seconds_before + started.elapsed().as_secs_f64();
     varmap.save(out.join("model.safetensors")).context("cannot write model.safetensors")?;
     checkpoint::readable(&out.join("model.safetensors"))?;
-    write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch.to_json())?)?;
+    let multiply_adds = eval_net.multiply_adds(&cfg.net)?;
+    let mut arch_json = arch.to_json();
+    (arch_json["params"], arch_json["multiply_adds"]) = (params.into(), multiply_adds.into());
+    write_atomic(&out.join("arch.json"), &serde_json::to_string_pretty(&arch_json)?)?;
     write_atomic(&out.join(INPUT), &serde_json::to_string_pretty(&input_of(&data, &cfg.net))?)?;
-    let summary = Summary { arch: arch.to_arc_string(), test_accuracy, test_loss, epochs: history, params, seconds };
+    let summary = Summary { arch: arch.to_arc_string(), test_accuracy, test_loss, epochs: history, params, multiply_adds, seconds };
     write_metrics(out, &summary.epochs, Some((test_accuracy, test_loss)).filter(|t| t.0.is_finite()))?;
     write_atomic(&out.join(SUMMARY), &serde_json::to_string_pretty(&summary)?)?;
     Ok(Some(summary))

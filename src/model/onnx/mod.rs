@@ -41,6 +41,8 @@ pub struct Graph {
     nodes: Vec<Msg>,
     initializers: Vec<Msg>,
     count: usize,
+    /// Multiply-adds per image of the convolutions and fully connected layers written so far.
+    pub multiply_adds: u64,
 }
 
 impl Graph {
@@ -93,6 +95,7 @@ impl Graph {
         let per_group = w.elem_count() / (c_out * k * k);
         let w = self.weight("w", w, &[c_out, per_group, k, k])?;
         let (hw, pads) = same(x.hw, k, stride);
+        self.multiply_adds += (hw.0 * hw.1 * c_out * per_group * k * k) as u64;
         let name = self.op(
             "Conv",
             &[&x.name, &w],
@@ -158,6 +161,7 @@ impl Graph {
 
     /// x W^T for a weight (out, in), without bias.
     pub fn linear(&mut self, x: &Value, w: &Tensor) -> Result<Value> {
+        self.multiply_adds += w.elem_count() as u64;
         let w = self.weight("fc", w, w.dims())?;
         Ok(Value { name: self.op("Gemm", &[&x.name, &w], &[("transB", Attr::Int(1))]), hw: (1, 1) })
     }
