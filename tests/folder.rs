@@ -115,6 +115,12 @@ fn a_run_trains_on_a_folder_and_names_its_classes() {
             common::picture(c, 24, 1000 + i).save(d.join("test").join(name).join(format!("{i}.png"))).unwrap();
         }
     }
+    let (code, out, err) = enas(&["data", "info", "--dataset", "folder", "--data-dir", d.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["classes"], serde_json::json!(["cat", "dog", "emu"]));
+    assert_eq!((info["train"].as_u64(), info["test"].as_u64()), (Some(240), Some(15)));
+    assert_eq!(info["train_per_class"], serde_json::json!([80, 80, 80]));
     let run = tmp.path().join("run");
     let (code, out, err) = enas(&["train", "--dataset", "folder", "--data-dir", d.to_str().unwrap(), "--preset", "smoke", "--out", run.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");

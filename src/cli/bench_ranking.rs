@@ -18,8 +18,8 @@ pub struct RankingArgs {
     /// Uniformly random architectures to rank (the derived one is added where the run has derived).
     #[arg(long, value_parser = super::ranges::count, default_value_t = 20)]
     archs: usize,
-    /// Epochs each architecture trains from scratch, at the search's size and settings.
-    #[arg(long, value_parser = super::ranges::count, default_value_t = 3)]
+    /// Epochs each architecture trains from scratch, at the search's size and settings (2: 21 architectures in about 26 minutes at the quick preset's size on 2 cores).
+    #[arg(long, value_parser = super::ranges::count, default_value_t = 2)]
     epochs: usize,
     /// Training images per epoch [default: the search's own].
     #[arg(long, value_parser = super::ranges::count)]

@@ -139,6 +139,14 @@ enum DataCommand {
         #[arg(long, hide = true)]
         md5: Option<String>,
     },
+    /// Load a dataset as training would (a folder one decoded into its cache) and say what it holds.
+    Info {
+        #[command(flatten)]
+        data: DataArgs,
+        /// One JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -397,6 +405,7 @@ fn configure_allocator() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Data(DataCommand::Info { data, json }) => search::data_info(&data, json),
         Command::Data(DataCommand::Fetch { dataset, data_dir, url, md5 }) => {
             let variant = if dataset == "cifar10" { Variant::Cifar10 } else { Variant::Cifar100 };
             let mut source = fetch::official(variant);

@@ -196,6 +196,47 @@ pub(super) fn ensure_data(d: &DataArgs, download: bool, show: bool) -> Result<Da
     Ok(DataShape { in_channels: shape.channels, image_size: shape.size, classes: loaded.classes.len() })
 }
 
+/// `enas data info`: the dataset loaded as a run loads it, timed.
+pub(super) fn data_info(d: &DataArgs, json: bool) -> Result<()> {
+    let started = std::time::Instant::now();
+    let shape = ensure_data(d, false, !json)?;
+    let folder_shape = folder::Shape { channels: shape.in_channels, size: shape.image_size };
+    let data = Dataset::load(d.dataset, d.data_dir.as_deref(), Some(folder_shape), 0, 0)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let counts = |labels: &[u8]| (0..data.classes.len()).map(|c| labels.iter().filter(|&&l| l as usize == c).count()).collect::<Vec<_>>();
+    let info = serde_json::json!({
+        "dataset": d.dataset.name(),
+        "classes": data.classes,
+        "train": data.train.len(),
+        "test": data.test.len(),
+        "train_per_class": counts(&data.train.labels),
+        "test_per_class": counts(&data.test.labels),
+        "channels": shape.in_channels,
+        "image_size": shape.image_size,
+        "mean": data.mean,
+        "std": data.std,
+        "seconds": seconds,
+    });
+    if json {
+        println!("{info}");
+    } else {
+        println!(
+            "{}: {} classes ({}), {} training and {} test images, {}x{}x{}",
+            d.dataset.name(),
+            data.classes.len(),
+            data.classes.join(", "),
+            data.train.len(),
+            data.test.len(),
+            shape.in_channels,
+            shape.image_size,
+            shape.image_size
+        );
+        println!("per class, training: {:?}; test: {:?}", counts(&data.train.labels), counts(&data.test.labels));
+        println!("mean {:?}, std {:?} (of the whole training set, pixels / 255); loaded in {seconds:.1}s", data.mean, data.std);
+    }
+    Ok(())
+}
+
 fn ensure_builtin(kind: DatasetKind, dir: &Option<PathBuf>, download: bool, show: bool) -> Result<()> {
     let load = || Dataset::load(kind, dir.as_deref(), None, 0, 0);
     if load().is_ok() {
