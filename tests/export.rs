@@ -70,6 +70,24 @@ fn check_export(model: &Path, data: &Path, cache: &Path) {
     assert!(worst <= 1e-4, "{}: logits differ by up to {worst}", model.display());
     // Not a vacuous match: the logits vary across images.
     assert!(ours.iter().any(|v| (v - ours[0]).abs() > 1e-3));
+
+    // enas runs the ONNX file itself too (predict --onnx), with the class names it carries, as it runs the model.
+    let images = ["train/cat/001.png", "train/dog/002.png", "train/emu/003.jpg"].map(|f| data.join(f).to_str().unwrap().to_string());
+    let predict = |source: [&str; 2]| {
+        let mut args = vec!["predict", source[0], source[1], "--json", "--top", "3"];
+        args.extend(images.iter().map(String::as_str));
+        let (code, out, err) = enas(&args, cache);
+        assert_eq!(code, 0, "{err}");
+        out.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>()
+    };
+    let (direct, via_onnx) = (predict(["--model", model.to_str().unwrap()]), predict(["--onnx", onnx.to_str().unwrap()]));
+    assert_eq!(direct.len(), 3);
+    for (a, b) in direct.iter().zip(&via_onnx) {
+        for (x, y) in a["top"].as_array().unwrap().iter().zip(b["top"].as_array().unwrap()) {
+            assert_eq!(x["class"], y["class"], "{a} against {b}");
+            assert!((x["probability"].as_f64().unwrap() - y["probability"].as_f64().unwrap()).abs() < 1e-4, "{a} against {b}");
+        }
+    }
 }
 
 #[test]

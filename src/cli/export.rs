@@ -29,7 +29,7 @@ pub struct ExportArgs {
 pub fn run(a: &ExportArgs) -> Result<()> {
     let Format::Onnx = a.format;
     let trained = model_dir::open(&a.model, &Device::Cpu)?;
-    let bytes = trained.setup.eval_net.to_onnx(&trained.cfg.net, &trained.input.mean, &trained.input.std)?;
+    let bytes = trained.setup.eval_net.to_onnx(&trained.cfg.net, &trained.input.mean, &trained.input.std, &trained.input.classes)?;
     write_bytes_atomic(&a.out, &bytes)?;
     let net = &trained.cfg.net;
     println!(

@@ -117,9 +117,12 @@ impl Network {
 
     /// The network in evaluation as an ONNX model taking pixels 0-255 that
     /// it normalises with `mean` and `std`, as the loader does.
-    pub fn to_onnx(&self, cfg: &NetConfig, mean: &[f32], std: &[f32]) -> Result<Vec<u8>> {
+    pub fn to_onnx(&self, cfg: &NetConfig, mean: &[f32], std: &[f32], classes: &[String]) -> Result<Vec<u8>> {
+        if classes.len() != cfg.classes {
+            candle_core::bail!("onnx: {} class names for {} outputs", classes.len(), cfg.classes);
+        }
         let (g, logits) = self.graph(cfg, mean, std)?;
-        Ok(g.finish([cfg.in_channels, cfg.image_size, cfg.image_size], &logits, cfg.classes))
+        Ok(g.finish([cfg.in_channels, cfg.image_size, cfg.image_size], &logits, classes))
     }
 
     /// Multiply-adds per image in evaluation (convolutions and fully connected layers).

@@ -4,6 +4,8 @@
 //! 0-255, NCHW), the batch dimension free. Each layer writes its own nodes
 //! (`onnx` beside its `forward`); this holds the graph they are written to.
 pub mod proto;
+pub mod read;
+pub mod run;
 
 use crate::ops::PoolKind;
 use candle_core::{Result, Tensor};
@@ -15,6 +17,8 @@ const IR_VERSION: i64 = 8;
 /// The name of the graph's input and output.
 pub const INPUT: &str = "pixels";
 pub const OUTPUT: &str = "logits";
+/// The metadata key of the class names (a JSON array, by output index).
+pub const CLASSES: &str = "classes";
 
 /// A tensor of the graph under construction: its name and spatial size.
 #[derive(Clone, Debug)]
@@ -178,7 +182,7 @@ impl Graph {
 
     /// The ModelProto: `ir_version = 1; producer_name = 2; graph = 7; opset_import = 8`, the graph
     /// `node = 1; name = 2; initializer = 5; input = 11; output = 12`, its output renamed `logits`.
-    pub fn finish(mut self, input: [usize; 3], output: &Value, classes: usize) -> Vec<u8> {
+    pub fn finish(mut self, input: [usize; 3], output: &Value, classes: &[String]) -> Vec<u8> {
         self.nodes.push(proto::node("Identity", "output", &[&output.name], OUTPUT, &[]));
         let mut graph = Msg::default();
         for n in &self.nodes {
@@ -190,11 +194,14 @@ impl Graph {
         }
         let [c, h, w] = input.map(|d| Dim::Fixed(d as i64));
         graph.msg(11, &proto::value_info(INPUT, &[Dim::Named("N"), c, h, w]));
-        graph.msg(12, &proto::value_info(OUTPUT, &[Dim::Named("N"), Dim::Fixed(classes as i64)]));
+        graph.msg(12, &proto::value_info(OUTPUT, &[Dim::Named("N"), Dim::Fixed(classes.len() as i64)]));
         let mut opset = Msg::default();
         opset.string(1, "").int(2, OPSET);
         let mut model = Msg::default();
-        model.int(1, IR_VERSION).string(2, "enas").msg(7, &graph).msg(8, &opset);
+        // metadata_props = 14, `StringStringEntryProto { key = 1; value = 2 }`: the class names by output index.
+        let mut names = Msg::default();
+        names.string(1, CLASSES).string(2, &serde_json::to_string(classes).expect("strings serialise"));
+        model.int(1, IR_VERSION).string(2, "enas").msg(7, &graph).msg(8, &opset).msg(14, &names);
         model.0
     }
 }
