@@ -167,3 +167,33 @@ fn fashion_mnist_written_as_folders_reads_as_its_idx_files_do() {
     assert_eq!(from_folders.classes[0], "0_T-shirt_top");
     assert_eq!(from_folders.classes.len(), 10);
 }
+
+#[test]
+fn an_unreadable_class_folder_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("pets");
+    common::write_folder_dataset(&d, 4);
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(d.join("train/dog"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads every directory: run as nobody there, so the permission holds.
+    let root = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap().trim() == "0";
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(env!("CARGO_BIN_EXE_enas"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_enas"))
+    };
+    let out = cmd
+        .args(["data", "info", "--dataset", "folder", "--data-dir"])
+        .arg(&d)
+        .env("ENAS_DATA", tmp.path().join("cache"))
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    std::fs::set_permissions(d.join("train/dog"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("train/dog: cannot read") && err.trim().lines().count() == 1, "{err}");
+}
