@@ -90,6 +90,9 @@ enum Command {
     Draw(DrawArgs),
     /// Write RUN/report.html for a run or stage directory (also while it runs).
     Report(ReportArgs),
+    /// One child of a multi-trial search, started by its executor (a subprocess or a Slurm job).
+    #[command(hide = true)]
+    Child(multi_trial::ChildArgs),
     /// The runs in a directory, a row each: space, method, stage reached, test accuracy, time, command.
     Runs {
         /// A directory of runs (each the --out of a train, search or retrain), or one run.
@@ -363,9 +366,11 @@ fn in_worker_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
-/// CPU cores this process may use.
+/// CPU cores this process may use: `RAYON_NUM_THREADS` where set (a
+/// multi-trial executor gives each child its share that way), else all.
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    let given = std::env::var("RAYON_NUM_THREADS").ok().and_then(|n| n.parse::<usize>().ok()).filter(|&n| n > 0);
+    given.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
 /// Thread and allocator settings for training on this machine; the binary and
@@ -463,6 +468,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => predict::run(&a),
         Command::Bench(b) => bench::run(b),
         Command::Draw(a) => draw(&a),
+        Command::Child(a) => multi_trial::child(&a),
         Command::Runs { dir, json } => {
             let rows = crate::report::runs::scan(&dir)?;
             if json {

@@ -1,10 +1,11 @@
 //! `enas search --mode multi-trial`: children trained from scratch, chosen by
 //! REINFORCE, PPO, Q-learning, regularised evolution or at random.
-use super::search::{ensure_data, SearchArgs};
+use super::search::{ensure_data, SearchArgs, TrialArgs};
 use crate::controller::{Algo, Strategy};
 use crate::data::DataShape;
 use crate::model::NetConfig;
 use crate::space::SpaceKind;
+use crate::train::executor::{parse_devices, ExecutorConfig, ExecutorKind};
 use crate::train::multi_trial::{self, MultiTrialConfig, TrialRecord};
 use crate::train::preset::{self, Choice, Preset};
 use crate::train::retrain::RunOptions;
@@ -65,7 +66,54 @@ pub fn config(a: &SearchArgs, shape: DataShape) -> Result<MultiTrialConfig> {
         SpaceKind::Metaqnn => child.net.image_size,
         _ => plan.search.arch_size(),
     };
-    Ok(MultiTrialConfig { space: r.space, strategy: StrategyConfig::defaults(strategy, budget), budget, cap_factor: 50, arch_size, child, seed: r.seed })
+    let parallel = t.parallel.unwrap_or(1);
+    Ok(MultiTrialConfig {
+        space: r.space,
+        strategy: StrategyConfig::defaults(strategy, budget),
+        budget,
+        cap_factor: 50,
+        arch_size,
+        child,
+        seed: r.seed,
+        parallel,
+    })
+}
+
+/// Where the children train (`--executor`, `--devices`, `--child-threads`, `--slurm-args`).
+pub fn executor(t: &TrialArgs) -> Result<ExecutorConfig> {
+    let kind = t.executor.unwrap_or_default();
+    if kind == ExecutorKind::Slurm && t.devices.is_some() {
+        bail!("--devices: a setting of --executor local (on Slurm each child gets what --slurm-args asks for, e.g. --gres=gpu:1)");
+    }
+    if kind == ExecutorKind::Local && t.slurm_args.is_some() {
+        bail!("--slurm-args: a setting of --executor slurm");
+    }
+    let devices = t.devices.as_deref().map(parse_devices).transpose()?.unwrap_or_default();
+    let slurm_args = match &t.slurm_args {
+        Some(text) => shell_words::split(text).map_err(|e| anyhow::anyhow!("--slurm-args {text:?}: {e}"))?,
+        None => Vec::new(),
+    };
+    Ok(ExecutorConfig { kind, parallel: t.parallel.unwrap_or(1), devices, threads: t.child_threads, slurm_args, poll_seconds: 1.0 })
+}
+
+/// `enas child --run DIR --trial N`: one child of a multi-trial search, as its executor started it.
+pub fn child(a: &ChildArgs) -> Result<()> {
+    let device = a.device.open()?;
+    let result = crate::train::child::run(&a.run, a.trial, &device)?;
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ChildArgs {
+    /// The search's directory (OUT/search).
+    #[arg(long)]
+    run: std::path::PathBuf,
+    /// The child's number (its folder children/NNNN).
+    #[arg(long)]
+    trial: usize,
+    #[command(flatten)]
+    device: super::DeviceArg,
 }
 
 pub fn search(a: &SearchArgs) -> Result<()> {
@@ -76,8 +124,9 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     let device = r.device.open()?;
     let out = r.out.join("search");
     super::session::begin(&r.out, &out.join("config.json"), r.resume, &device, show)?;
+    let exec = executor(&a.trials)?;
     let opts = RunOptions { resume: r.resume, show_progress: show, stop_after: r.stop_after, skip_test: true, tensorboard: false, ahead: None };
-    let Some(trials) = multi_trial::run(&cfg, &out, &opts, &device)? else {
+    let Some(trials) = multi_trial::run(&cfg, &out, &opts, &exec, &device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());
     };

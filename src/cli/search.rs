@@ -6,6 +6,7 @@ use crate::data::{fetch, folder, DataShape, Dataset, DatasetKind};
 use crate::model::MacroSkips;
 use crate::space::SpaceKind;
 use crate::train::derive::{self, DeriveOptions};
+use crate::train::executor::ExecutorKind;
 use crate::train::pipeline;
 use crate::train::preset::{self, Choice, Preset};
 use crate::train::retrain::{self, RunOptions};
@@ -118,6 +119,21 @@ pub struct TrialArgs {
     /// Multi-trial: children train on the first N training images only.
     #[arg(long, value_parser = super::ranges::count)]
     pub(super) train_limit: Option<usize>,
+    /// Multi-trial: children in flight at once (a strategy's batch is what it would evaluate before its next update) [default: 1].
+    #[arg(long, value_parser = super::ranges::count)]
+    pub(super) parallel: Option<usize>,
+    /// Multi-trial: where children train: local (subprocesses of this binary; in this process at --parallel 1) or slurm (sbatch array jobs) [default: local].
+    #[arg(long, value_enum)]
+    pub(super) executor: Option<ExecutorKind>,
+    /// Multi-trial, local executor: a device per slot, in turn (cpu, or cuda:0,cuda:1,...) [default: cpu].
+    #[arg(long)]
+    pub(super) devices: Option<String>,
+    /// Multi-trial: threads each child uses [default: local, the cores shared out between the slots; slurm, its allocation's].
+    #[arg(long, value_parser = super::ranges::count)]
+    pub(super) child_threads: Option<usize>,
+    /// Multi-trial, slurm executor: more sbatch arguments, e.g. "--partition=gpu --gres=gpu:1 --time=1:00:00".
+    #[arg(long, allow_hyphen_values = true)]
+    pub(super) slurm_args: Option<String>,
 }
 
 impl TrialArgs {
@@ -129,6 +145,11 @@ impl TrialArgs {
             (self.child_epochs.is_some(), "--child-epochs"),
             (self.width.is_some(), "--width"),
             (self.train_limit.is_some(), "--train-limit"),
+            (self.parallel.is_some(), "--parallel"),
+            (self.executor.is_some(), "--executor"),
+            (self.devices.is_some(), "--devices"),
+            (self.child_threads.is_some(), "--child-threads"),
+            (self.slurm_args.is_some(), "--slurm-args"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))

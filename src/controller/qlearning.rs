@@ -233,11 +233,21 @@ impl Searcher for QLearner {
     }
 
     fn propose(&mut self, rng: &mut ChaCha8Rng) -> Result<Vec<Arch>> {
+        self.propose_batch(1, rng)
+    }
+
+    /// `k` walks at the current epsilon; the replay follows the whole batch.
+    fn propose_batch(&mut self, k: usize, rng: &mut ChaCha8Rng) -> Result<Vec<Arch>> {
         let eps = self.epsilon();
-        let (arch, path) = walk(&self.space, &self.q, self.cfg.q_init, eps, rng);
-        self.epsilons.push(eps);
-        self.pending = vec![path];
-        Ok(vec![arch])
+        let mut archs = Vec::with_capacity(k);
+        self.pending.clear();
+        for _ in 0..k.max(1) {
+            let (arch, path) = walk(&self.space, &self.q, self.cfg.q_init, eps, rng);
+            self.epsilons.push(eps);
+            self.pending.push(path);
+            archs.push(arch);
+        }
+        Ok(archs)
     }
 
     fn observe(&mut self, _archs: &[Arch], rewards: &[f64], rng: &mut ChaCha8Rng) -> Result<()> {

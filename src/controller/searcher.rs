@@ -13,6 +13,17 @@ pub trait Searcher {
     fn name(&self) -> &'static str;
     /// The next architectures to evaluate.
     fn propose(&mut self, rng: &mut ChaCha8Rng) -> Result<Vec<Arch>>;
+    /// The next batch when `k` children may train at once: what the strategy
+    /// would evaluate before its next update (PPO and REINFORCE: one update's
+    /// samples, whatever `k`). `k = 1` is `propose`.
+    fn propose_batch(&mut self, _k: usize, rng: &mut ChaCha8Rng) -> Result<Vec<Arch>> {
+        self.propose(rng)
+    }
+    /// Whether the strategy learns from each child alone as it finishes
+    /// (regularised evolution's steady state) rather than from whole batches.
+    fn steady_state(&self) -> bool {
+        false
+    }
     /// Their rewards, in the order proposed.
     fn observe(&mut self, archs: &[Arch], rewards: &[f64], rng: &mut ChaCha8Rng) -> Result<()>;
     /// What the strategy has learned, for the run's files (Q-table, population).
@@ -62,6 +73,9 @@ impl Searcher for RandomSearcher {
     }
     fn propose(&mut self, rng: &mut ChaCha8Rng) -> Result<Vec<Arch>> {
         Ok(vec![uniform_arch(self.space, self.size, rng)])
+    }
+    fn propose_batch(&mut self, k: usize, rng: &mut ChaCha8Rng) -> Result<Vec<Arch>> {
+        Ok((0..k.max(1)).map(|_| uniform_arch(self.space, self.size, rng)).collect())
     }
     fn observe(&mut self, _archs: &[Arch], _rewards: &[f64], _rng: &mut ChaCha8Rng) -> Result<()> {
         Ok(())
@@ -117,6 +131,10 @@ impl Searcher for Evolution {
         });
         let child = self.mutate(&parent.expect("a non-empty sample").0, rng);
         Ok(vec![Arch::from_choices(self.space, &child).expect("mutation keeps choices in range")])
+    }
+
+    fn steady_state(&self) -> bool {
+        true
     }
 
     fn observe(&mut self, archs: &[Arch], rewards: &[f64], _rng: &mut ChaCha8Rng) -> Result<()> {

@@ -1,8 +1,11 @@
 //! Training machinery: optimisers, schedules, loss, checkpoints, and the
 //! retraining of a fixed architecture from scratch.
 pub mod checkpoint;
+pub mod child;
 pub mod derive;
 pub mod eta;
+pub mod executor;
+pub mod lock;
 pub mod loss;
 pub mod model_dir;
 pub mod multi_trial;

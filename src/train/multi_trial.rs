@@ -1,20 +1,26 @@
 //! Multi-trial search (NAS-RL, Zoph & Le 2017, Sec. 3; MetaQNN, Baker et al.
 //! 2017): every architecture a strategy proposes is trained from scratch as an
 //! independent child (its own seed and weights), its best validation accuracy
-//! the reward. Finished children are logged in `trials.jsonl`; a resumed run
-//! replays the strategy from the seed and answers them from that log, so it
+//! the reward. Up to `parallel` children train at once, on the executor's
+//! slots; what the strategy learns from depends only on the seed and
+//! `parallel` (rewards are taken in the order proposed, whatever order the
+//! children finish in), so a run is reproducible for a given `parallel` and
+//! `parallel = 1` is the one-at-a-time search. Finished children are logged
+//! in `trials.jsonl`; a resumed run replays the strategy from the seed and
+//! answers them from that log and from the children's own result files, so it
 //! ends where an uninterrupted run would without training any child twice.
 use super::checkpoint::{self, write_atomic};
-use super::retrain::{self, RetrainConfig, RunOptions};
-use super::trials::{run_budget, searcher, StrategyConfig};
+use super::child::{self, ChildResult};
+use super::executor::{Executor, ExecutorConfig, Finished};
+use super::retrain::{RetrainConfig, RunOptions};
+use super::trials::{searcher, StrategyConfig};
 use crate::space::{Arch, SpaceKind};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,6 +36,17 @@ pub struct MultiTrialConfig {
     /// How every child trains; its `arch` and `seed` are set per child.
     pub child: RetrainConfig,
     pub seed: u64,
+    /// Children in flight at once; it shapes the strategy's batches, so it is part of the search.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub parallel: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// One finished child.
@@ -45,11 +62,30 @@ pub struct TrialRecord {
     /// The strategy's note (Q-learning: epsilon when it was proposed).
     #[serde(default)]
     pub note: serde_json::Value,
+    /// Wall-clock times (seconds since the Unix epoch): first submitted, training started and ended.
+    #[serde(default)]
+    pub submitted: f64,
+    #[serde(default)]
+    pub started: f64,
+    #[serde(default)]
+    pub finished: f64,
+    /// The executor's slot that trained it (a local slot and its device, or a Slurm node).
+    #[serde(default)]
+    pub slot: String,
+    /// Its Slurm job, where one ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Submissions it took (a failed, preempted or cancelled job is resubmitted once).
+    #[serde(default = "one")]
+    pub attempts: usize,
+    /// Why it scored 0: it diverged, or its job failed twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
-const LOG: &str = "trials.jsonl";
+pub const LOG: &str = "trials.jsonl";
 
-fn read_log(path: &Path) -> Result<Vec<TrialRecord>> {
+pub fn read_log(path: &Path) -> Result<Vec<TrialRecord>> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };
     text.lines()
         .enumerate()
@@ -62,84 +98,167 @@ pub(crate) fn child_seed(seed: u64, index: usize) -> u64 {
     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(index as u64 + 1)
 }
 
+/// One proposal not yet learned from: its architecture and its child's index.
+struct Proposal {
+    arch: Arch,
+    index: usize,
+}
+
 /// Runs (or resumes) the search into `out`; returns every child in the order
 /// proposed, or None when `stop_after` children were trained in this invocation.
-pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, device: &Device) -> Result<Option<Vec<TrialRecord>>> {
+pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, exec: &ExecutorConfig, device: &Device) -> Result<Option<Vec<TrialRecord>>> {
     if !opts.resume && out.join("children").exists() {
         anyhow::bail!("{}: a run is already there; pass --resume to continue it or choose another --out", out.display());
     }
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create output directory", out.display()))?;
+    let _lock = super::lock::Lock::take(out)?;
     checkpoint::prepare_run_dir(out, cfg, opts.resume, LOG, device)?;
     let log_path = out.join(LOG);
-    let mut log = read_log(&log_path)?;
-    let mut cache: HashMap<String, f64> = log.iter().map(|t| (t.arch.clone(), t.reward)).collect();
+    let mut log: BTreeMap<usize, TrialRecord> = read_log(&log_path)?.into_iter().map(|t| (t.index, t)).collect();
     let mut strategy = searcher(&cfg.strategy, cfg.space, cfg.arch_size, cfg.budget, cfg.seed, device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x007e_1a15);
+    let parallel = cfg.parallel.max(1);
+    let mut executor = Executor::new(&ExecutorConfig { parallel, ..exec.clone() }, device)?;
     let bar = super::progress::steps_bar(cfg.budget as u64, "children", opts.show_progress);
     bar.set_position(log.len() as u64);
-    let mut trained = 0usize;
-    // Children trained in this invocation, until `on_new` logs them.
-    let finished: RefCell<HashMap<String, (usize, f64)>> = RefCell::new(HashMap::new());
-    let mut evaluate = |arch: &Arch, index: usize| -> Result<f64> {
-        if opts.stop_after.is_some_and(|n| trained >= n) {
-            anyhow::bail!(Stopped);
-        }
-        let mut child = cfg.child.clone();
-        child.arch = arch.to_arc_string();
-        child.seed = child_seed(cfg.seed, index);
-        child.data_seed = Some(cfg.seed);
-        let dir = out.join("children").join(format!("{index:04}"));
-        let child_opts = RunOptions { resume: true, show_progress: false, stop_after: None, skip_test: true, tensorboard: false, ahead: None };
-        let (reward, params, seconds) = match retrain::run(&child, &dir, &child_opts, device) {
-            Ok(summary) => {
-                let summary = summary.expect("a child runs to its end");
-                (summary.epochs.iter().map(|e| e.valid_accuracy).fold(0.0, f64::max), summary.params, summary.seconds)
+    let cap = cfg.budget * cfg.cap_factor.max(1);
+    // Every distinct architecture proposed, by its arc string: its index.
+    let mut index_of: HashMap<String, usize> = HashMap::new();
+    let mut notes: Vec<serde_json::Value> = Vec::new();
+    let mut rewards: HashMap<usize, f64> = HashMap::new();
+    // Children proposed and not yet started, in order.
+    let mut waiting: VecDeque<usize> = VecDeque::new();
+    let mut specs: Vec<RetrainConfig> = Vec::new();
+    let mut pending: VecDeque<Proposal> = VecDeque::new();
+    let (mut samples, mut trained, mut budget_cut) = (0usize, 0usize, false);
+    let steady = strategy.steady_state();
+    loop {
+        // Propose: a whole batch when the last is learned from, or (steady state) one whenever a slot is free.
+        while !budget_cut && index_of.len() < cfg.budget && samples < cap && (if steady { pending.len() < parallel } else { pending.is_empty() }) {
+            let archs = strategy.propose_batch(if steady { 1 } else { parallel }, &mut rng)?;
+            let note = strategy.note();
+            for arch in archs {
+                samples += 1;
+                let key = arch.to_arc_string();
+                let index = match index_of.get(&key) {
+                    Some(&i) => i,
+                    None if index_of.len() >= cfg.budget => {
+                        budget_cut = true;
+                        break;
+                    }
+                    None => {
+                        let i = index_of.len();
+                        index_of.insert(key.clone(), i);
+                        notes.push(note.clone());
+                        let mut spec = cfg.child.clone();
+                        spec.arch = key.clone();
+                        spec.seed = child_seed(cfg.seed, i);
+                        spec.data_seed = Some(cfg.seed);
+                        specs.push(spec);
+                        match log.get(&i) {
+                            Some(t) if t.arch != key => anyhow::bail!(
+                                "{}: child {i} is {} there but this search proposes {key}; the log was written by another search",
+                                log_path.display(),
+                                t.arch
+                            ),
+                            Some(t) => {
+                                rewards.insert(i, t.reward);
+                            }
+                            None => waiting.push_back(i),
+                        }
+                        i
+                    }
+                };
+                pending.push_back(Proposal { arch, index });
             }
-            // A child whose training diverged is a bad architecture, not a failed search.
-            Err(e) if e.is::<retrain::Diverged>() => (0.0, 0, 0.0),
-            Err(e) => return Err(e.context(format!("child {index} ({})", child.arch))),
-        };
-        finished.borrow_mut().insert(child.arch.clone(), (params, seconds));
-        trained += 1;
-        Ok(reward)
-    };
-    let mut on_new = |arch: &Arch, reward: f64, index: usize, note: serde_json::Value| -> Result<()> {
-        let key = arch.to_arc_string();
-        let done = finished.borrow_mut().remove(&key);
-        if let Some((params, seconds)) = done {
-            let rec = TrialRecord { index, arch: key, reward, params, seconds, note };
-            let mut text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            text.push_str(&serde_json::to_string(&rec)?);
-            text.push('\n');
-            write_atomic(&log_path, &text)?;
+            if budget_cut {
+                break;
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        // Start what may start: finished children answered from their result files, earlier drivers' jobs re-attached.
+        let mut submit = Vec::new();
+        while executor.in_flight() + submit.len() < parallel {
+            let Some(i) = waiting.pop_front() else { break };
+            if let Some(result) = child::read_result(out, i) {
+                let job = super::executor::Job::read(out, i).unwrap_or_default();
+                record(&mut log, &log_path, &specs[i], &notes[i], Finished { trial: i, result, job }, &mut rewards)?;
+            } else if !executor.attach(out, i)? {
+                submit.push((i, specs[i].clone()));
+            }
+        }
+        executor.submit(out, &submit)?;
+        // Learn from the oldest proposals once their rewards are in: the whole batch, or (steady state) the oldest alone.
+        let ready = |p: &Proposal| rewards.contains_key(&p.index);
+        let learn = if steady { pending.front().is_some_and(ready) } else { pending.iter().all(ready) };
+        if learn {
+            let batch: Vec<Proposal> = if steady { pending.pop_front().into_iter().collect() } else { pending.drain(..).collect() };
+            if budget_cut && pending.is_empty() && !steady {
+                break;
+            }
+            let archs: Vec<Arch> = batch.iter().map(|p| p.arch.clone()).collect();
+            let r: Vec<f64> = batch.iter().map(|p| rewards[&p.index]).collect();
+            strategy.observe(&archs, &r, &mut rng)?;
+            continue;
+        }
+        if executor.in_flight() == 0 {
+            continue;
+        }
+        for f in executor.wait(out)? {
+            let i = f.trial;
             if opts.show_progress {
-                super::progress::say(&bar, opts.show_progress, format!("child {index:>3}: {:.4} {}", rec.reward, rec.arch));
+                let failed = f.result.failed.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                super::progress::say(&bar, true, format!("child {i:>3}: {:.4} {}{failed}", f.result.reward, specs[i].arch));
             }
-            log.push(rec);
-            bar.set_position(log.len() as u64);
+            record(&mut log, &log_path, &specs[i], &notes[i], f, &mut rewards)?;
+            trained += 1;
         }
-        Ok(())
-    };
-    let result = run_budget(strategy.as_mut(), cfg.budget, cfg.budget * cfg.cap_factor.max(1), &mut rng, &mut cache, &mut evaluate, &mut on_new);
+        bar.set_position(log.len() as u64);
+        if opts.stop_after.is_some_and(|n| trained >= n) {
+            bar.finish_and_clear();
+            return Ok(None);
+        }
+    }
     bar.finish_and_clear();
     write_atomic(&out.join("strategy.json"), &serde_json::to_string_pretty(&strategy.report())?)?;
-    match result {
-        Err(e) if e.is::<Stopped>() => Ok(None),
-        Err(e) => Err(e),
-        Ok(_) => {
-            let mut log = read_log(&log_path)?;
-            log.sort_by_key(|t| t.index);
-            Ok(Some(log))
-        }
-    }
+    Ok(Some(log.into_values().collect()))
 }
 
-#[derive(Debug)]
-struct Stopped;
-
-impl std::fmt::Display for Stopped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "stopped as asked")
+/// Logs a finished child in `trials.jsonl`, kept in the order proposed.
+fn record(
+    log: &mut BTreeMap<usize, TrialRecord>,
+    path: &Path,
+    spec: &RetrainConfig,
+    note: &serde_json::Value,
+    f: Finished,
+    rewards: &mut HashMap<usize, f64>,
+) -> Result<()> {
+    let Finished { trial, result, job } = f;
+    let ChildResult { reward, params, seconds, started, finished, host, failed, .. } = result;
+    let slot = if job.slot.is_empty() { host } else { job.slot };
+    let rec = TrialRecord {
+        index: trial,
+        arch: spec.arch.clone(),
+        reward,
+        params,
+        seconds,
+        note: note.clone(),
+        submitted: job.submitted,
+        started,
+        finished,
+        slot,
+        job: (job.executor == super::executor::ExecutorKind::Slurm).then_some(job.id),
+        attempts: job.attempts.max(1),
+        failed,
+    };
+    rewards.insert(trial, reward);
+    log.insert(trial, rec);
+    let mut text = String::new();
+    for t in log.values() {
+        text.push_str(&serde_json::to_string(t)?);
+        text.push('\n');
     }
+    write_atomic(path, &text)
 }
-
-impl std::error::Error for Stopped {}
