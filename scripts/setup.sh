@@ -19,6 +19,10 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # Python writes Fashion-MNIST as image folders (scripts/idx-to-folder.py) and runs ONNX Runtime in the tests.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
+# A one-node Slurm cluster runs multi-trial children as array jobs in tests/slurm.rs.
+for daemon in slurmctld slurmd munged sbatch; do
+    command -v "$daemon" >/dev/null 2>&1 || { missing+=(slurmctld slurmd munge slurm-client); break; }
+done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     sudo_if_needed apt-get update -qq

@@ -187,3 +187,94 @@ fn smoke_is_small_in_multi_trial_too_and_children_are_reported_when_redirected()
         assert!(err.contains(&format!("child {i:>3}: ")), "child {i} not reported: {err}");
     }
 }
+
+/// Start and end of each child, from trials.jsonl.
+fn spans(run: &Path) -> Vec<(f64, f64, String)> {
+    trials(run).iter().map(|t| (t["started"].as_f64().unwrap(), t["finished"].as_f64().unwrap(), t["slot"].as_str().unwrap().to_string())).collect()
+}
+
+#[test]
+fn local_parallel_children_overlap_each_with_its_slot_and_the_batches_repeat() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 1200, 40, true);
+    let run = |name: &str| {
+        let out = t.path().join(name);
+        let mut a = args(data.to_str().unwrap(), out.to_str().unwrap(), "qlearning", "metaqnn");
+        a.extend(["--width", "0.0625", "--train-limit", "1000", "--parallel", "2"].map(String::from));
+        let (code, _, err) = enas(&a);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let first = run("first");
+    let records = trials(&first);
+    assert_eq!(records.len(), 6);
+    // Q-learning's batches: two walks at one epsilon, then the replay.
+    for pair in records.chunks(2) {
+        assert_eq!(pair[0]["note"], pair[1]["note"], "{pair:?}");
+    }
+    let spans = spans(&first);
+    let overlapping = spans.iter().enumerate().any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1 && a.2 != b.2));
+    assert!(overlapping, "no two children ran at once: {spans:?}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let share = format!("{} threads", (cores / 2).max(1));
+    assert!(spans.iter().all(|s| s.2.contains("cpu") && s.2.contains(&share)), "{spans:?}");
+    let slots: std::collections::HashSet<&str> = spans.iter().map(|s| &s.2[..1]).collect();
+    assert_eq!(slots.len(), 2, "{spans:?}");
+    assert!(!first.join("search/driver.lock").exists(), "the lock outlived the driver");
+    // report.html draws the children on their slots against wall time, and the best so far.
+    let (code, _, err) = enas(&["report".into(), first.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(first.join("report.html")).unwrap();
+    for says in ["children on the executor", "best child so far against wall time", "0 (cpu, "] {
+        assert!(html.contains(says), "{says} missing from report.html");
+    }
+    // The batches depend only on the seed and --parallel: the same trials again.
+    assert_eq!(outcome(&run("second")), outcome(&first));
+}
+
+#[test]
+fn a_second_driver_on_one_run_is_refused_and_bad_executor_settings_are_one_line_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 1200, 40, true);
+    let (d, out) = (data.to_str().unwrap(), t.path().join("run"));
+    let mut a = args(d, out.to_str().unwrap(), "random", "macro");
+    a.extend(["--train-limit", "1000", "--child-epochs", "3"].map(String::from));
+    let mut first = Command::new(env!("CARGO_BIN_EXE_enas")).args(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let lock = out.join("search").join("driver.lock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lock.exists() {
+        assert!(Instant::now() < deadline, "the first driver never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (code, _, err) = enas(&[a.clone(), vec!["--resume".into()]].concat());
+    let _ = first.kill();
+    first.wait().unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another enas (pid") && err.contains("driving this run") && err.lines().count() == 1, "{err}");
+    // A lock left by a driver killed on this host is taken over.
+    assert!(lock.exists());
+    let (code, _, err) = enas(&[a.clone(), vec!["--resume".into()]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(trials(&out).len(), 6);
+
+    let o = t.path().join("o");
+    for (extra, says) in [
+        (vec!["--devices", "gpu0"], "--devices: \"gpu0\" is not a device"),
+        (vec!["--slurm-args", "--partition=x"], "--slurm-args: a setting of --executor slurm"),
+        (vec!["--executor", "slurm", "--devices", "cpu"], "--devices: a setting of --executor local"),
+        (vec!["--executor", "slurm", "--slurm-args", "--time='1"], "--slurm-args"),
+        (vec!["--parallel", "0"], "--parallel"),
+    ] {
+        let mut b = args(d, o.to_str().unwrap(), "random", "macro");
+        b.extend(extra.iter().map(|s| s.to_string()));
+        let (code, _, err) = enas(&b);
+        assert_eq!(code, 1, "{extra:?}");
+        assert!(err.contains(says) && err.lines().count() == 1 && !err.contains("panicked"), "{extra:?}: {err}");
+    }
+    // --parallel is only for multi-trial search.
+    let (code, _, err) = enas(&["search".into(), "--parallel".into(), "2".into(), "--data-dir".into(), d.into(), "--out".into(), o.to_str().unwrap().into()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--parallel"), "{err}");
+}

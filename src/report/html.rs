@@ -201,6 +201,9 @@ scored with the shared weights on the validation split. The policy's <i>entropy<
         {
             writeln!(h, "<figure>{svg}</figure>")?;
         }
+        if let Some((timeline, best)) = super::timeline::charts(&super::timeline::spans(&trials))? {
+            writeln!(h, "<figure>{timeline}</figure>\n<figure>{best}</figure>")?;
+        }
     }
     if let Some(d) = &derive {
         let csv = std::fs::read_to_string(d.join("derive.csv")).unwrap_or_default();

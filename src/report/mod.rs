@@ -5,6 +5,7 @@ pub mod html;
 pub mod plots;
 pub mod ranking;
 pub mod runs;
+pub mod timeline;
 
 use crate::train::checkpoint::write_atomic;
 use crate::train::pipeline::TrainResult;
