@@ -259,7 +259,7 @@ fn children_run_as_slurm_jobs_survive_a_killed_driver_and_a_cancelled_job() {
 
     // 3. A child's job cancelled mid-training is resubmitted once, and the search completes.
     let cancelled = t.path().join("cancelled");
-    let mut driver = enas(&cluster, &search_args(&data, &cancelled, "slurm")).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let driver = enas(&cluster, &search_args(&data, &cancelled, "slurm")).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut victim = String::new();
     wait_for(Duration::from_secs(120), "a child training", || {
         // Mid-training: running, with its first epoch's metrics written.

@@ -30,9 +30,12 @@ pub struct PredictArgs {
     device: super::DeviceArg,
 }
 
+/// Logits of a batch of images (pixels, count), from the model or the ONNX file.
+type Logits = Box<dyn Fn(Vec<u8>, usize) -> Result<Tensor>>;
+
 pub fn run(a: &PredictArgs) -> Result<()> {
     let device = a.device.open()?;
-    let (shape, classes, logits): (Shape, Vec<String>, Box<dyn Fn(Vec<u8>, usize) -> Result<Tensor>>) = match (&a.model, &a.onnx) {
+    let (shape, classes, logits): (Shape, Vec<String>, Logits) = match (&a.model, &a.onnx) {
         (_, Some(path)) => {
             let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
             let model = onnx::read::model(&bytes).with_context(|| format!("{}: not an ONNX model enas can run", path.display()))?;

@@ -182,7 +182,9 @@ pub fn decode_all(files: &[(PathBuf, u8)], shape: Shape, done: &(dyn Fn() + Sync
     use std::sync::atomic::{AtomicUsize, Ordering};
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len().max(1));
     let next = AtomicUsize::new(0);
-    let per_thread: Vec<Vec<(usize, Result<Vec<u8>, String>)>> = std::thread::scope(|scope| {
+    // Each thread's (file index, pixels or why not).
+    type Share = Vec<(usize, Result<Vec<u8>, String>)>;
+    let per_thread: Vec<Share> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
