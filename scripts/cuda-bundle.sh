@@ -26,5 +26,5 @@ for pair in "$CARGO_TARGET_DIR/release/enas:enas" "$test:cuda_tests"; do
 done
 cp ../shared/peer/enas_micro_torch.py ../shared/peer/enas_macro_torch.py ../shared/peer/micro_arcs.txt ../shared/peer/macro_arcs.txt gpu/
 chmod u+w gpu/*
-cp scripts/gpu-run.sh scripts/bench_peer_cuda.py gpu/
+cp scripts/gpu-run.sh scripts/bench_peer_cuda.py scripts/bench_retrain_torch.py gpu/
 ls -la gpu

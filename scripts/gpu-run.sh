@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # On a machine with a GPU, from the bundle scripts/cuda-bundle.sh made:
-#   bash gpu/gpu-run.sh STAGE...   (stages: tests, bench, benchmacro, profile, search)
+#   bash gpu/gpu-run.sh STAGE...   (stages: tests, bench, benchmacro, profile, search, retrain)
 # tests: tests/cuda.rs; bench: `enas bench supernet` on CUDA and the peer moved to
 # CUDA (scripts/bench_peer_cuda.py), alternately, REPS times (default 3); search:
-# one ENAS micro search epoch at the paper's sizes on CIFAR-10-shaped random data.
+# one ENAS micro search epoch at the paper's sizes on CIFAR-10-shaped random data;
+# retrain: the final retrain's step (15 x 36, batch 144) for one CIFAR-10 epoch's
+# 347 steps, ours and the PyTorch peer (scripts/bench_retrain_torch.py: eager f32,
+# eager AMP bf16, torch.compile AMP), alternately, REPS times; the projected
+# 630-epoch time is 630 x 347 x 144 / images_per_s.
 # Logs and JSON go to $OUT (default gpu/out).
 set -u
 OUT=${OUT:-$(cd "$(dirname "$0")" && pwd)/out}; mkdir -p "$OUT"
@@ -44,4 +48,15 @@ PY
     ./enas search --device cuda --dataset cifar10 --data-dir /tmp/c10 --space micro --preset paper --search-epochs 1 --out /tmp/run --json 2>&1 | tail -5 | tee $OUT/search.log
     echo "search epoch wall: $(( $(date +%s) - s )) s" | tee -a $OUT/search.log
     cp /tmp/run/search/*.jsonl $OUT/ 2>/dev/null ;;
+retrain) for r in $(seq "${REPS:-3}"); do
+    ./enas bench retrain --device cuda --steps 347 --warmup 5 --json | tail -1 | tee -a $OUT/retrain.jsonl
+    for mode in f32 bf16 compile; do
+      python3 bench_retrain_torch.py --mode $mode --steps 100 --warmup 10 | tee -a $OUT/retrain.jsonl
+    done
+  done
+  python3 -c "
+import json
+for l in open('$OUT/retrain.jsonl'):
+    r = json.loads(l); print(r.get('mode', 'enas'), round(r['images_per_s'], 1), 'img/s; 630 epochs:', round(630 * 347 * 144 / r['images_per_s'] / 3600, 2), 'h')
+" ;;
 esac; echo "[$stage done at +$(( $(date +%s) - t0 )) s]"; done

@@ -278,3 +278,37 @@ fn a_second_driver_on_one_run_is_refused_and_bad_executor_settings_are_one_line_
     assert_eq!(code, 1);
     assert!(err.contains("--parallel"), "{err}");
 }
+
+#[test]
+fn a_killed_local_driver_reattaches_to_its_running_children() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_fashion(&data, 1200, 40, true);
+    let run = |out: &Path| {
+        let mut a = args(data.to_str().unwrap(), out.to_str().unwrap(), "random", "macro");
+        a.extend(["--train-limit", "1000", "--child-epochs", "3", "--parallel", "2"].map(String::from));
+        a
+    };
+    let (whole, killed) = (t.path().join("whole"), t.path().join("killed"));
+    let (code, _, err) = enas(&run(&whole));
+    assert_eq!(code, 0, "{err}");
+
+    let mut driver = Command::new(env!("CARGO_BIN_EXE_enas")).args(run(&killed)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let log = |i: usize| killed.join(format!("search/children/{i:04}/child.log"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(trials(&killed).len() >= 2 && log(2).exists()) {
+        assert!(Instant::now() < deadline, "the second batch never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    driver.kill().unwrap(); // SIGKILL: its children live on
+    driver.wait().unwrap();
+    let (code, _, err) = enas(&[run(&killed), vec!["--resume".into()]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(outcome(&killed), outcome(&whole), "the resumed search differs from the uninterrupted one");
+    for i in 0..6 {
+        // Each `enas child` prints its result once as it ends: one line per child, none started twice.
+        let text = std::fs::read_to_string(log(i)).unwrap();
+        assert_eq!(text.lines().filter(|l| l.starts_with("{\"reward\"")).count(), 1, "child {i}: {text}");
+    }
+    assert!(trials(&killed).iter().all(|r| r["attempts"] == 1));
+}

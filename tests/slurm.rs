@@ -111,7 +111,7 @@ impl Cluster {
             .lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split('|').collect();
-                (f.len() == 3 && f[1] == "enas-child").then(|| (f[0].to_string(), f[2].to_string()))
+                (f.len() == 3 && f[1].starts_with("enas-")).then(|| (f[0].to_string(), f[2].to_string()))
             })
             .collect()
     }
@@ -211,6 +211,14 @@ fn child_jobs(run: &Path) -> HashMap<u64, String> {
         .collect()
 }
 
+/// The child whose job (as the driver wrote it in job.json) is `id`.
+fn trial_of(run: &Path, id: &str) -> Option<usize> {
+    (0..6).find(|t| {
+        let job = std::fs::read_to_string(run.join(format!("search/children/{t:04}/job.json"))).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&job).is_ok_and(|j| j["id"] == id)
+    })
+}
+
 #[test]
 fn children_run_as_slurm_jobs_survive_a_killed_driver_and_a_cancelled_job() {
     let t = tempfile::tempdir().unwrap();
@@ -266,18 +274,17 @@ fn children_run_as_slurm_jobs_survive_a_killed_driver_and_a_cancelled_job() {
         victim = cluster
             .running()
             .into_iter()
-            .find(|id| {
-                let task = id.split('_').nth(1).and_then(|t| t.parse::<usize>().ok());
-                task.is_some_and(|t| cancelled.join(format!("search/children/{t:04}/metrics.jsonl")).exists())
-            })
+            .find(|id| trial_of(&cancelled, id).is_some_and(|t| cancelled.join(format!("search/children/{t:04}/metrics.jsonl")).exists()))
             .unwrap_or_default();
         !victim.is_empty()
     });
+    // Its trial, read before the resubmission gives it a new job id.
+    let task = trial_of(&cancelled, &victim).unwrap() as u64;
     let status = cluster.run("scancel", &[&victim]).unwrap().status;
     assert!(status.success());
     let out = driver.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let task: u64 = victim.split('_').nth(1).unwrap().parse().unwrap();
+
     let records = trials(&cancelled);
     assert_eq!(records.len(), 6);
     let rec = records.iter().find(|r| r["index"] == task).unwrap();

@@ -26,6 +26,8 @@ pub enum BenchCommand {
     Supernet(super::bench_supernet::SupernetArgs),
     /// Search strategies on a NAS-Bench-201 table: best accuracy found within a budget of lookups.
     Nb201(super::bench_nb201::Nb201Args),
+    /// The final retrain's training step at the paper's size (15 x 36, batch 144, aux head, drop-path): images/s.
+    Retrain(super::bench_retrain::RetrainBenchArgs),
     /// Does the supernet rank architectures? Random ones scored with a run's shared weights, then trained from scratch: Kendall's tau, Spearman's rho.
     Ranking(super::bench_ranking::RankingArgs),
 }
@@ -36,6 +38,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Supernet(args) => super::bench_supernet::print(&super::bench_supernet::run_supernet_on(&args, &args.device.open()?)?, args.json),
         BenchCommand::Nb201(args) => super::bench_nb201::print(&args, &super::bench_nb201::run(&args)?),
         BenchCommand::Ranking(args) => super::bench_ranking::run(&args),
+        BenchCommand::Retrain(args) => super::bench_retrain::run(&args),
     }
 }
 

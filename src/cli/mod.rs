@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod bench_nb201;
 pub mod bench_ranking;
+pub mod bench_retrain;
 pub mod bench_supernet;
 pub mod export;
 pub mod multi_trial;

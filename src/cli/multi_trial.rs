@@ -80,7 +80,7 @@ pub fn config(a: &SearchArgs, shape: DataShape) -> Result<MultiTrialConfig> {
 }
 
 /// Where the children train (`--executor`, `--devices`, `--child-threads`, `--slurm-args`).
-pub fn executor(t: &TrialArgs) -> Result<ExecutorConfig> {
+pub fn executor(t: &TrialArgs, device: &str) -> Result<ExecutorConfig> {
     let kind = t.executor.unwrap_or_default();
     if kind == ExecutorKind::Slurm && t.devices.is_some() {
         bail!("--devices: a setting of --executor local (on Slurm each child gets what --slurm-args asks for, e.g. --gres=gpu:1)");
@@ -93,7 +93,15 @@ pub fn executor(t: &TrialArgs) -> Result<ExecutorConfig> {
         Some(text) => shell_words::split(text).map_err(|e| anyhow::anyhow!("--slurm-args {text:?}: {e}"))?,
         None => Vec::new(),
     };
-    Ok(ExecutorConfig { kind, parallel: t.parallel.unwrap_or(1), devices, threads: t.child_threads, slurm_args, poll_seconds: 1.0 })
+    Ok(ExecutorConfig {
+        kind,
+        parallel: t.parallel.unwrap_or(1),
+        devices,
+        default_device: device.to_string(),
+        threads: t.child_threads,
+        slurm_args,
+        poll_seconds: 1.0,
+    })
 }
 
 /// `enas child --run DIR --trial N`: one child of a multi-trial search, as its executor started it.
@@ -124,7 +132,12 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     let device = r.device.open()?;
     let out = r.out.join("search");
     super::session::begin(&r.out, &out.join("config.json"), r.resume, &device, show)?;
-    let exec = executor(&a.trials)?;
+    // Children go where the driver's --device points, `auto` resolved once here.
+    let child_device = match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        _ => "cpu".to_string(),
+    };
+    let exec = executor(&a.trials, &child_device)?;
     let opts = RunOptions { resume: r.resume, show_progress: show, stop_after: r.stop_after, skip_test: true, tensorboard: false, ahead: None };
     let Some(trials) = multi_trial::run(&cfg, &out, &opts, &exec, &device)? else {
         println!("stopped as asked; continue with --resume");

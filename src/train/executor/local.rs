@@ -26,19 +26,21 @@ pub struct Local {
     threads: usize,
 }
 
-/// Whether process `pid` is alive and is an `enas child` of trial `trial`.
-fn is_child_process(pid: u32, trial: usize) -> bool {
+/// Whether process `pid` is alive and is the `enas child` of trial `trial` of the run in `run`.
+fn is_child_process(pid: u32, run: &Path, trial: usize) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let trial = trial.to_string();
-    args.iter().any(|a| *a == b"child") && args.windows(2).any(|w| w[0] == b"--trial" && w[1] == trial.as_bytes())
+    let (trial, run) = (trial.to_string(), run.as_os_str().as_encoded_bytes());
+    let flag = |name: &[u8], value: &[u8]| args.windows(2).any(|w| w[0] == name && w[1] == value);
+    args.iter().any(|a| *a == b"child") && flag(b"--trial", trial.as_bytes()) && flag(b"--run", run)
 }
 
 impl Local {
     pub fn new(exe: PathBuf, cfg: &ExecutorConfig) -> Local {
         let parallel = cfg.parallel.max(1);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let devices = if cfg.devices.is_empty() { vec!["cpu".to_string()] } else { cfg.devices.clone() };
+        let fallback = if cfg.default_device.is_empty() { "cpu".to_string() } else { cfg.default_device.clone() };
+        let devices = if cfg.devices.is_empty() { vec![fallback] } else { cfg.devices.clone() };
         Local { exe, slots: (0..parallel).map(|_| None).collect(), devices, threads: cfg.threads.unwrap_or((cores / parallel).max(1)) }
     }
 
@@ -64,6 +66,7 @@ impl Local {
             .arg(run)
             .args(["--trial", &trial.to_string(), "--device", device])
             .env("RAYON_NUM_THREADS", self.threads.to_string())
+            .env_remove("CANDLE_NUM_THREADS")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -82,15 +85,24 @@ impl Local {
         self.spawn(run, trial, job)
     }
 
-    /// An earlier driver's child still running on this host: watched again, not started again.
-    pub fn attach(&mut self, trial: usize, job: Job) -> bool {
-        let Ok(pid) = job.id.parse::<u32>() else { return false };
-        let Ok(slot) = self.free_slot() else { return false };
-        if job.executor != ExecutorKind::Local || job.host != child::hostname() || !is_child_process(pid, trial) {
-            return false;
-        }
+    /// An earlier driver's child still running on this host, whether or not
+    /// that driver lived to write its pid down: watched again, not started again.
+    pub fn attach(&mut self, run: &Path, trial: usize, job: Option<Job>) -> Result<bool> {
+        let recorded = job.as_ref().filter(|j| j.executor == ExecutorKind::Local && j.host == child::hostname()).and_then(|j| j.id.parse::<u32>().ok());
+        let pid = match recorded.filter(|&p| is_child_process(p, run, trial)) {
+            Some(p) => p,
+            None => {
+                let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
+                let Some(p) = pids.into_iter().find(|&p| is_child_process(p, run, trial)) else { return Ok(false) };
+                p
+            }
+        };
+        let slot = self.free_slot()?;
+        let mut job = job.unwrap_or_else(|| Job::next(run, trial, ExecutorKind::Local));
+        job.id = pid.to_string();
+        job.write(run, trial)?;
         self.slots[slot] = Some(Running { trial, process: Process::Attached(pid), job });
-        true
+        Ok(true)
     }
 
     pub fn wait(&mut self, run: &Path) -> Result<Vec<Finished>> {
@@ -100,7 +112,7 @@ impl Local {
                 let Some(r) = &mut self.slots[slot] else { continue };
                 let ended = match &mut r.process {
                     Process::Spawned(p) => p.try_wait()?.map(|status| status.to_string()),
-                    Process::Attached(pid) => (!is_child_process(*pid, r.trial)).then(|| "exited".to_string()),
+                    Process::Attached(pid) => (!is_child_process(*pid, run, r.trial)).then(|| "exited".to_string()),
                 };
                 let Some(status) = ended else { continue };
                 let Running { trial, job, .. } = self.slots[slot].take().expect("a running slot");

@@ -36,8 +36,10 @@ pub struct ExecutorConfig {
     pub kind: ExecutorKind,
     /// Children in flight at once.
     pub parallel: usize,
-    /// Local: one device per slot, in turn (`cpu`, `cuda:0`, ...).
+    /// Local: one device per slot, in turn (`cpu`, `cuda:0`, ...); empty: `default_device` for all.
     pub devices: Vec<String>,
+    /// The driver's own `--device`, for children when `devices` names none.
+    pub default_device: String,
     /// Threads each child may use (default: the cores shared out between local slots; Slurm: the allocation's).
     pub threads: Option<usize>,
     /// Slurm: extra `sbatch` arguments (partition, --gres, time limit, account).
@@ -127,7 +129,7 @@ impl Executor {
     pub fn new(cfg: &ExecutorConfig, device: &Device) -> Result<Executor> {
         let exe = || std::env::current_exe().context("cannot find this enas binary to run children with");
         Ok(match cfg.kind {
-            ExecutorKind::Local if cfg.parallel <= 1 && cfg.devices.len() <= 1 && cfg.threads.is_none() => {
+            ExecutorKind::Local if cfg.parallel <= 1 && cfg.devices.is_empty() && cfg.threads.is_none() => {
                 Executor::Inline { device: device.clone(), done: VecDeque::new() }
             }
             ExecutorKind::Local => Executor::Local(Local::new(exe()?, cfg)),
@@ -178,11 +180,11 @@ impl Executor {
     /// Re-attaches to `trial`'s job where a driver before this one left it
     /// running; false where there is none (the caller submits it).
     pub fn attach(&mut self, run: &Path, trial: usize) -> Result<bool> {
-        let Some(job) = Job::read(run, trial) else { return Ok(false) };
+        let job = Job::read(run, trial);
         match self {
             Executor::Inline { .. } => Ok(false),
-            Executor::Local(l) => Ok(l.attach(trial, job)),
-            Executor::Slurm(s) => s.attach(trial, job),
+            Executor::Local(l) => l.attach(run, trial, job),
+            Executor::Slurm(s) => s.attach(run, trial, job),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Children as Slurm array jobs: each batch one `sbatch --array` of `enas
-//! child` tasks, the array index the child's trial number. Job states come
+//! child` tasks, task i the batch's i-th child. Job states come
 //! from `squeue` (and `sacct`, where the cluster keeps accounting, for why a
 //! job ended); results come only through the run directory, which must be on
 //! a file system the nodes share.
@@ -17,11 +17,28 @@ pub struct Slurm {
     threads: Option<usize>,
     poll: Duration,
     running: Vec<(usize, Job)>,
+    /// Jobs in the queue that an earlier driver submitted but was killed
+    /// before writing down (trial: job id), found on the first re-attach.
+    orphans: Option<HashMap<usize, String>>,
+}
+
+/// What a submission is, written before `sbatch` runs: its job name and its
+/// trials in array order, so a driver killed before it wrote the job ids
+/// down can still find the jobs by name.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Submission {
+    name: String,
+    trials: Vec<usize>,
 }
 
 /// Output of a Slurm command, or a one-line error naming it.
 fn slurm_command(program: &str, args: &[String]) -> Result<std::process::Output> {
     Command::new(program).args(args).output().with_context(|| format!("cannot run {program}: is Slurm's client installed and on PATH?"))
+}
+
+/// FNV-1a, 64 bits: a short tag of the run directory for job names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn first_line(bytes: &[u8]) -> String {
@@ -31,53 +48,102 @@ fn first_line(bytes: &[u8]) -> String {
 impl Slurm {
     pub fn new(exe: PathBuf, cfg: &ExecutorConfig) -> Slurm {
         let poll = Duration::from_secs_f64(if cfg.poll_seconds > 0.0 { cfg.poll_seconds } else { 2.0 });
-        Slurm { exe, args: cfg.slurm_args.clone(), threads: cfg.threads, poll, running: Vec::new() }
+        Slurm { exe, args: cfg.slurm_args.clone(), threads: cfg.threads, poll, running: Vec::new(), orphans: None }
     }
 
     pub fn in_flight(&self) -> usize {
         self.running.len()
     }
 
-    /// The job script every array task runs: the child whose trial is its index.
-    fn script(&self, run: &Path) -> Result<PathBuf> {
+    /// The job script of one submission: array task i trains the i-th of
+    /// `trials` (array indices stay below the cluster's MaxArraySize however
+    /// far the search has come).
+    fn script(&self, run: &Path, trials: &[usize]) -> Result<PathBuf> {
         let dir = run.join("slurm");
         std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("{}: cannot create the Slurm directory", dir.display()))?;
         let quote = |p: &Path| shell_words::quote(&p.to_string_lossy()).into_owned();
-        let threads = self.threads.map(|t| format!("export RAYON_NUM_THREADS={t}\n")).unwrap_or_default();
+        // sbatch exports the driver's environment, thread counts for the driver's machine included:
+        // without --child-threads a child takes the cores of its own allocation.
+        let threads = match self.threads {
+            Some(t) => format!("export RAYON_NUM_THREADS={t}\nunset CANDLE_NUM_THREADS\n"),
+            None => "unset RAYON_NUM_THREADS CANDLE_NUM_THREADS\n".to_string(),
+        };
+        let list: Vec<String> = trials.iter().map(|t| t.to_string()).collect();
         let text = format!(
-            "#!/bin/sh\n# Written by enas: array task N trains child N of the multi-trial search in this run directory.\n{threads}exec {} child --run {} --trial \"$SLURM_ARRAY_TASK_ID\"\n",
+            "#!/bin/bash\n# Written by enas: array task i trains the i-th child of this list, of the multi-trial search in {}.\ntrials=({})\n{threads}exec {} child --run {} --trial \"${{trials[$SLURM_ARRAY_TASK_ID]}}\"\n",
+            quote(run),
+            list.join(" "),
             quote(&self.exe),
             quote(run)
         );
-        let path = dir.join("child.sh");
+        let n = std::fs::read_dir(&dir).map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".sh"))).count());
+        let path = dir.join(format!("batch-{n:05}.sh"));
         crate::train::checkpoint::write_atomic(&path, &text)?;
+        // A name of this run and submission alone: the run directory's path hashed, and the number.
+        let name = format!("enas-{:08x}-{n}", fnv1a(run.as_os_str().as_encoded_bytes()) as u32);
+        let record = Submission { name, trials: trials.to_vec() };
+        crate::train::checkpoint::write_atomic(&path.with_extension("json"), &serde_json::to_string(&record)?)?;
         Ok(path)
+    }
+
+    /// Array tasks in the queue by the names of this run's submissions: (trial, job id).
+    fn find_orphans(&self, run: &Path) -> Result<HashMap<usize, String>> {
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        for entry in std::fs::read_dir(run.join("slurm")).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                if let Some(sub) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<Submission>(&t).ok()) {
+                    by_name.insert(sub.name, sub.trials);
+                }
+            }
+        }
+        if by_name.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let args = ["-h", "-r", "--me", "-o", "%i|%j"].map(String::from);
+        let out = slurm_command("squeue", &args)?;
+        if !out.status.success() {
+            bail!("squeue: {}", first_line(&out.stderr));
+        }
+        let mut found = HashMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some((id, name)) = line.split_once('|') else { continue };
+            let task = id.trim().split_once('_').and_then(|(_, t)| t.parse::<usize>().ok());
+            if let (Some(trials), Some(task)) = (by_name.get(name.trim()), task) {
+                if let Some(&trial) = trials.get(task) {
+                    found.insert(trial, id.trim().to_string());
+                }
+            }
+        }
+        Ok(found)
     }
 
     fn sbatch(&mut self, run: &Path, batch: Vec<(usize, Job)>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let script = self.script(run)?;
-        let array: Vec<String> = batch.iter().map(|(t, _)| t.to_string()).collect();
+        let trials: Vec<usize> = batch.iter().map(|(t, _)| *t).collect();
+        let script = self.script(run, &trials)?;
+        let name = std::fs::read_to_string(script.with_extension("json")).ok().and_then(|t| serde_json::from_str::<Submission>(&t).ok()).map(|s| s.name);
         let mut args = vec![
             "--parsable".to_string(),
-            "--job-name=enas-child".to_string(),
-            format!("--array={}", array.join(",")),
+            format!("--job-name={}", name.unwrap_or_else(|| "enas-child".into())),
+            format!("--array=0-{}", batch.len() - 1),
             format!("--output={}", run.join("slurm").join("logs").join("%A_%a.out").display()),
         ];
         args.extend(self.args.iter().cloned());
         args.push(script.to_string_lossy().into_owned());
         let out = slurm_command("sbatch", &args)?;
+        let names = || trials.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
         if !out.status.success() {
-            bail!("sbatch refused the children {}: {}", array.join(","), first_line(&out.stderr));
+            bail!("sbatch refused the children {}: {}", names(), first_line(&out.stderr));
         }
         let id = first_line(&out.stdout).split(';').next().unwrap_or("").trim().to_string();
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
             bail!("sbatch answered {id:?}, not a job id");
         }
-        for (trial, mut job) in batch {
-            job.id = format!("{id}_{trial}");
+        for (i, (trial, mut job)) in batch.into_iter().enumerate() {
+            job.id = format!("{id}_{i}");
             job.write(run, trial)?;
             self.running.push((trial, job));
         }
@@ -118,16 +184,24 @@ impl Slurm {
         Some(first_line(&out.stdout)).filter(|s| !s.is_empty())
     }
 
-    /// A job an earlier driver submitted, still queued or running: watched again.
-    pub fn attach(&mut self, trial: usize, job: Job) -> Result<bool> {
-        if job.executor != ExecutorKind::Slurm || job.id.is_empty() {
-            return Ok(false);
+    /// A job an earlier driver submitted, still queued or running, whether or
+    /// not it lived to write its id down: watched again.
+    pub fn attach(&mut self, run: &Path, trial: usize, job: Option<Job>) -> Result<bool> {
+        if let Some(job) = job.filter(|j| j.executor == ExecutorKind::Slurm && !j.id.is_empty()) {
+            if self.queue_states(&[job.id.as_str()])?.contains_key(&job.id) {
+                self.running.push((trial, job));
+                return Ok(true);
+            }
         }
-        if self.queue_states(&[job.id.as_str()])?.contains_key(&job.id) {
-            self.running.push((trial, job));
-            return Ok(true);
+        if self.orphans.is_none() {
+            self.orphans = Some(self.find_orphans(run)?);
         }
-        Ok(false)
+        let Some(id) = self.orphans.as_mut().and_then(|o| o.remove(&trial)) else { return Ok(false) };
+        let mut job = Job::next(run, trial, ExecutorKind::Slurm);
+        job.id = id;
+        job.write(run, trial)?;
+        self.running.push((trial, job));
+        Ok(true)
     }
 
     pub fn wait(&mut self, run: &Path) -> Result<Vec<Finished>> {
