@@ -73,7 +73,7 @@ fn corrupt_dataset_file_is_named() {
 #[test]
 fn eval_of_a_directory_without_a_model() {
     let t = tempfile::tempdir().unwrap();
-    assert_one_line_error(&["eval", "--model", t.path().to_str().unwrap()], &["config.json", "cannot read"]);
+    assert_one_line_error(&["eval", "--model", t.path().to_str().unwrap()], &["no model.safetensors", "enas retrain"]);
 }
 
 #[test]
