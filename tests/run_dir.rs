@@ -95,7 +95,8 @@ fn resume_with_out_alone_then_finished_then_derived_again() {
     assert!(retrained_at < derived_at);
     for must in [
         "smoke: a plumbing check",
-        "parameters)",
+        " parameters, ",
+        "multiply-adds per image)",
         "What the search bought",
         "standard errors",
         "The policy's entropy",
