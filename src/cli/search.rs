@@ -125,7 +125,7 @@ pub struct TrialArgs {
     /// Multi-trial: where children train: local (subprocesses of this binary; in this process at --parallel 1) or slurm (sbatch array jobs) [default: local].
     #[arg(long, value_enum)]
     pub(super) executor: Option<ExecutorKind>,
-    /// Multi-trial, local executor: a device per slot, in turn (cpu, or cuda:0,cuda:1,...) [default: cpu].
+    /// Multi-trial, local executor: a device per slot, in turn (cpu, or cuda:0,cuda:1,...) [default: the search's --device for every slot].
     #[arg(long)]
     pub(super) devices: Option<String>,
     /// Multi-trial: threads each child uses [default: local, the cores shared out between the slots; slurm, its allocation's].
