@@ -71,7 +71,7 @@ pub struct EventWriter {
 }
 
 fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    super::child::now()
 }
 
 impl EventWriter {

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use local::Local;
 pub use slurm::Slurm;
@@ -214,7 +214,7 @@ pub fn parse_devices(text: &str) -> Result<Vec<String>> {
 }
 
 /// The last lines of a child's log, for an error that names why it ended.
-pub(crate) fn log_tail(path: &PathBuf) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
     if last.is_empty() {

@@ -58,7 +58,7 @@ impl Slurm {
     /// The job script of one submission: array task i trains the i-th of
     /// `trials` (array indices stay below the cluster's MaxArraySize however
     /// far the search has come).
-    fn script(&self, run: &Path, trials: &[usize]) -> Result<PathBuf> {
+    fn script(&self, run: &Path, trials: &[usize]) -> Result<(PathBuf, String)> {
         let dir = run.join("slurm");
         std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("{}: cannot create the Slurm directory", dir.display()))?;
         let quote = |p: &Path| shell_words::quote(&p.to_string_lossy()).into_owned();
@@ -83,7 +83,7 @@ impl Slurm {
         let name = format!("enas-{:08x}-{n}", fnv1a(run.as_os_str().as_encoded_bytes()) as u32);
         let record = Submission { name, trials: trials.to_vec() };
         crate::train::checkpoint::write_atomic(&path.with_extension("json"), &serde_json::to_string(&record)?)?;
-        Ok(path)
+        Ok((path, record.name))
     }
 
     /// Array tasks in the queue by the names of this run's submissions: (trial, job id).
@@ -123,11 +123,10 @@ impl Slurm {
             return Ok(());
         }
         let trials: Vec<usize> = batch.iter().map(|(t, _)| *t).collect();
-        let script = self.script(run, &trials)?;
-        let name = std::fs::read_to_string(script.with_extension("json")).ok().and_then(|t| serde_json::from_str::<Submission>(&t).ok()).map(|s| s.name);
+        let (script, name) = self.script(run, &trials)?;
         let mut args = vec![
             "--parsable".to_string(),
-            format!("--job-name={}", name.unwrap_or_else(|| "enas-child".into())),
+            format!("--job-name={name}"),
             format!("--array=0-{}", batch.len() - 1),
             format!("--output={}", run.join("slurm").join("logs").join("%A_%a.out").display()),
         ];
