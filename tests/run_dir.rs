@@ -143,6 +143,27 @@ fn resume_of_nothing_starts_fresh_and_ctrl_c_says_how_to_resume() {
 }
 
 #[test]
+fn train_resumes_a_search_and_derive_run_one_stage_at_a_time() {
+    let t = tempfile::tempdir().unwrap();
+    let data = common::smoke_fashion(t.path());
+    let run = t.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let (code, _, err) = enas(&["search", "--preset", "smoke", "--data-dir", d, "--out", r, "--seed", "4", "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = enas(&["derive", "--run", r, "--samples", "2", "--uniform", "2", "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    let searched = std::fs::read_to_string(run.join("search/metrics.jsonl")).unwrap();
+    let derived = json(&run.join("derive/arch.json"))["arc"].as_str().unwrap().to_string();
+    // The finished stages are taken as they are, and the note does not say otherwise.
+    let (code, out, err) = enas(&["train", "--preset", "smoke", "--data-dir", d, "--out", r, "--seed", "4", "--resume", "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("nothing to resume"), "{err}");
+    assert!(out.contains(&format!("with {derived} ")), "{out}");
+    assert_eq!(std::fs::read_to_string(run.join("search/metrics.jsonl")).unwrap(), searched);
+    assert!(std::fs::read_to_string(run.join("command.txt")).unwrap().contains("enas train --preset smoke"));
+}
+
+#[test]
 fn flags_a_command_does_not_use_are_refused_or_absent() {
     let t = tempfile::tempdir().unwrap();
     let run = t.path().join("run");

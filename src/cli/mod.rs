@@ -433,7 +433,7 @@ fn run(cli: Cli) -> Result<()> {
             let shape = search::ensure_data(&a.data, false, !a.quiet)?;
             let cfg = retrain_config(&a, shape)?;
             let device = a.device.open()?;
-            session::begin(&a.out, &a.out.join("config.json"), a.resume, &device, !a.quiet)?;
+            session::begin(&a.out, &a.out.join("config.json"), &[], a.resume, &device, !a.quiet)?;
             let had_finished = a.resume && retrain::finished(&a.out).is_some();
             let opts = retrain::RunOptions {
                 resume: a.resume,

@@ -131,7 +131,7 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     let cfg = config(a, shape)?;
     let device = r.device.open()?;
     let out = r.out.join("search");
-    super::session::begin(&r.out, &out.join("config.json"), r.resume, &device, show)?;
+    super::session::begin(&r.out, &out.join("config.json"), &[], r.resume, &device, show)?;
     // Children go where the driver's --device points, `auto` resolved once here.
     let child_device = match device.location() {
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),

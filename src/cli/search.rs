@@ -338,7 +338,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let shape = ensure_data(&r.data, r.download, opts.show_progress)?;
     let plan = plan_of(r, &a.enas, a.retrain_epochs, shape)?;
     let device = r.device.open()?;
-    super::session::begin(&r.out, &r.out.join("config.json"), r.resume, &device, opts.show_progress)?;
+    super::session::begin(&r.out, &r.out.join("config.json"), &[&r.out.join("search/config.json")], r.resume, &device, opts.show_progress)?;
     let had_finished = r.resume && retrain::finished(&r.out.join("retrain")).is_some();
     let Some(result) = pipeline::run(&plan, &r.out, &opts, &device)? else {
         println!("stopped as asked; continue with --resume");
@@ -378,7 +378,7 @@ pub fn search(a: SearchArgs) -> Result<()> {
     let plan = plan_of(r, &a.enas, None, shape)?;
     let device = r.device.open()?;
     let dir = r.out.join("search");
-    super::session::begin(&r.out, &dir.join("config.json"), r.resume, &device, opts.show_progress)?;
+    super::session::begin(&r.out, &dir.join("config.json"), &[], r.resume, &device, opts.show_progress)?;
     let Some(history) = search::run(&plan.search, &dir, &opts, &device)? else {
         println!("stopped as asked; continue with --resume");
         return Ok(());

@@ -78,11 +78,13 @@ pub fn record_command(dir: &Path) -> Result<()> {
 }
 
 /// Readies the invocation that writes the run in `out` (whose settings are in
-/// `config`): says so when there is nothing to resume, records the command
-/// when the run starts, names the device, and on Ctrl-C says how to resume.
-pub fn begin(out: &Path, config: &Path, resume: bool, device: &Device, show: bool) -> Result<()> {
+/// `config`; `earlier` holds the settings of stages other commands may have
+/// run there, as `enas search` does before `enas train`): says so when there
+/// is nothing to resume, records the command when the run starts, names the
+/// device, and on Ctrl-C says how to resume.
+pub fn begin(out: &Path, config: &Path, earlier: &[&Path], resume: bool, device: &Device, show: bool) -> Result<()> {
     let fresh = !config.exists();
-    if resume && fresh {
+    if resume && fresh && !earlier.iter().any(|p| p.exists()) {
         eprintln!("note: nothing to resume in {}; starting a new run", out.display());
     }
     std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("{}: cannot create output directory: {e}", out.display()))?;
