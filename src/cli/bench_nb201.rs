@@ -141,20 +141,19 @@ fn one_search(a: &Nb201Args, table: &Table, strategy: Strategy, seed: u64) -> Re
     let mut noise_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x004e_015e);
     let noise = Normal::new(0.0, a.noise.max(0.0)).context("--noise must be finite")?;
     let scale = if table.percent { 0.01 } else { 1.0 };
-    let mut cache = HashMap::new();
-    let truth = |arch: &Arch, _: usize| -> Result<f64> {
+    let truth = |arch: &Arch| -> Result<f64> {
         let key = arch.to_arc_string();
         table.acc.get(&key).copied().with_context(|| format!("{}: no row for {key}", a.table.display()))
     };
-    let mut evaluate = |arch: &Arch, i: usize| -> Result<f64> {
-        let observed = truth(arch, i)? + if a.noise > 0.0 { noise.sample(&mut noise_rng) } else { 0.0 };
+    let mut evaluate = |arch: &Arch| -> Result<f64> {
+        let observed = truth(arch)? + if a.noise > 0.0 { noise.sample(&mut noise_rng) } else { 0.0 };
         Ok(observed * scale)
     };
-    let out = run_budget(s.as_mut(), a.budget, a.budget * a.cap_factor.max(1), &mut rng, &mut cache, &mut evaluate, &mut |_, _, _, _| Ok(()))?;
+    let out = run_budget(s.as_mut(), a.budget, a.budget * a.cap_factor.max(1), &mut rng, &mut evaluate)?;
     let (mut curve, mut best) = (Vec::with_capacity(a.budget), (f64::NEG_INFINITY, 0.0));
     for (arch, observed) in &out.distinct {
         if *observed > best.0 {
-            best = (*observed, truth(arch, 0)?);
+            best = (*observed, truth(arch)?);
         }
         curve.push(best.1);
     }

@@ -13,8 +13,8 @@ use super::checkpoint::{self, write_atomic};
 use super::child::{self, ChildResult};
 use super::executor::{Executor, ExecutorConfig, Finished};
 use super::retrain::{RetrainConfig, RunOptions};
-use super::trials::{searcher, StrategyConfig};
-use crate::space::{Arch, SpaceKind};
+use super::trials::{searcher, Batches, Fresh, StrategyConfig};
+use crate::space::SpaceKind;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use rand::SeedableRng;
@@ -98,12 +98,6 @@ pub(crate) fn child_seed(seed: u64, index: usize) -> u64 {
     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(index as u64 + 1)
 }
 
-/// One proposal not yet learned from: its architecture and its child's index.
-struct Proposal {
-    arch: Arch,
-    index: usize,
-}
-
 /// Runs (or resumes) the search into `out`; returns every child in the order
 /// proposed, or None when `stop_after` children were trained in this invocation.
 pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, exec: &ExecutorConfig, device: &Device) -> Result<Option<Vec<TrialRecord>>> {
@@ -121,61 +115,35 @@ pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, exec: &Executo
     let mut executor = Executor::new(&ExecutorConfig { parallel, ..exec.clone() }, device)?;
     let bar = super::progress::steps_bar(cfg.budget as u64, "children", opts.show_progress);
     bar.set_position(log.len() as u64);
-    let cap = cfg.budget * cfg.cap_factor.max(1);
-    // Every distinct architecture proposed, by its arc string: its index.
-    let mut index_of: HashMap<String, usize> = HashMap::new();
+    let mut batches = Batches::new(strategy.as_ref(), cfg.budget, cfg.budget * cfg.cap_factor.max(1), parallel);
     let mut notes: Vec<serde_json::Value> = Vec::new();
     let mut rewards: HashMap<usize, f64> = HashMap::new();
     // Children proposed and not yet started, in order.
     let mut waiting: VecDeque<usize> = VecDeque::new();
     let mut specs: Vec<RetrainConfig> = Vec::new();
-    let mut pending: VecDeque<Proposal> = VecDeque::new();
-    let (mut samples, mut trained, mut budget_cut) = (0usize, 0usize, false);
-    let steady = strategy.steady_state();
+    let mut trained = 0usize;
     loop {
-        // Propose: a whole batch when the last is learned from, or (steady state) one whenever a slot is free.
-        while !budget_cut && index_of.len() < cfg.budget && samples < cap && (if steady { pending.len() < parallel } else { pending.is_empty() }) {
-            let archs = strategy.propose_batch(if steady { 1 } else { parallel }, &mut rng)?;
-            let note = strategy.note();
-            for arch in archs {
-                samples += 1;
-                let key = arch.to_arc_string();
-                let index = match index_of.get(&key) {
-                    Some(&i) => i,
-                    None if index_of.len() >= cfg.budget => {
-                        budget_cut = true;
-                        break;
-                    }
-                    None => {
-                        let i = index_of.len();
-                        index_of.insert(key.clone(), i);
-                        notes.push(note.clone());
-                        let mut spec = cfg.child.clone();
-                        spec.arch = key.clone();
-                        spec.seed = child_seed(cfg.seed, i);
-                        spec.data_seed = Some(cfg.seed);
-                        specs.push(spec);
-                        match log.get(&i) {
-                            Some(t) if t.arch != key => anyhow::bail!(
-                                "{}: child {i} is {} there but this search proposes {key}; the log was written by another search",
-                                log_path.display(),
-                                t.arch
-                            ),
-                            Some(t) => {
-                                rewards.insert(i, t.reward);
-                            }
-                            None => waiting.push_back(i),
-                        }
-                        i
-                    }
-                };
-                pending.push_back(Proposal { arch, index });
-            }
-            if budget_cut {
-                break;
+        for Fresh { index: i, arch, note } in batches.propose(strategy.as_mut(), &mut rng)? {
+            let key = arch.to_arc_string();
+            notes.push(note);
+            let mut spec = cfg.child.clone();
+            spec.arch = key.clone();
+            spec.seed = child_seed(cfg.seed, i);
+            spec.data_seed = Some(cfg.seed);
+            specs.push(spec);
+            match log.get(&i) {
+                Some(t) if t.arch != key => anyhow::bail!(
+                    "{}: child {i} is {} there but this search proposes {key}; the log was written by another search",
+                    log_path.display(),
+                    t.arch
+                ),
+                Some(t) => {
+                    rewards.insert(i, t.reward);
+                }
+                None => waiting.push_back(i),
             }
         }
-        if pending.is_empty() {
+        if batches.is_empty() {
             break;
         }
         // Start what may start: finished children answered from their result files, earlier drivers' jobs re-attached.
@@ -190,17 +158,7 @@ pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, exec: &Executo
             }
         }
         executor.submit(out, &submit)?;
-        // Learn from the oldest proposals once their rewards are in: the whole batch, or (steady state) the oldest alone.
-        let ready = |p: &Proposal| rewards.contains_key(&p.index);
-        let learn = if steady { pending.front().is_some_and(ready) } else { pending.iter().all(ready) };
-        if learn {
-            let batch: Vec<Proposal> = if steady { pending.pop_front().into_iter().collect() } else { pending.drain(..).collect() };
-            if budget_cut && pending.is_empty() && !steady {
-                break;
-            }
-            let archs: Vec<Arch> = batch.iter().map(|p| p.arch.clone()).collect();
-            let r: Vec<f64> = batch.iter().map(|p| rewards[&p.index]).collect();
-            strategy.observe(&archs, &r, &mut rng)?;
+        if batches.learn(strategy.as_mut(), |i| rewards.get(&i).copied(), &mut rng)? {
             continue;
         }
         if executor.in_flight() == 0 {

@@ -9,7 +9,7 @@ use crate::space::{Arch, SpaceKind};
 use candle_core::{Device, Result, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 
 /// Everything a strategy needs besides the space.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -104,48 +104,124 @@ pub struct Outcome {
     pub samples: usize,
 }
 
-/// Runs `searcher` until `budget` distinct architectures are evaluated or
-/// `cap` proposals are made (a policy that only repeats itself must end).
-/// `evaluate` is called once per architecture not in `cache`, and its reward
-/// added there; `on_new` hears of every distinct one, cached or not, with the
-/// strategy's note on it (Q-learning: its epsilon).
+/// A distinct architecture proposed for the first time, numbered in the order first seen.
+pub struct Fresh {
+    pub index: usize,
+    pub arch: Arch,
+    /// The strategy's note on it (Q-learning: its epsilon).
+    pub note: serde_json::Value,
+}
+
+/// The bookkeeping every budgeted search shares, whether its architectures
+/// are trained one at a time, trained `parallel` at once, or looked up: the
+/// proposals not yet learned from, every distinct architecture's number, and
+/// the budget (distinct architectures) and cap (proposals, so that a policy
+/// that only repeats itself ends).
+pub struct Batches {
+    budget: usize,
+    cap: usize,
+    parallel: usize,
+    steady: bool,
+    index_of: HashMap<String, usize>,
+    /// Proposals in order, each with its architecture's number.
+    pending: VecDeque<(Arch, usize)>,
+    samples: usize,
+    /// A proposal went over the budget: nothing more is proposed.
+    cut: bool,
+}
+
+impl Batches {
+    pub fn new(searcher: &dyn Searcher, budget: usize, cap: usize, parallel: usize) -> Batches {
+        let steady = searcher.steady_state();
+        Batches { budget, cap, parallel: parallel.max(1), steady, index_of: HashMap::new(), pending: VecDeque::new(), samples: 0, cut: false }
+    }
+
+    /// Proposes while the strategy may (a whole batch once the last is
+    /// learned from, or in steady state one whenever fewer than `parallel`
+    /// wait); returns the architectures proposed for the first time.
+    pub fn propose(&mut self, searcher: &mut dyn Searcher, rng: &mut ChaCha8Rng) -> Result<Vec<Fresh>> {
+        let mut fresh = Vec::new();
+        while !self.cut
+            && self.index_of.len() < self.budget
+            && self.samples < self.cap
+            && (if self.steady { self.pending.len() < self.parallel } else { self.pending.is_empty() })
+        {
+            let archs = searcher.propose_batch(if self.steady { 1 } else { self.parallel }, rng)?;
+            let note = searcher.note();
+            for arch in archs {
+                self.samples += 1;
+                let key = arch.to_arc_string();
+                let index = match self.index_of.get(&key) {
+                    Some(&i) => i,
+                    None if self.index_of.len() >= self.budget => {
+                        self.cut = true;
+                        break;
+                    }
+                    None => {
+                        let i = self.index_of.len();
+                        self.index_of.insert(key, i);
+                        fresh.push(Fresh { index: i, arch: arch.clone(), note: note.clone() });
+                        i
+                    }
+                };
+                self.pending.push_back((arch, index));
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Every proposal learned from: once `propose` adds none, the search is over.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Proposals made, repeats included.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// Feeds the strategy the oldest proposals once `reward` knows them, in
+    /// the order proposed whatever order they finished in: the whole batch,
+    /// or in steady state the oldest alone. Says whether it took any.
+    pub fn learn(&mut self, searcher: &mut dyn Searcher, reward: impl Fn(usize) -> Option<f64>, rng: &mut ChaCha8Rng) -> Result<bool> {
+        let ready = |p: &(Arch, usize)| reward(p.1).is_some();
+        let whole = if self.steady { self.pending.front().is_some_and(ready) } else { !self.pending.is_empty() && self.pending.iter().all(ready) };
+        if !whole {
+            return Ok(false);
+        }
+        let batch: Vec<(Arch, usize)> = if self.steady { self.pending.pop_front().into_iter().collect() } else { self.pending.drain(..).collect() };
+        // The batch that went over the budget ends the search unlearned from, as a one-at-a-time search would.
+        if self.cut && self.pending.is_empty() && !self.steady {
+            return Ok(true);
+        }
+        let rewards: Vec<f64> = batch.iter().filter_map(|p| reward(p.1)).collect();
+        let archs: Vec<Arch> = batch.into_iter().map(|p| p.0).collect();
+        searcher.observe(&archs, &rewards, rng)?;
+        Ok(true)
+    }
+}
+
+/// Runs `searcher` one architecture at a time until `budget` distinct
+/// architectures are evaluated or `cap` proposals are made; `evaluate` is
+/// called once per distinct architecture, in the order first proposed.
 pub fn run_budget(
     searcher: &mut dyn Searcher,
     budget: usize,
     cap: usize,
     rng: &mut ChaCha8Rng,
-    cache: &mut HashMap<String, f64>,
-    evaluate: &mut dyn FnMut(&Arch, usize) -> anyhow::Result<f64>,
-    on_new: &mut dyn FnMut(&Arch, f64, usize, serde_json::Value) -> anyhow::Result<()>,
+    evaluate: &mut dyn FnMut(&Arch) -> anyhow::Result<f64>,
 ) -> anyhow::Result<Outcome> {
-    let mut out = Outcome::default();
-    let mut seen = HashSet::new();
-    while out.distinct.len() < budget && out.samples < cap {
-        let archs = searcher.propose(rng)?;
-        let mut rewards = Vec::with_capacity(archs.len());
-        for arch in &archs {
-            out.samples += 1;
-            let key = arch.to_arc_string();
-            if !seen.contains(&key) {
-                if out.distinct.len() >= budget {
-                    return Ok(out);
-                }
-                let index = out.distinct.len();
-                let r = match cache.get(&key) {
-                    Some(&r) => r,
-                    None => {
-                        let r = evaluate(arch, index)?;
-                        cache.insert(key.clone(), r);
-                        r
-                    }
-                };
-                seen.insert(key.clone());
-                out.distinct.push((arch.clone(), r));
-                on_new(arch, r, index, searcher.note())?;
-            }
-            rewards.push(cache[&key]);
+    let mut batches = Batches::new(searcher, budget, cap, 1);
+    let mut distinct: Vec<(Arch, f64)> = Vec::new();
+    loop {
+        for f in batches.propose(searcher, rng)? {
+            let r = evaluate(&f.arch)?;
+            distinct.push((f.arch, r));
         }
-        searcher.observe(&archs, &rewards, rng)?;
+        if batches.is_empty() {
+            break;
+        }
+        batches.learn(searcher, |i| distinct.get(i).map(|d| d.1), rng)?;
     }
-    Ok(out)
+    Ok(Outcome { distinct, samples: batches.samples() })
 }
