@@ -132,11 +132,9 @@ pub fn run(cfg: &MultiTrialConfig, out: &Path, opts: &RunOptions, exec: &Executo
             spec.data_seed = Some(cfg.seed);
             specs.push(spec);
             match log.get(&i) {
-                Some(t) if t.arch != key => anyhow::bail!(
-                    "{}: child {i} is {} there but this search proposes {key}; the log was written by another search",
-                    log_path.display(),
-                    t.arch
-                ),
+                Some(t) if t.arch != key => {
+                    anyhow::bail!("{}: child {i} is {} there but this search proposes {key}; the log was written by another search", log_path.display(), t.arch)
+                }
                 Some(t) => {
                     rewards.insert(i, t.reward);
                 }

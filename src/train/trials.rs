@@ -201,9 +201,10 @@ impl Batches {
     }
 }
 
-/// Runs `searcher` one architecture at a time until `budget` distinct
-/// architectures are evaluated or `cap` proposals are made; `evaluate` is
-/// called once per distinct architecture, in the order first proposed.
+/// Runs `searcher`, evaluating one architecture at a time, until `budget`
+/// distinct architectures are evaluated or `cap` proposals are made;
+/// `evaluate` is called once per distinct architecture, in the order first
+/// proposed.
 pub fn run_budget(
     searcher: &mut dyn Searcher,
     budget: usize,
