@@ -181,7 +181,7 @@ pub fn read_scalars(path: &Path) -> Result<Vec<(String, i64, f32)>> {
             }
             first = false;
         }
-        let step = event.iter().find(|f| f.0 == 2).map(|f| i64::from_le_bytes(f.2[..8].try_into().expect("8 bytes"))).unwrap_or(0);
+        let step = event.iter().find(|f| f.0 == 2 && f.1 == 0).map(|f| i64::from_le_bytes(f.2[..8].try_into().expect("8 bytes"))).unwrap_or(0);
         for (_, _, summary) in event.iter().filter(|f| f.0 == 5) {
             for (_, _, value) in fields(summary)?.iter().filter(|f| f.0 == 1) {
                 let v = fields(value)?;
