@@ -1,6 +1,7 @@
 //! TensorBoard event files (scalars only), written without TensorFlow: TFRecord
 //! framing (length, masked CRC-32C of the length, data, masked CRC-32C of the
 //! data) around `Event` protos encoded by hand. `read_scalars` parses them back.
+use super::child::now;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -68,10 +69,6 @@ fn summary(scalars: &[(String, f32)]) -> Vec<u8> {
 pub struct EventWriter {
     file: std::fs::File,
     pub path: PathBuf,
-}
-
-fn now() -> f64 {
-    super::child::now()
 }
 
 impl EventWriter {
